@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcsv/v1/common.proto.
  */
 export const file_mcsv_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChRtY3N2L3YxL2NvbW1vbi5wcm90bxIHbWNzdi52MSJ1ChFDb252ZXJzaW9uT3B0aW9ucxIhCgdxdWFsaXR5GAEgASgOMhAubWNzdi52MS5RdWFsaXR5EhYKDnN0cmlwX21ldGFkYXRhGAIgASgIEhEKCW1heF93aWR0aBgDIAEoDRISCgptYXhfaGVpZ2h0GAQgASgNIqoDCgpDb252ZXJzaW9uEgoKAmlkGAEgASgJEhIKCnVzZXJfZW1haWwYAiABKAkSJwoFc3RhdGUYAyABKA4yGC5tY3N2LnYxLkNvbnZlcnNpb25TdGF0ZRIQCghmaWxlbmFtZRgEIAEoCRISCgppbnB1dF9zaXplGAUgASgDEhMKC291dHB1dF9zaXplGAYgASgDEg0KBXdpZHRoGAcgASgNEg4KBmhlaWdodBgIIAEoDRIPCgdwZGZfdXJsGAkgASgJEjYKEnBkZl91cmxfZXhwaXJlc19hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYCyABKAkSLgoKY3JlYXRlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHb3B0aW9ucxgOIAEoCzIaLm1jc3YudjEuQ29udmVyc2lvbk9wdGlvbnMSFAoMaW5wdXRfZm9ybWF0GA8gASgJKm8KB1F1YWxpdHkSFwoTUVVBTElUWV9VTlNQRUNJRklFRBAAEg8KC1FVQUxJVFlfTE9XEAESEgoOUVVBTElUWV9NRURJVU0QAhIQCgxRVUFMSVRZX0hJR0gQAxIUChBRVUFMSVRZX0xPU1NMRVNTEAQqrgEKD0NvbnZlcnNpb25TdGF0ZRIgChxDT05WRVJTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXQ09OVkVSU0lPTl9TVEFURV9RVUVVRUQQARIfChtDT05WRVJTSU9OX1NUQVRFX1BST0NFU1NJTkcQAhIeChpDT05WRVJTSU9OX1NUQVRFX1NVQ0NFRURFRBADEhsKF0NPTlZFUlNJT05fU1RBVEVfRkFJTEVEEAQqgAEKCUVtYWlsVHlwZRIaChZFTUFJTF9UWVBFX1VOU1BFQ0lGSUVEEAASFgoSRU1BSUxfVFlQRV9XRUxDT01FEAESGwoXRU1BSUxfVFlQRV9OT1RJRklDQVRJT04QAhIiCh5FTUFJTF9UWVBFX0NPTlZFUlNJT05fQ09NUExFVEUQA2IGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChRtY3N2L3YxL2NvbW1vbi5wcm90bxIHbWNzdi52MSJ1ChFDb252ZXJzaW9uT3B0aW9ucxIhCgdxdWFsaXR5GAEgASgOMhAubWNzdi52MS5RdWFsaXR5EhYKDnN0cmlwX21ldGFkYXRhGAIgASgIEhEKCW1heF93aWR0aBgDIAEoDRISCgptYXhfaGVpZ2h0GAQgASgNIqoDCgpDb252ZXJzaW9uEgoKAmlkGAEgASgJEhIKCnVzZXJfZW1haWwYAiABKAkSJwoFc3RhdGUYAyABKA4yGC5tY3N2LnYxLkNvbnZlcnNpb25TdGF0ZRIQCghmaWxlbmFtZRgEIAEoCRISCgppbnB1dF9zaXplGAUgASgDEhMKC291dHB1dF9zaXplGAYgASgDEg0KBXdpZHRoGAcgASgNEg4KBmhlaWdodBgIIAEoDRIPCgdwZGZfdXJsGAkgASgJEjYKEnBkZl91cmxfZXhwaXJlc19hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYCyABKAkSLgoKY3JlYXRlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHb3B0aW9ucxgOIAEoCzIaLm1jc3YudjEuQ29udmVyc2lvbk9wdGlvbnMSFAoMaW5wdXRfZm9ybWF0GA8gASgJIj4KD1ZhbGlkYXRpb25FcnJvchIrCgp2aW9sYXRpb25zGAEgAygLMhcubWNzdi52MS5GaWVsZFZpb2xhdGlvbiI0Cg5GaWVsZFZpb2xhdGlvbhINCgVmaWVsZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSpvCgdRdWFsaXR5EhcKE1FVQUxJVFlfVU5TUEVDSUZJRUQQABIPCgtRVUFMSVRZX0xPVxABEhIKDlFVQUxJVFlfTUVESVVNEAISEAoMUVVBTElUWV9ISUdIEAMSFAoQUVVBTElUWV9MT1NTTEVTUxAEKq4BCg9Db252ZXJzaW9uU3RhdGUSIAocQ09OVkVSU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0NPTlZFUlNJT05fU1RBVEVfUVVFVUVEEAESHwobQ09OVkVSU0lPTl9TVEFURV9QUk9DRVNTSU5HEAISHgoaQ09OVkVSU0lPTl9TVEFURV9TVUNDRUVERUQQAxIbChdDT05WRVJTSU9OX1NUQVRFX0ZBSUxFRBAEKoABCglFbWFpbFR5cGUSGgoWRU1BSUxfVFlQRV9VTlNQRUNJRklFRBAAEhYKEkVNQUlMX1RZUEVfV0VMQ09NRRABEhsKF0VNQUlMX1RZUEVfTk9USUZJQ0FUSU9OEAISIgoeRU1BSUxfVFlQRV9DT05WRVJTSU9OX0NPTVBMRVRFEANiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * ConversionOptions tune how an image becomes a PDF.
@@ -174,6 +174,55 @@ export type Conversion = Message<"mcsv.v1.Conversion"> & {
  */
 export const ConversionSchema: GenMessage<Conversion> = /*@__PURE__*/
   messageDesc(file_mcsv_v1_common, 1);
+
+/**
+ * ValidationError is attached as a detail to an invalid_argument error; it names every bad field of the request.
+ *
+ * @generated from message mcsv.v1.ValidationError
+ */
+export type ValidationError = Message<"mcsv.v1.ValidationError"> & {
+  /**
+   * One entry per bad field.
+   *
+   * @generated from field: repeated mcsv.v1.FieldViolation violations = 1;
+   */
+  violations: FieldViolation[];
+};
+
+/**
+ * Describes the message mcsv.v1.ValidationError.
+ * Use `create(ValidationErrorSchema)` to create a new message.
+ */
+export const ValidationErrorSchema: GenMessage<ValidationError> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_common, 2);
+
+/**
+ * FieldViolation says what is wrong with one field.
+ *
+ * @generated from message mcsv.v1.FieldViolation
+ */
+export type FieldViolation = Message<"mcsv.v1.FieldViolation"> & {
+  /**
+   * Path of the field in the request, in its JSON name (for example "options.maxWidth").
+   *
+   * @generated from field: string field = 1;
+   */
+  field: string;
+
+  /**
+   * What is wrong with it.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+};
+
+/**
+ * Describes the message mcsv.v1.FieldViolation.
+ * Use `create(FieldViolationSchema)` to create a new message.
+ */
+export const FieldViolationSchema: GenMessage<FieldViolation> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_common, 3);
 
 /**
  * Quality is the preset that trades PDF size against fidelity.
