@@ -1,0 +1,46 @@
+/**
+ * `npm run generate`: regenerates gen/ (the TypeScript of @mcsv/sdk) and openapi/ (OpenAPI 3.1) from proto/ with
+ * buf.gen.yaml, and deletes generated files whose proto source is gone.
+ *
+ * `tsx scripts/generate.ts --out <dir>` writes <dir>/gen and <dir>/openapi instead and leaves the repository alone:
+ * the freshness gate (test/contract/gates.test.ts) compares that output with the committed files.
+ */
+import { execFileSync } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+
+/** The generated files under dir: gen/**\/*.ts (not dist/ or node_modules/) and openapi/*.yaml, relative to dir. */
+function generatedFiles(dir: string): string[] {
+  const walk = (sub: string): string[] =>
+    !existsSync(join(dir, sub))
+      ? []
+      : readdirSync(join(dir, sub), { withFileTypes: true }).flatMap((entry) => {
+          const path = join(sub, entry.name);
+          if (entry.isDirectory()) return entry.name === "dist" || entry.name === "node_modules" ? [] : walk(path);
+          return /\.(ts|yaml)$/.test(entry.name) ? [path] : [];
+        });
+  return [...walk("gen"), ...walk("openapi")].sort();
+}
+
+const { values } = parseArgs({ options: { out: { type: "string" } } });
+const out = values.out ?? mkdtempSync(join(tmpdir(), "mcsv-generate-"));
+execFileSync(join(root, "node_modules/.bin/buf"), ["generate", "--template", "buf.gen.yaml", "--output", out], {
+  cwd: root,
+  stdio: "inherit",
+});
+
+if (values.out === undefined) {
+  const fresh = new Set(generatedFiles(out));
+  for (const stale of generatedFiles(root).filter((file) => !fresh.has(file))) {
+    rmSync(join(root, stale));
+    console.log(`removed stale ${stale}`);
+  }
+  for (const file of fresh) cpSync(join(out, file), join(root, file));
+  rmSync(out, { recursive: true, force: true });
+  console.log(`generated ${fresh.size} files into gen/ and openapi/ (${relative(process.cwd(), root) || "."})`);
+}
