@@ -1,0 +1,65 @@
+/**
+ * Postgres access shared by the services: a pg.Pool that survives a Postgres restart (errors on idle clients are
+ * logged, not thrown), and migrations run at start-up by node-pg-migrate, under its advisory lock so that N
+ * replicas starting together migrate once.
+ */
+import { runner } from "node-pg-migrate";
+import pg from "pg";
+import { describeError } from "./errors.js";
+import type { Logger } from "./logger.js";
+
+export type Pool = pg.Pool;
+export type PoolClient = pg.PoolClient;
+
+export function createPool(url: string, logger: Logger, options: { max?: number; name?: string } = {}): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max ?? 10,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    application_name: options.name,
+  });
+  // Without these, a Postgres restart emits 'error' on idle clients and kills the process.
+  pool.on("error", (error) => logger.warn("idle Postgres client lost", { error: describeError(error) }));
+  pool.on("connect", (client) => {
+    client.on("error", (error) => logger.warn("Postgres client error", { error: describeError(error) }));
+  });
+  return pool;
+}
+
+/** Applies the `.sql` migrations in `dir` (node-pg-migrate's `-- Up Migration` format) to `schema`. */
+export async function migrate(url: string, options: { dir: string; schema: string; logger: Logger }): Promise<void> {
+  const applied = await runner({
+    databaseUrl: url,
+    dir: options.dir,
+    direction: "up",
+    schema: options.schema,
+    createSchema: true,
+    migrationsTable: "migrations",
+    migrationsSchema: options.schema,
+    createMigrationsSchema: true,
+    checkOrder: true,
+    log: () => undefined,
+  });
+  if (applied.length > 0) options.logger.info("migrations applied", { schema: options.schema, migrations: applied.map((m) => m.name) });
+}
+
+export function databaseCheck(pool: pg.Pool): () => Promise<unknown> {
+  return () => pool.query("select 1");
+}
+
+/** Runs `fn` in a transaction, committing on success and rolling back on any error. */
+export async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query("begin");
+    const result = await fn(client);
+    await client.query("commit");
+    return result;
+  } catch (error) {
+    await client.query("rollback").catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}

@@ -1,0 +1,55 @@
+/** Connect errors with a clear message and, for bad requests, a ValidationError detail naming every bad field. */
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { FieldViolationSchema, ValidationErrorSchema } from "@mcsv/sdk";
+
+export interface Violation {
+  field: string;
+  description: string;
+}
+
+/** Collects field violations; `throwIfAny` raises one invalid_argument error listing all of them. */
+export class Violations {
+  readonly list: Violation[] = [];
+
+  add(field: string, description: string): this {
+    this.list.push({ field, description });
+    return this;
+  }
+
+  check(condition: boolean, field: string, description: string): this {
+    if (!condition) this.add(field, description);
+    return this;
+  }
+
+  throwIfAny(): void {
+    if (this.list.length > 0) throw invalidArgument(this.list);
+  }
+}
+
+export function invalidArgument(violations: Violation[]): ConnectError {
+  const summary = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+  return new ConnectError(summary, Code.InvalidArgument, undefined, [
+    { desc: ValidationErrorSchema, value: create(ValidationErrorSchema, { violations: violations.map((v) => create(FieldViolationSchema, v)) }) },
+  ]);
+}
+
+/** Codes that a retry cannot fix: a job that meets one fails at once. */
+export const PERMANENT_CODES: ReadonlySet<Code> = new Set([
+  Code.InvalidArgument,
+  Code.FailedPrecondition,
+  Code.NotFound,
+  Code.AlreadyExists,
+  Code.PermissionDenied,
+  Code.Unauthenticated,
+  Code.Unimplemented,
+  Code.OutOfRange,
+]);
+
+export function isPermanent(error: unknown): boolean {
+  return error instanceof ConnectError && PERMANENT_CODES.has(error.code);
+}
+
+export function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,184 @@
+/**
+ * Server bootstrap shared by the five services: Connect routes on node:http (HTTP/1.1), health and readiness,
+ * /metrics, and a graceful shutdown on SIGTERM or SIGINT that stops accepting work and finishes what is in flight.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { describeError } from "./errors.js";
+import { logFieldsInterceptor, metricsInterceptor } from "./interceptors.js";
+import type { Logger } from "./logger.js";
+import { registry } from "./metrics.js";
+
+/** Named checks of the service's own dependencies; each resolves when the dependency answers. */
+export type ReadinessChecks = Record<string, () => Promise<unknown>>;
+
+/** Extra plain-HTTP routes (a page, docs); returns false when it does not handle the request. */
+export type PageHandler = (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>;
+
+export interface ServiceOptions {
+  name: string;
+  port: number;
+  host?: string;
+  logger: Logger;
+  routes: (router: ConnectRouter) => void;
+  readiness?: ReadinessChecks;
+  pages?: PageHandler;
+  /** Interceptors that run inside the shared ones (for example authentication). */
+  interceptors?: Interceptor[];
+  /** Largest request message accepted, in bytes; larger ones get resource_exhausted. */
+  readMaxBytes?: number;
+  shutdownGraceMs?: number;
+  /** Runs after the HTTP server stopped accepting requests: stop workers, finish jobs. */
+  drain?: () => Promise<void>;
+  /** Runs last: close pools and clients. */
+  close?: () => Promise<void>;
+}
+
+export interface RunningService {
+  server: Server;
+  url: string;
+  /** Aborted when shutdown begins; long-lived streams end on it. */
+  stopping: AbortSignal;
+  shutdown(reason?: string): Promise<void>;
+}
+
+const READINESS_TIMEOUT_MS = 2_000;
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function checkReadiness(checks: ReadinessChecks): Promise<{ ready: boolean; checks: Record<string, string> }> {
+  const results = await Promise.all(
+    Object.entries(checks).map(async ([name, check]) => {
+      try {
+        await Promise.race([
+          check(),
+          new Promise((_, reject) => setTimeout(() => reject(new Error("timed out")), READINESS_TIMEOUT_MS).unref()),
+        ]);
+        return [name, "ok"] as const;
+      } catch (error) {
+        return [name, describeError(error)] as const;
+      }
+    }),
+  );
+  return { ready: results.every(([, state]) => state === "ok"), checks: Object.fromEntries(results) };
+}
+
+export async function runService(options: ServiceOptions): Promise<RunningService> {
+  const { logger } = options;
+  const stopping = new AbortController();
+  const shutdownSignal = new AbortController();
+  const checks = options.readiness ?? {};
+  let inFlight = 0;
+
+  const connect = connectNodeAdapter({
+    routes: options.routes,
+    interceptors: [logFieldsInterceptor, metricsInterceptor("server"), ...(options.interceptors ?? [])],
+    // Unknown JSON fields are a client bug: reject them instead of silently dropping data.
+    jsonOptions: { ignoreUnknownFields: false },
+    readMaxBytes: options.readMaxBytes ?? 4 * 1024 * 1024,
+    shutdownSignal: shutdownSignal.signal,
+    fallback: (req, res) => void handlePlain(req as IncomingMessage, res as ServerResponse),
+  });
+
+  async function handlePlain(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0];
+    try {
+      if (req.method === "GET" && path === "/health") {
+        return sendJson(res, 200, { status: "ok", service: options.name });
+      }
+      if (req.method === "GET" && path === "/health/ready") {
+        if (stopping.signal.aborted) return sendJson(res, 503, { status: "draining", service: options.name });
+        const readiness = await checkReadiness(checks);
+        return sendJson(res, readiness.ready ? 200 : 503, { status: readiness.ready ? "ready" : "not_ready", ...readiness });
+      }
+      if (req.method === "GET" && path === "/metrics") {
+        const body = await registry.metrics();
+        res.writeHead(200, { "content-type": registry.contentType });
+        return void res.end(body);
+      }
+      if (options.pages && (await options.pages(req, res))) return;
+      sendJson(res, 404, { code: "not_found", message: `no route for ${req.method} ${path}` });
+    } catch (error) {
+      logger.error("plain HTTP handler failed", { path, error: describeError(error) });
+      if (!res.headersSent) sendJson(res, 500, { code: "internal", message: "internal error" });
+      else res.destroy();
+    }
+  }
+
+  const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    inFlight++;
+    res.once("close", () => inFlight--);
+    connect(req, res);
+  });
+  server.on("clientError", (error, socket) => {
+    logger.debug("client error", { error: describeError(error) });
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host ?? "0.0.0.0", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}`;
+  logger.info(`${options.name} listening`, { url });
+
+  let shuttingDown: Promise<void> | undefined;
+  async function shutdown(reason = "shutdown"): Promise<void> {
+    shuttingDown ??= (async () => {
+      logger.info(`${options.name} draining`, { reason });
+      const grace = options.shutdownGraceMs ?? 10_000;
+      const deadline = Date.now() + grace;
+      stopping.abort();
+      server.close();
+      server.closeIdleConnections();
+      const drained = options.drain?.().catch((error) => logger.error("drain failed", { error: describeError(error) }));
+      while (inFlight > 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        server.closeIdleConnections();
+      }
+      if (inFlight > 0) {
+        logger.warn("grace period over, aborting requests still in flight", { inFlight });
+        shutdownSignal.abort(new ConnectError("server is shutting down", Code.Unavailable));
+      }
+      await drained;
+      server.closeAllConnections();
+      await options.close?.().catch((error) => logger.error("close failed", { error: describeError(error) }));
+      logger.info(`${options.name} stopped`);
+    })();
+    return shuttingDown;
+  }
+
+  return { server, url, stopping: stopping.signal, shutdown };
+}
+
+/**
+ * Process-level wiring for a service's main.ts: stop gracefully on SIGTERM or SIGINT, log instead of dying on a
+ * stray promise rejection, and exit non-zero with a clear message when start-up fails.
+ */
+export function runMain(logger: Logger, start: () => Promise<RunningService>): void {
+  process.on("unhandledRejection", (reason) => logger.error("unhandled rejection", { error: describeError(reason) }));
+  start().then(
+    (running) => {
+      const stop = (signal: NodeJS.Signals) => {
+        void running.shutdown(signal).then(() => process.exit(0));
+      };
+      process.once("SIGTERM", stop);
+      process.once("SIGINT", stop);
+    },
+    (error: unknown) => {
+      logger.error("start-up failed", { error: describeError(error) });
+      process.exitCode = 1;
+      setTimeout(() => process.exit(1), 100).unref();
+    },
+  );
+}
