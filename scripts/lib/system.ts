@@ -1,0 +1,157 @@
+/**
+ * Starts and supervises the whole system on one machine: embedded Postgres and S3 unless DATABASE_URL and
+ * S3_ENDPOINT point at real ones, the dev email outbox unless RESEND_API_KEY is set, and the five services as
+ * separate Node processes. Used by `npm start` and by the end-to-end tests.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { SERVICES, SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
+import { startEmbeddedPostgres, startEmbeddedS3, type EmbeddedPostgresHandle, type EmbeddedS3Handle } from "./embedded.js";
+
+export const ROOT = resolve(import.meta.dirname ?? new URL(".", import.meta.url).pathname, "../..");
+
+export interface SystemOptions {
+  dataDir: string;
+  /** Environment for every service (on top of process.env unless `isolated`). */
+  env?: Record<string, string | undefined>;
+  /** Do not inherit process.env (tests). */
+  isolated?: boolean;
+  ports?: Partial<Record<ServiceKey, number>>;
+  postgresPort?: number;
+  s3Port?: number;
+  /** Receives every line a service writes. */
+  onLine?: (service: ServiceKey, line: string, stream: "stdout" | "stderr") => void;
+  readyTimeoutMs?: number;
+}
+
+export interface ServiceProcess {
+  key: ServiceKey;
+  url: string;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+}
+
+export interface System {
+  env: Record<string, string>;
+  urls: Record<ServiceKey, string>;
+  postgres?: EmbeddedPostgresHandle;
+  s3?: EmbeddedS3Handle;
+  services: Map<ServiceKey, ServiceProcess>;
+  /** Starts (or starts again) one service and waits until it is ready. */
+  startService(key: ServiceKey): Promise<ServiceProcess>;
+  /** Sends `signal` and waits for the process to exit. */
+  stopService(key: ServiceKey, signal?: NodeJS.Signals): Promise<number | null>;
+  waitReady(key: ServiceKey, timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function isReady(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(2_000) });
+    await res.body?.cancel();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+export async function startSystem(options: SystemOptions): Promise<System> {
+  const base: Record<string, string | undefined> = { ...(options.isolated ? { PATH: process.env["PATH"], HOME: process.env["HOME"] } : process.env), ...options.env };
+  const env: Record<string, string> = Object.fromEntries(Object.entries(base).filter((e): e is [string, string] => e[1] !== undefined));
+  mkdirSync(options.dataDir, { recursive: true });
+  env["MCSV_DATA_DIR"] = options.dataDir;
+
+  let postgres: EmbeddedPostgresHandle | undefined;
+  let s3: EmbeddedS3Handle | undefined;
+  if (!env["DATABASE_URL"]) {
+    postgres = await startEmbeddedPostgres(join(options.dataDir, "pg"), options.postgresPort ?? 54329);
+    env["DATABASE_URL"] = postgres.url;
+  }
+  if (!env["S3_ENDPOINT"]) {
+    s3 = await startEmbeddedS3(join(options.dataDir, "s3"), options.s3Port ?? 9000, [env["S3_BUCKET"] ?? "mcsv"]);
+    env["S3_ENDPOINT"] = s3.endpoint;
+    env["S3_ACCESS_KEY_ID"] = s3.accessKeyId;
+    env["S3_SECRET_ACCESS_KEY"] = s3.secretAccessKey;
+  }
+  if (!env["RESEND_API_KEY"]) env["EMAIL_OUTBOX_DIR"] ??= join(options.dataDir, "outbox");
+
+  const urls = {} as Record<ServiceKey, string>;
+  for (const key of SERVICE_KEYS) {
+    const upper = key.toUpperCase();
+    const port = options.ports?.[key] ?? Number(env[`${upper}_PORT`] ?? SERVICES[key].port);
+    env[`${upper}_PORT`] = String(port);
+    urls[key] = env[`${upper}_URL`] ??= `http://127.0.0.1:${port}`;
+  }
+
+  const services = new Map<ServiceKey, ServiceProcess>();
+
+  function spawnService(key: ServiceKey): ServiceProcess {
+    const child = spawn(process.execPath, ["--conditions=mcsv-source", "--import", "tsx", join("services", key, "main.ts")], {
+      cwd: ROOT,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    for (const stream of ["stdout", "stderr"] as const) {
+      createInterface({ input: child[stream]! }).on("line", (line) => options.onLine?.(key, line, stream));
+    }
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    return { key, url: urls[key], child, exited };
+  }
+
+  async function waitReady(key: ServiceKey, timeoutMs = options.readyTimeoutMs ?? 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const proc = services.get(key);
+    let exitCode: number | null | undefined;
+    void proc?.exited.then((code) => (exitCode = code));
+    while (Date.now() < deadline) {
+      if (exitCode !== undefined) throw new Error(`${SERVICES[key].name} exited with code ${exitCode} before it was ready`);
+      if (await isReady(urls[key])) return;
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    throw new Error(`${SERVICES[key].name} was not ready within ${timeoutMs} ms`);
+  }
+
+  async function startService(key: ServiceKey): Promise<ServiceProcess> {
+    const proc = spawnService(key);
+    services.set(key, proc);
+    await waitReady(key);
+    return proc;
+  }
+
+  async function stopService(key: ServiceKey, signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+    const proc = services.get(key);
+    if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null) return proc?.child.exitCode ?? null;
+    proc.child.kill(signal);
+    const killer = setTimeout(() => proc.child.kill("SIGKILL"), 30_000);
+    const code = await proc.exited;
+    clearTimeout(killer);
+    return code;
+  }
+
+  const system: System = {
+    env,
+    urls,
+    services,
+    startService,
+    stopService,
+    waitReady,
+    async stop() {
+      await Promise.all(SERVICE_KEYS.map((key) => stopService(key)));
+      await s3?.stop();
+      await postgres?.stop();
+    },
+  };
+  if (postgres) system.postgres = postgres;
+  if (s3) system.s3 = s3;
+
+  try {
+    for (const key of SERVICE_KEYS) services.set(key, spawnService(key));
+    await Promise.all(SERVICE_KEYS.map((key) => waitReady(key)));
+  } catch (error) {
+    await system.stop();
+    throw error;
+  }
+  return system;
+}
