@@ -9,7 +9,7 @@ import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescS
 import { getComments } from "@bufbuild/protoplugin";
 import { compileErrors, validate } from "@readme/openapi-parser";
 import { parse } from "yaml";
-import { DEFAULT_PORTS } from "../../tools/protoc-gen-openapi/servers.js";
+import { SERVICES } from "../../services/shared/topology.js";
 import { bufRegistry, ROOT, sdkFiles } from "./support.js";
 
 type Json = Record<string, any>;
@@ -89,7 +89,7 @@ describe.each(services.map((s) => [s.name, s] as const))("%s", (_name, service) 
     if (!result.valid) throw new Error(compileErrors(result));
     expect(doc.openapi).toMatch(/^3\.1\./);
     expect(doc.info.title).toBe(`mcsv.v1 ${service.name}`);
-    expect(doc.servers).toEqual([expect.objectContaining({ url: `http://localhost:${DEFAULT_PORTS[service.typeName]}` })]);
+    expect(doc.servers).toEqual([expect.objectContaining({ url: `http://localhost:${(SERVICES as Record<string, { port: number }>)[basename(documentPath(service), ".yaml")]!.port}` })]);
   });
 
   test("has a POST path for every RPC, and no other", () => {

@@ -19,7 +19,8 @@
 import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { getComments } from "@bufbuild/protoplugin";
 import { Document } from "yaml";
-import { API_VERSION, DEFAULT_PORTS } from "./servers.js";
+// The services' default ports and version live in one place, shared with the services themselves.
+import { SERVICES, SERVICE_VERSION } from "../../services/shared/topology.js";
 
 type Schema = Record<string, unknown>;
 
@@ -43,9 +44,14 @@ export const CONNECT_ERROR_CODES = [
   "unauthenticated",
 ] as const;
 
+/** The short name of a service, its key in SERVICES: UserService → user. */
+function serviceKey(service: DescService): string {
+  return service.name.replace(/Service$/, "").toLowerCase();
+}
+
 /** The name of the document of a service: UserService → user.yaml. */
 export function openApiFileName(service: DescService): string {
-  return `${service.name.replace(/Service$/, "").toLowerCase()}.yaml`;
+  return `${serviceKey(service)}.yaml`;
 }
 
 /** The leading comment of an element, without the space that follows each `//`. */
@@ -346,8 +352,8 @@ function operation(service: DescService, method: DescMethod): Schema {
 
 /** The OpenAPI 3.1 document of a service, as a plain object. */
 export function buildOpenApi(service: DescService): Schema {
-  const port = DEFAULT_PORTS[service.typeName];
-  if (port === undefined) throw new Error(`protoc-gen-openapi: no default port for ${service.typeName} in servers.ts`);
+  const port = (SERVICES as Record<string, { port: number } | undefined>)[serviceKey(service)]?.port;
+  if (port === undefined) throw new Error(`protoc-gen-openapi: no default port for ${service.typeName} in services/shared/topology.ts`);
   const unsupported = service.methods.find((m) => m.methodKind !== "unary" && m.methodKind !== "server_streaming");
   if (unsupported) throw new Error(`protoc-gen-openapi: ${unsupported.methodKind} is not supported (${unsupported.name})`);
   const streaming = service.methods.some((m) => m.methodKind === "server_streaming");
@@ -363,7 +369,7 @@ export function buildOpenApi(service: DescService): Schema {
   };
   return {
     openapi: "3.1.0",
-    info: { title: `${service.typeName.replace(/\.[^.]+$/, "")} ${service.name}`, version: API_VERSION, description: comment(service) },
+    info: { title: `${service.typeName.replace(/\.[^.]+$/, "")} ${service.name}`, version: SERVICE_VERSION, description: comment(service) },
     servers: [{ url: `http://localhost:${port}`, description: "Local default" }],
     tags: [{ name: service.name, description: comment(service) }],
     paths,
