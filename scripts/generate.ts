@@ -8,7 +8,7 @@
 import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
@@ -28,7 +28,7 @@ function generatedFiles(dir: string): string[] {
 }
 
 const { values } = parseArgs({ options: { out: { type: "string" } } });
-const out = values.out ?? mkdtempSync(join(tmpdir(), "mcsv-generate-"));
+const out = values.out === undefined ? mkdtempSync(join(tmpdir(), "mcsv-generate-")) : resolve(values.out);
 execFileSync(join(root, "node_modules/.bin/buf"), ["generate", "--template", "buf.gen.yaml", "--output", out], {
   cwd: root,
   stdio: "inherit",
