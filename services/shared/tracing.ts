@@ -1,0 +1,111 @@
+/**
+ * OpenTelemetry for Connect (no Connect library for TypeScript ships it): one SERVER or CLIENT span per RPC, named
+ * `mcsv.v1.ImageService/ConvertImage`, with the RPC semantic-convention attributes, W3C trace context and baggage
+ * carried in the request headers, server streams covered until their last message. Also `withSpan` for the
+ * internal steps (sharp, ImageMagick, the presigned fetch, the Resend call).
+ */
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type TextMapGetter, type TextMapSetter } from "@opentelemetry/api";
+import { SERVICE_VERSION } from "./topology.js";
+
+const tracer = trace.getTracer("mcsv", SERVICE_VERSION);
+
+const headerGetter: TextMapGetter<Headers> = {
+  keys: (headers) => [...headers.keys()],
+  get: (headers, key) => headers.get(key) ?? undefined,
+};
+const headerSetter: TextMapSetter<Headers> = {
+  set: (headers, key, value) => headers.set(key, value),
+};
+
+/** `invalid_argument`, as the Connect protocol spells codes. */
+export function connectCodeName(code: Code): string {
+  return Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
+}
+
+function rpcAttributes(service: string, method: string, url: string): Attributes {
+  const { hostname, port, protocol } = new URL(url, "http://localhost");
+  return {
+    "rpc.system": "connect_rpc",
+    "rpc.service": service,
+    "rpc.method": method,
+    "server.address": hostname,
+    "server.port": Number(port || (protocol === "https:" ? 443 : 80)),
+  };
+}
+
+function endWithError(span: Span, error: unknown): void {
+  const connectError = ConnectError.from(error);
+  span.setAttribute("rpc.connect_rpc.error_code", connectCodeName(connectError.code));
+  span.recordException(connectError);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: connectError.rawMessage });
+  span.end();
+}
+
+function traced(kind: SpanKind): Interceptor {
+  return (next) => async (req) => {
+    const name = `${req.service.typeName}/${req.method.name}`;
+    const parent = kind === SpanKind.SERVER ? propagation.extract(context.active(), req.header, headerGetter) : context.active();
+    const span = tracer.startSpan(name, { kind, attributes: rpcAttributes(req.service.typeName, req.method.name, req.url) }, parent);
+    const active = trace.setSpan(parent, span);
+    if (kind === SpanKind.CLIENT) propagation.inject(active, req.header, headerSetter);
+    try {
+      const res = await context.with(active, () => next(req));
+      if (!res.stream) {
+        span.end();
+        return res;
+      }
+      const messages = res.message;
+      return {
+        ...res,
+        message: (async function* () {
+          let failure: unknown;
+          try {
+            yield* messages;
+          } catch (error) {
+            failure = error;
+            throw error;
+          } finally {
+            if (failure === undefined) span.end();
+            else endWithError(span, failure);
+          }
+        })(),
+      };
+    } catch (error) {
+      endWithError(span, error);
+      throw error;
+    }
+  };
+}
+
+export const serverTracingInterceptor = traced(SpanKind.SERVER);
+export const clientTracingInterceptor = traced(SpanKind.CLIENT);
+
+/** Runs `fn` in a child span of the active one; a thrown error marks the span failed and is rethrown. */
+export async function withSpan<T>(name: string, attributes: Attributes, fn: (span: Span) => Promise<T>): Promise<T> {
+  return tracer.startActiveSpan(name, { attributes }, async (span) => {
+    try {
+      const result = await fn(span);
+      span.end();
+      return result;
+    } catch (error) {
+      span.recordException(error instanceof Error ? error : String(error));
+      span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+      span.end();
+      throw error;
+    }
+  });
+}
+
+/** The active trace context as a plain object (for a job's payload). */
+export function injectTraceContext(): Record<string, string> {
+  const carrier: Record<string, string> = {};
+  propagation.inject(context.active(), carrier);
+  return carrier;
+}
+
+/** Runs `fn` inside the trace context stored by `injectTraceContext`. */
+export function withTraceContext<T>(carrier: Record<string, string> | undefined, fn: () => T): T {
+  if (!carrier) return fn();
+  return context.with(propagation.extract(context.active(), carrier), fn);
+}
