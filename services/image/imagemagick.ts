@@ -1,0 +1,182 @@
+/**
+ * Writes PDFs with a spawned ImageMagick (7's `magick` or 6's `convert`), bytes in on stdin and out on stdout, never
+ * through temporary files. The input coder is always named (`rgb:-`, `rgba:-`, `png:-`) so ImageMagick never guesses a
+ * format from content, its resources are capped with `-limit`, and a process that overstays is killed.
+ *
+ * `runImageMagick` runs any argument list on a buffer; `pdfArguments` builds the list the service uses, so a
+ * benchmark can run exactly what the service runs. A pool of ready processes could later sit behind `PdfRenderer`.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { NormalisedImage } from "./normalise.js";
+import { Quality } from "@mcsv/sdk";
+import { qualityPreset, type QualityPreset } from "./quality.js";
+
+export interface ImageMagickLimits {
+  /** ImageMagick sizes, e.g. "1GiB". */
+  memory: string;
+  map: string;
+  disk: string;
+  timeSeconds: number;
+}
+
+export interface RunOptions {
+  /** The process is killed with SIGKILL after this long (deadline_exceeded). */
+  timeoutMs: number;
+  /** Largest output accepted; the process is killed when it writes more (resource_exhausted). */
+  maxOutputBytes: number;
+  /** Kills the process when aborted (the RPC's deadline or cancellation). */
+  signal?: AbortSignal | undefined;
+}
+
+/** What the pipeline needs from a PDF writer. */
+export interface PdfRenderer {
+  renderPdf(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Resolves when the writer can produce PDFs; rejects with the reason otherwise. */
+  ready(): Promise<void>;
+}
+
+const STDERR_KEPT = 4_096;
+
+/** ImageMagick's complaint, first lines only (it never echoes image bytes, but keep it short for logs and errors). */
+function summarise(stderr: string): string {
+  const lines = stderr
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
+  const text = lines.slice(0, 3).join("; ");
+  return text.length > 300 ? `${text.slice(0, 300)}…` : text || "no message";
+}
+
+/** `magick` when it runs, else ImageMagick 6's `convert` (checked once, at start-up). */
+export function detectImageMagickCommand(): string {
+  const probe = spawnSync("magick", ["-version"], { encoding: "utf8", timeout: 10_000 });
+  return probe.status === 0 && /ImageMagick \d/.test(probe.stdout) ? "magick" : "convert";
+}
+
+/** Runs `command args` with `input` on stdin and resolves with everything it wrote on stdout. */
+export function runImageMagick(command: string, args: readonly string[], input: Uint8Array, options: RunOptions): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    options.signal?.throwIfAborted();
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] });
+    const chunks: Buffer[] = [];
+    let outputBytes = 0;
+    let stderr = "";
+    let failure: ConnectError | undefined;
+
+    const kill = (error: ConnectError) => {
+      failure ??= error;
+      child.kill("SIGKILL");
+    };
+    const timer = setTimeout(
+      () => kill(new ConnectError(`ImageMagick took longer than ${options.timeoutMs} ms and was stopped`, Code.DeadlineExceeded)),
+      options.timeoutMs,
+    );
+    const onAbort = () => kill(ConnectError.from(options.signal?.reason));
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+
+    child.stdout.on("data", (chunk: Buffer) => {
+      outputBytes += chunk.byteLength;
+      if (outputBytes > options.maxOutputBytes) {
+        kill(new ConnectError(`the PDF would be larger than the limit of ${options.maxOutputBytes} bytes`, Code.ResourceExhausted));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (text: string) => {
+      if (stderr.length < STDERR_KEPT) stderr += text;
+    });
+    // ImageMagick may exit (on an error) before reading all of stdin: the EPIPE is expected, its exit code says why.
+    child.stdin.on("error", () => undefined);
+    child.stdin.end(input);
+
+    let settled = false;
+    const settle = (error: ConnectError | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+      if (error) reject(error);
+      else resolve(Buffer.concat(chunks, outputBytes));
+    };
+    // A process that cannot be spawned (ENOENT) reports "error" and may never report "close".
+    child.once("error", (error) => settle(failure ?? new ConnectError(`ImageMagick could not be run (${command}): ${error.message}`, Code.Internal)));
+    child.once("close", (code, signal) => {
+      if (failure) return settle(failure);
+      if (code !== 0) {
+        return settle(new ConnectError(`ImageMagick failed (${signal ?? `exit code ${code}`}): ${summarise(stderr)}`, Code.Internal));
+      }
+      settle(undefined);
+    });
+  });
+}
+
+/** Arguments that turn `image` on stdin into a one-page PDF on stdout, the page exactly the image's size. */
+export function pdfArguments(image: Pick<NormalisedImage, "encoding" | "width" | "height" | "channels">, preset: QualityPreset, limits: ImageMagickLimits): string[] {
+  const input =
+    image.encoding === "png"
+      ? ["png:-"]
+      : ["-size", `${image.width}x${image.height}`, "-depth", "8", image.channels === 4 ? "rgba:-" : "rgb:-"];
+  return [
+    "-limit", "memory", limits.memory,
+    "-limit", "map", limits.map,
+    "-limit", "disk", limits.disk,
+    "-limit", "time", String(limits.timeSeconds),
+    ...input,
+    // 72 pixels per inch = one pixel per PDF point: the page is the image's size.
+    "-units", "PixelsPerInch",
+    "-density", "72",
+    ...preset.compressArgs,
+    "pdf:-",
+  ];
+}
+
+export interface ImageMagickOptions {
+  command: string;
+  limits: ImageMagickLimits;
+  timeoutMs: number;
+  maxOutputBytes: number;
+}
+
+const PROBE_PIXEL = Uint8Array.of(255, 255, 255);
+
+/** The service's PDF writer: one ImageMagick process per conversion. */
+export class ImageMagickPdfRenderer implements PdfRenderer {
+  private probed: Promise<void> | undefined;
+
+  constructor(readonly options: ImageMagickOptions) {}
+
+  renderPdf(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<Uint8Array> {
+    return runImageMagick(this.options.command, pdfArguments(image, preset, this.options.limits), image.data, {
+      timeoutMs: this.options.timeoutMs,
+      maxOutputBytes: this.options.maxOutputBytes,
+      signal,
+    });
+  }
+
+  /**
+   * Writes a 1×1 PDF the way conversions do; a success is cached for good, a failure is retried on the next call
+   * (a policy or package fixed while the service runs is picked up).
+   */
+  ready(): Promise<void> {
+    this.probed ??= this.probe().catch((error: unknown) => {
+      this.probed = undefined;
+      throw error;
+    });
+    return this.probed;
+  }
+
+  /** Both compressions the presets use: Flate, and JPEG (a separate delegate that may be missing). */
+  private async probe(): Promise<void> {
+    const image: NormalisedImage = { encoding: "raw", data: PROBE_PIXEL, width: 1, height: 1, channels: 3 };
+    for (const quality of [Quality.LOSSLESS, Quality.HIGH]) {
+      const pdf = await this.renderPdf(image, qualityPreset(quality)!).catch((error: unknown) => {
+        throw new Error(`${this.options.command} cannot write a PDF (is PDF writing allowed by its policy.xml?): ${error instanceof Error ? error.message : String(error)}`);
+      });
+      if (Buffer.from(pdf.buffer, pdf.byteOffset, Math.min(5, pdf.byteLength)).toString("latin1") !== "%PDF-") {
+        throw new Error(`${this.options.command} did not write a PDF`);
+      }
+    }
+  }
+}

@@ -1,0 +1,83 @@
+/** Wires the image service: storage, the ImageMagick PDF writer, the conversion limiter, and the Connect server. */
+import { ImageService } from "@mcsv/sdk";
+import { createLogger, type Logger } from "../shared/logger.js";
+import { initMetrics } from "../shared/metrics.js";
+import { runService, type RunningService } from "../shared/server.js";
+import { ObjectStore } from "../shared/storage.js";
+import { SERVICES } from "../shared/topology.js";
+import type { ImageConfig } from "./config.js";
+import { createImageHandlers } from "./handlers.js";
+import { detectImageMagickCommand, ImageMagickPdfRenderer, type PdfRenderer } from "./imagemagick.js";
+import { ConcurrencyLimiter } from "./limiter.js";
+import { conversionsActive, conversionsWaiting } from "./metrics.js";
+import type { ConversionHooks } from "./pipeline.js";
+
+export interface ImageServiceOverrides {
+  logger?: Logger;
+  store?: ObjectStore;
+  renderer?: PdfRenderer;
+  hooks?: ConversionHooks;
+}
+
+export async function startImageService(config: ImageConfig, overrides: ImageServiceOverrides = {}): Promise<RunningService> {
+  const name = SERVICES.image.name;
+  initMetrics(name);
+  const logger = overrides.logger ?? createLogger(name, { level: config.LOG_LEVEL, format: config.LOG_FORMAT });
+  const store = overrides.store ?? new ObjectStore(config);
+
+  const command = config.IMAGEMAGICK_COMMAND ?? detectImageMagickCommand();
+  const renderer =
+    overrides.renderer ??
+    new ImageMagickPdfRenderer({
+      command,
+      limits: {
+        memory: config.IMAGEMAGICK_LIMIT_MEMORY,
+        map: config.IMAGEMAGICK_LIMIT_MAP,
+        disk: config.IMAGEMAGICK_LIMIT_DISK,
+        timeSeconds: config.IMAGEMAGICK_LIMIT_TIME_SECONDS,
+      },
+      timeoutMs: config.IMAGEMAGICK_TIMEOUT_MS,
+      maxOutputBytes: config.IMAGE_MAX_OUTPUT_BYTES,
+    });
+  // Probe once at start; the service still starts when it fails, and readiness says why (and probes again).
+  await renderer.ready().then(
+    () => logger.info("ImageMagick writes PDF", { command }),
+    (error: unknown) => logger.error("ImageMagick cannot write PDF yet", { command, error: String(error) }),
+  );
+
+  const limiter = new ConcurrencyLimiter(config.IMAGE_CONCURRENCY, {
+    waiting: () => conversionsWaiting.inc(),
+    doneWaiting: () => conversionsWaiting.dec(),
+    acquired: () => conversionsActive.inc(),
+    released: () => conversionsActive.dec(),
+  });
+
+  const handlers = createImageHandlers({
+    logger,
+    limiter,
+    store,
+    renderer,
+    keyOfUrl: (url) => store.keyOfUrl(url),
+    limits: {
+      maxInputBytes: config.IMAGE_MAX_INPUT_BYTES,
+      fetchTimeoutMs: config.IMAGE_FETCH_TIMEOUT_MS,
+      maxPixels: config.IMAGE_MAX_PIXELS,
+      failOn: config.IMAGE_FAIL_ON,
+    },
+    hooks: overrides.hooks,
+  });
+
+  return runService({
+    name,
+    port: config.IMAGE_PORT,
+    host: config.HOST,
+    logger,
+    routes: (router) => router.service(ImageService, handlers),
+    readiness: {
+      s3: () => store.ping(),
+      imagemagick: () => renderer.ready(),
+    },
+    shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
+    close: async () => store.client.destroy(),
+  });
+}
