@@ -1,3 +1,4 @@
+/** The email service as its own process. */
 import { createLogger } from "../shared/logger.js";
 import { runMain } from "../shared/server.js";
 import { SERVICES } from "../shared/topology.js";
