@@ -31,7 +31,7 @@ export function validatePdfReady(req: NotifyPdfReadyRequest): void {
     else if (c.pdfUrl !== "") v.check(httpUrl.safeParse(c.pdfUrl).success, "conversion.pdfUrl", "must be an http(s) URL");
     else if (c.state === ConversionState.SUCCEEDED) v.add("conversion.pdfUrl", "is required when the conversion succeeded");
     checkText(v, c.filename, "conversion.filename", 1024);
-    checkText(v, c.error, "conversion.error", 4096, false);
+    checkText(v, c.error, "conversion.error", 16_384, false);
     checkText(v, c.inputFormat, "conversion.inputFormat", 20);
   }
   v.throwIfAny();
@@ -46,7 +46,8 @@ export function validateEmailSent(req: NotifyEmailSentRequest): void {
   checkText(v, req.emailId, "emailId", 200);
   if (req.success && req.emailId === "") v.add("emailId", "is required when the email was sent");
   checkText(v, req.userId, "userId", 200);
-  checkText(v, req.message, "message", 2000, false);
+  // Generous: it often carries an error message verbatim, and a refused callback would be lost for good.
+  checkText(v, req.message, "message", 16_384, false);
   if (req.conversionId !== "") v.check(UUID.test(req.conversionId), "conversionId", "must be a UUID");
   v.throwIfAny();
 }

@@ -17,13 +17,17 @@ export type TemplateName = (typeof TEMPLATE_NAMES)[number];
 
 export const DEFAULT_TEMPLATES_DIR = fileURLToPath(new URL("./templates/", import.meta.url));
 
-/** Control characters (incl. CR, LF, NEL) and the Unicode line and paragraph separators. */
-export const CONTROL_CHARS = /[\p{Cc}\u2028\u2029]/u;
+/**
+ * Control characters, CR, LF and NEL included (the same rule as the gateway's, so that what it accepts renders).
+ * U+2028/U+2029 pass: they are not line breaks in a header, and the subject collapses all whitespace anyway.
+ */
+export const CONTROL_CHARS = /\p{Cc}/u;
 /** The same, but allowing line breaks and tabs, for multi-line body text. */
 const CONTROL_CHARS_EXCEPT_LINES = /[\0-\x08\x0B\x0C\x0E-\x1F\x7F-\x84\x86-\x9F]/;
 
 interface VariableSpec {
   required?: boolean;
+  /** In characters (code points), as the gateway counts them. */
   maxLength: number;
   /** May contain line breaks (body text only; never a value that reaches a header). */
   multiline?: boolean;
@@ -61,10 +65,12 @@ export const TEMPLATES: Record<TemplateName, TemplateSpec> = {
     },
   },
   conversion_complete: {
-    subject: "{{#succeeded}}Your PDF is ready: {{filename}}{{/succeeded}}{{#failed}}Your conversion failed: {{filename}}{{/failed}}",
+    subject:
+      "{{#succeeded}}Your PDF is ready{{/succeeded}}{{#failed}}Your conversion failed{{/failed}}{{#filename}}: {{filename}}{{/filename}}",
     requiresUserName: false,
     variables: {
-      filename: { required: true, maxLength: 255 },
+      /** Optional: a conversion may have no file name; the body then says "your image". */
+      filename: { maxLength: 255 },
       state: {
         required: true,
         maxLength: 20,
@@ -78,7 +84,7 @@ export const TEMPLATES: Record<TemplateName, TemplateSpec> = {
         maxLength: 40,
         check: (v) => (timestamp.safeParse(v).success ? undefined : "must be an RFC 3339 timestamp"),
       },
-      error: { maxLength: 2_000, multiline: true },
+      error: { maxLength: 4_096, multiline: true },
       conversion_id: { maxLength: 100 },
     },
     refine: (variables, violations) => {
@@ -90,6 +96,7 @@ export const TEMPLATES: Record<TemplateName, TemplateSpec> = {
       succeeded: variables["state"] === "succeeded",
       failed: variables["state"] === "failed",
       error: variables["error"] || "unknown error",
+      file_text: variables["filename"] || "your image",
       expires_at_text: variables["pdf_url_expires_at"] ? formatInstant(variables["pdf_url_expires_at"]) : "",
     }),
   },
@@ -115,7 +122,7 @@ export function checkVariables(name: TemplateName, variables: Record<string, str
       violations.add(field, `is not a variable of the ${name} template (allowed: ${allowed.join(", ") || "none"})`);
       continue;
     }
-    if (value.length > variable.maxLength) violations.add(field, `at most ${variable.maxLength} characters`);
+    if (codePoints(value) > variable.maxLength) violations.add(field, `at most ${variable.maxLength} characters`);
     else if ((variable.multiline ? CONTROL_CHARS_EXCEPT_LINES : CONTROL_CHARS).test(value)) {
       violations.add(field, variable.multiline ? "must not contain control characters" : "must not contain line breaks or control characters");
     } else if (value !== "" && variable.check) {
@@ -187,4 +194,11 @@ export class EmailTemplates {
 function formatInstant(value: string): string {
   const date = new Date(value);
   return `${date.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
+/** Length in characters (code points), not UTF-16 units. */
+export function codePoints(value: string): number {
+  let n = 0;
+  for (const _ of value) n++;
+  return n;
 }

@@ -2,7 +2,7 @@
 import { EmailType, type SendEmailRequest } from "@mcsv/sdk";
 import { z } from "zod";
 import { Violations } from "../shared/errors.js";
-import { checkVariables, CONTROL_CHARS, TEMPLATES, type TemplateName } from "./templates.js";
+import { checkVariables, codePoints, CONTROL_CHARS, TEMPLATES, type TemplateName } from "./templates.js";
 
 export interface EmailRequest {
   userId: string;
@@ -32,9 +32,9 @@ export function validateSendEmail(req: SendEmailRequest): EmailRequest {
   const v = new Violations();
   const template = TEMPLATE_OF_TYPE[req.emailType];
 
-  v.check(req.userId.length <= 200 && !CONTROL_CHARS.test(req.userId), "userId", "at most 200 characters, without control characters");
+  v.check(codePoints(req.userId) <= 200 && !CONTROL_CHARS.test(req.userId), "userId", "at most 200 characters, without control characters");
 
-  if (req.userName.length > 200) v.add("userName", "at most 200 characters");
+  if (codePoints(req.userName) > 200) v.add("userName", "at most 200 characters");
   else if (CONTROL_CHARS.test(req.userName)) v.add("userName", "must not contain line breaks or control characters");
   else if (template && TEMPLATES[template].requiresUserName && req.userName.trim() === "") v.add("userName", `is required by the ${template} template`);
 

@@ -121,6 +121,27 @@ describe("templates, as Resend receives them", () => {
     expect(body.html).not.toContain("href=");
     expect(body.text).toContain("Reason: the image is <corrupt>");
   });
+
+  test("conversion_complete accepts what the gateway accepts: no file name, or 255 characters beyond the BMP", async () => {
+    const unnamed = await email.client.sendEmail({
+      userEmail: "grace@example.com",
+      emailType: EmailType.CONVERSION_COMPLETE,
+      variables: { state: "succeeded", pdf_url: "https://s3.example.com/p.pdf", error: "" },
+      idempotencyKey: key(),
+    });
+    const { body } = deliveryOf(unnamed.emailId);
+    expect(body.subject).toBe("Your PDF is ready");
+    expect(body.text).toContain("We converted your image into a PDF.");
+    const emoji = "📄".repeat(255);
+    const named = await email.client.sendEmail({
+      userEmail: "grace@example.com",
+      emailType: EmailType.CONVERSION_COMPLETE,
+      variables: { filename: emoji, state: "failed" },
+      idempotencyKey: key(),
+    });
+    expect(deliveryOf(named.emailId).body.subject).toBe(`Your conversion failed: ${emoji}`);
+    expect(deliveryOf(named.emailId).body.text).toContain("Reason: unknown error");
+  });
 });
 
 describe("validation", () => {
