@@ -1,6 +1,6 @@
 /**
  * Downloads the original image through its presigned URL, with a size limit and a timeout. The caller checked that
- * the URL points at the service's own bucket; redirects are refused so that it cannot lead anywhere else.
+ * the URL points at the service's own bucket; redirects are not followed, so it cannot lead anywhere else.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -38,7 +38,8 @@ export async function fetchSource(url: string, options: FetchSourceOptions): Pro
 
   let response: Response;
   try {
-    response = await fetch(url, { signal, redirect: "error" });
+    // A redirect is answered, not followed: it could lead outside the bucket.
+    response = await fetch(url, { signal, redirect: "manual" });
   } catch (error) {
     throw failed(error);
   }

@@ -58,7 +58,8 @@ export function detectImageMagickCommand(): string {
 export function runImageMagick(command: string, args: readonly string[], input: Uint8Array, options: RunOptions): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
     options.signal?.throwIfAborted();
-    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] });
+    // Its own process group, so that a kill also reaches any delegate it started.
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], detached: true });
     const chunks: Buffer[] = [];
     let outputBytes = 0;
     let stderr = "";
@@ -66,7 +67,11 @@ export function runImageMagick(command: string, args: readonly string[], input: 
 
     const kill = (error: ConnectError) => {
       failure ??= error;
-      child.kill("SIGKILL");
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+      } catch {
+        child.kill("SIGKILL");
+      }
     };
     const timer = setTimeout(
       () => kill(new ConnectError(`ImageMagick took longer than ${options.timeoutMs} ms and was stopped`, Code.DeadlineExceeded)),
@@ -102,6 +107,13 @@ export function runImageMagick(command: string, args: readonly string[], input: 
     };
     // A process that cannot be spawned (ENOENT) reports "error" and may never report "close".
     child.once("error", (error) => settle(failure ?? new ConnectError(`ImageMagick could not be run (${command}): ${error.message}`, Code.Internal)));
+    // Once killed, its exit is enough: a straggler holding the pipes open must not delay the answer.
+    child.once("exit", () => {
+      if (!failure) return;
+      child.stdout.destroy();
+      child.stderr.destroy();
+      settle(failure);
+    });
     child.once("close", (code, signal) => {
       if (failure) return settle(failure);
       if (code !== 0) {
