@@ -84,7 +84,8 @@ export const TEMPLATES: Record<TemplateName, TemplateSpec> = {
         maxLength: 40,
         check: (v) => (timestamp.safeParse(v).success ? undefined : "must be an RFC 3339 timestamp"),
       },
-      error: { maxLength: 4_096, multiline: true },
+      // Generous, since refusing would fail the email for good; the body shows the first 2,000 characters.
+      error: { maxLength: 16_384, multiline: true },
       conversion_id: { maxLength: 100 },
     },
     refine: (variables, violations) => {
@@ -95,7 +96,7 @@ export const TEMPLATES: Record<TemplateName, TemplateSpec> = {
     derive: (variables) => ({
       succeeded: variables["state"] === "succeeded",
       failed: variables["state"] === "failed",
-      error: variables["error"] || "unknown error",
+      error: shorten(variables["error"] || "unknown error", 2_000),
       file_text: variables["filename"] || "your image",
       expires_at_text: variables["pdf_url_expires_at"] ? formatInstant(variables["pdf_url_expires_at"]) : "",
     }),
@@ -201,4 +202,9 @@ export function codePoints(value: string): number {
   let n = 0;
   for (const _ of value) n++;
   return n;
+}
+
+function shorten(value: string, max: number): string {
+  const chars = Array.from(value);
+  return chars.length <= max ? value : `${chars.slice(0, max - 1).join("")}…`;
 }
