@@ -1,0 +1,186 @@
+/** JobService over Connect: request checks, the mapping to and from the ledger's records, and error codes. */
+import { createHash } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { JobErrorSchema, JobSchema, JobService, JobState, QueueStatsSchema, type Job } from "@mcsv/sdk";
+import { invalidArgument, Violations } from "../shared/errors.js";
+import type { EnqueueInput } from "./enqueue.js";
+import type { JobLedger } from "./ledger.js";
+import { InvalidJobError, JOB_STATES, JobNotFoundError, JobStateError, type EnqueueResult, type JobRecord, type JobStateName } from "./model.js";
+
+export interface JobHandlerDeps {
+  ledger: Pick<JobLedger, "get" | "list" | "counts" | "cancel" | "retry">;
+  enqueue(input: EnqueueInput): Promise<EnqueueResult>;
+}
+
+const DEFAULT_PAGE_SIZE = 20;
+const MAX_PAGE_SIZE = 100;
+const MAX_ID = 9_223_372_036_854_775_807n;
+
+const STATE_TO_PROTO: Record<JobStateName, JobState> = {
+  available: JobState.AVAILABLE,
+  scheduled: JobState.SCHEDULED,
+  executing: JobState.EXECUTING,
+  retryable: JobState.RETRYABLE,
+  completed: JobState.COMPLETED,
+  discarded: JobState.DISCARDED,
+  cancelled: JobState.CANCELLED,
+};
+const PROTO_TO_STATE = new Map<JobState, JobStateName>(JOB_STATES.map((s) => [STATE_TO_PROTO[s], s]));
+
+const ts = (date: Date | null) => (date ? timestampFromDate(date) : undefined);
+
+export function toJobMessage(job: JobRecord): Job {
+  return create(JobSchema, {
+    id: job.id,
+    task: job.task,
+    queue: job.queue ?? "",
+    args: job.args,
+    priority: job.priority,
+    state: STATE_TO_PROTO[job.state],
+    attempts: job.attempts,
+    maxAttempts: job.maxAttempts,
+    errors: job.errors.map((e) => create(JobErrorSchema, { attempt: e.attempt, error: e.error, at: timestampFromDate(e.at) })),
+    jobKey: job.jobKey ?? "",
+    runAt: ts(job.runAt),
+    insertedAt: ts(job.insertedAt),
+    attemptedAt: ts(job.attemptedAt),
+    completedAt: ts(job.completedAt),
+    discardedAt: ts(job.discardedAt),
+    cancelledAt: ts(job.cancelledAt),
+  });
+}
+
+/** A job id is the ledger's positive bigint, as a decimal string. */
+function checkId(id: string): string {
+  if (!/^[1-9]\d{0,18}$/.test(id) || BigInt(id) > MAX_ID) {
+    throw invalidArgument([{ field: "id", description: id ? "must be a job id (a positive integer)" : "is required" }]);
+  }
+  return id;
+}
+
+/** The page token: where the next page starts and which filters it belongs to, base64url-encoded. */
+interface PageToken {
+  before: string;
+  filters: string;
+}
+
+function filterFingerprint(task: string, queue: string, states: JobStateName[]): string {
+  return createHash("sha256").update(JSON.stringify([task, queue, [...states].sort()])).digest("base64url").slice(0, 16);
+}
+
+function decodePageToken(token: string): PageToken | undefined {
+  try {
+    const parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as Partial<PageToken>;
+    if (typeof parsed.before === "string" && /^[1-9]\d{0,18}$/.test(parsed.before) && typeof parsed.filters === "string") {
+      return { before: parsed.before, filters: parsed.filters };
+    }
+  } catch {
+    // Falls through: not a token this service made.
+  }
+  return undefined;
+}
+
+function encodePageToken(token: PageToken): string {
+  return Buffer.from(JSON.stringify(token)).toString("base64url");
+}
+
+/** Postgres could not be reached (as opposed to a query that failed): the caller may retry. */
+function isDatabaseUnavailable(error: unknown): boolean {
+  const { code = "", message = "" } = (error ?? {}) as { code?: string; message?: string };
+  return (
+    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "57P01", "57P02", "57P03", "53300"].includes(code) ||
+    code.startsWith("08") ||
+    /timeout exceeded when trying to connect|Connection terminated/i.test(message)
+  );
+}
+
+function toConnectError(error: unknown): unknown {
+  if (error instanceof ConnectError) return error;
+  if (error instanceof InvalidJobError) return invalidArgument(error.violations);
+  if (error instanceof JobNotFoundError) return new ConnectError(error.message, Code.NotFound);
+  if (error instanceof JobStateError) return new ConnectError(error.message, Code.FailedPrecondition);
+  if (isDatabaseUnavailable(error)) return new ConnectError("the job database is unavailable", Code.Unavailable);
+  return error;
+}
+
+async function mapErrors<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw toConnectError(error);
+  }
+}
+
+export function createJobHandlers(deps: JobHandlerDeps): ServiceImpl<typeof JobService> {
+  const { ledger } = deps;
+  return {
+    enqueueJob: (req) =>
+      mapErrors(async () => {
+        let runAt: Date | undefined;
+        if (req.runAt) {
+          runAt = timestampDate(req.runAt);
+          if (Number.isNaN(runAt.getTime())) throw invalidArgument([{ field: "runAt", description: "must be a valid time" }]);
+        }
+        const { job, duplicate } = await deps.enqueue({
+          task: req.task,
+          args: req.args ?? {},
+          queue: req.queue,
+          priority: req.priority,
+          maxAttempts: req.maxAttempts,
+          runAt,
+          jobKey: req.jobKey,
+        });
+        return { job: toJobMessage(job), duplicate };
+      }),
+
+    getJobStatus: (req) => mapErrors(async () => ({ job: toJobMessage(await ledger.get(checkId(req.id))) })),
+
+    listJobs: (req) =>
+      mapErrors(async () => {
+        const violations = new Violations();
+        const states: JobStateName[] = [];
+        for (const [i, s] of req.states.entries()) {
+          if (s === JobState.UNSPECIFIED) continue;
+          const name = PROTO_TO_STATE.get(s);
+          if (name) states.push(name);
+          else violations.add(`states[${i}]`, `unknown job state ${s}`);
+        }
+        violations.check(req.pageSize >= 0 && req.pageSize <= MAX_PAGE_SIZE, "pageSize", `must be from 1 to ${MAX_PAGE_SIZE}, or 0 for ${DEFAULT_PAGE_SIZE}`);
+        const filters = filterFingerprint(req.task, req.queue, states);
+        let before: string | undefined;
+        if (req.pageToken) {
+          const token = decodePageToken(req.pageToken);
+          if (!token) violations.add("pageToken", "is not a token from a previous ListJobs response");
+          else if (token.filters !== filters) violations.add("pageToken", "belongs to a listing with other filters");
+          else before = token.before;
+        }
+        violations.throwIfAny();
+        const limit = req.pageSize || DEFAULT_PAGE_SIZE;
+        const jobs = await ledger.list({ task: req.task || undefined, queue: req.queue || undefined, states, beforeId: before, limit: limit + 1 });
+        const page = jobs.slice(0, limit);
+        const last = page.at(-1);
+        return {
+          jobs: page.map(toJobMessage),
+          nextPageToken: jobs.length > limit && last ? encodePageToken({ before: last.id, filters }) : "",
+        };
+      }),
+
+    cancelJob: (req) => mapErrors(async () => ({ job: toJobMessage(await ledger.cancel(checkId(req.id))) })),
+
+    retryJob: (req) => mapErrors(async () => ({ job: toJobMessage(await ledger.retry(checkId(req.id))) })),
+
+    getQueueStats: () =>
+      mapErrors(async () => {
+        const byQueueAndTask = new Map<string, ReturnType<typeof create<typeof QueueStatsSchema>>>();
+        for (const { queue, task, state, count } of await ledger.counts()) {
+          const key = JSON.stringify([queue ?? "", task]);
+          let stats = byQueueAndTask.get(key);
+          if (!stats) byQueueAndTask.set(key, (stats = create(QueueStatsSchema, { queue: queue ?? "", task })));
+          stats[state] += BigInt(count);
+        }
+        return { queues: [...byQueueAndTask.values()] };
+      }),
+  };
+}

@@ -1,0 +1,81 @@
+/**
+ * Task arguments: checked when a job is enqueued (so a bad job is refused, not discarded later) and decoded again
+ * when it runs. The zod schemas of shared/tasks.ts give the shape; the protobuf messages inside are decoded with
+ * their schemas, so that a task sends exactly what was enqueued.
+ */
+import { fromJson, type JsonValue } from "@bufbuild/protobuf";
+import {
+  ImageServiceConvertImageRequestSchema,
+  NotifyEmailSentRequestSchema,
+  NotifyPdfReadyRequestSchema,
+  SendEmailRequestSchema,
+  type ImageServiceConvertImageRequest,
+  type NotifyEmailSentRequest,
+  type NotifyPdfReadyRequest,
+  type SendEmailRequest,
+} from "@mcsv/sdk";
+import type { z } from "zod";
+import { describeError, type Violation } from "../shared/errors.js";
+import { TASK_NAMES, taskPayloads, type TaskName, type TaskPayload } from "../shared/tasks.js";
+
+/** Attempts per task unless EnqueueJob.max_attempts says otherwise. */
+export const DEFAULT_MAX_ATTEMPTS: Record<TaskName, number> = {
+  send_email: 10,
+  convert_image: 5,
+  notify_client: 10,
+  cleanup_storage: 5,
+};
+
+export function isTaskName(name: string): name is TaskName {
+  return (TASK_NAMES as readonly string[]).includes(name);
+}
+
+export interface DecodedPayloads {
+  send_email: Omit<TaskPayload<"send_email">, "request"> & { request: SendEmailRequest };
+  convert_image: Omit<TaskPayload<"convert_image">, "request"> & { request: ImageServiceConvertImageRequest };
+  notify_client: { pdfReady?: NotifyPdfReadyRequest; emailSent?: NotifyEmailSentRequest; callbackUrl?: string };
+  cleanup_storage: TaskPayload<"cleanup_storage">;
+}
+
+type Decode<T extends TaskName> = (payload: TaskPayload<T>, bad: (field: string, error: unknown) => void) => DecodedPayloads[T];
+
+/** Decodes one embedded message; records a violation and returns undefined when it is not valid JSON for `schema`. */
+function message<S extends Parameters<typeof fromJson>[0]>(schema: S, json: unknown, field: string, bad: (field: string, error: unknown) => void) {
+  try {
+    return fromJson(schema, json as JsonValue);
+  } catch (error) {
+    bad(field, error);
+    return undefined;
+  }
+}
+
+const decoders: { [T in TaskName]: Decode<T> } = {
+  send_email: (p, bad) => ({ ...p, request: message(SendEmailRequestSchema, p.request, "request", bad)! }),
+  convert_image: (p, bad) => ({ ...p, request: message(ImageServiceConvertImageRequestSchema, p.request, "request", bad)! }),
+  notify_client: (p, bad) => ({
+    ...(p.pdfReady ? { pdfReady: message(NotifyPdfReadyRequestSchema, p.pdfReady, "pdfReady", bad)! } : {}),
+    ...(p.emailSent ? { emailSent: message(NotifyEmailSentRequestSchema, p.emailSent, "emailSent", bad)! } : {}),
+    ...(p.callbackUrl ? { callbackUrl: p.callbackUrl } : {}),
+  }),
+  cleanup_storage: (p) => p,
+};
+
+export type DecodeResult<T extends TaskName> = { ok: true; payload: DecodedPayloads[T] } | { ok: false; violations: Violation[] };
+
+/**
+ * Checks `args` of task `task`; every violation names its field under `prefix` (e.g. "args.request").
+ * Unknown top-level keys are ignored (zod's default), so that a newer enqueuer does not break an older worker.
+ */
+export function decodeTaskArgs<T extends TaskName>(task: T, args: unknown, prefix = "args"): DecodeResult<T> {
+  const schema = taskPayloads[task] as unknown as z.ZodType<TaskPayload<T>>;
+  const parsed = schema.safeParse(args);
+  if (!parsed.success) {
+    return {
+      ok: false,
+      violations: parsed.error.issues.map((issue) => ({ field: [prefix, ...issue.path.map(String)].join("."), description: issue.message })),
+    };
+  }
+  const violations: Violation[] = [];
+  const payload = decoders[task](parsed.data, (field, error) => violations.push({ field: `${prefix}.${field}`, description: describeError(error) }));
+  return violations.length > 0 ? { ok: false, violations } : { ok: true, payload };
+}

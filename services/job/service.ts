@@ -1,0 +1,118 @@
+/**
+ * Wires the job service: migrations (graphile-worker's schema, then the ledger), the ledger, the clients of the
+ * services the tasks call, the in-process graphile-worker runner, and JobService's Connect routes.
+ */
+import { fileURLToPath } from "node:url";
+import { ClientService, EmailService, ImageService, JobService, UserService } from "@mcsv/sdk";
+import { createServiceClient } from "../shared/clients.js";
+import { serviceUrl } from "../shared/config.js";
+import { createPool, databaseCheck, migrate } from "../shared/database.js";
+import { describeError } from "../shared/errors.js";
+import { createLogger, type Logger } from "../shared/logger.js";
+import { initMetrics } from "../shared/metrics.js";
+import { runService, type RunningService } from "../shared/server.js";
+import { ObjectStore } from "../shared/storage.js";
+import { SERVICES } from "../shared/topology.js";
+import { clientTracingInterceptor, serverTracingInterceptor } from "../shared/tracing.js";
+import type { JobConfig } from "./config.js";
+import { enqueueJob, type EnqueueInput } from "./enqueue.js";
+import { createTaskList } from "./execution.js";
+import { createJobHandlers } from "./handlers.js";
+import { JobLedger } from "./ledger.js";
+import { setQueueCountSource } from "./metrics.js";
+import { createTaskDefinitions } from "./tasks/index.js";
+import { migrateGraphile, startWorker } from "./worker.js";
+
+const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations", import.meta.url));
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+export interface JobServiceOverrides {
+  logger?: Logger;
+  store?: ObjectStore;
+}
+
+export async function startJobService(config: JobConfig, overrides: JobServiceOverrides = {}): Promise<RunningService> {
+  const name = SERVICES.job.name;
+  initMetrics(name);
+  const logger = overrides.logger ?? createLogger(name, { level: config.LOG_LEVEL, format: config.LOG_FORMAT });
+
+  const pool = createPool(config.DATABASE_URL, logger, { max: config.DATABASE_POOL_MAX, name });
+  // graphile-worker gets its own pool: a LISTEN connection plus one per running job, never starved by the API.
+  const workerPool = createPool(config.DATABASE_URL, logger, { max: config.JOB_CONCURRENCY + 2, name: `${name}-worker` });
+  const closePools = () => Promise.all([pool.end(), workerPool.end()]).then(() => undefined);
+
+  try {
+    await migrateGraphile(workerPool, logger);
+    await migrate(config.DATABASE_URL, { dir: MIGRATIONS_DIR, schema: "mcsv_job", logger });
+  } catch (error) {
+    await closePools();
+    throw error;
+  }
+
+  const ledger = new JobLedger(pool);
+  const enqueue = (input: EnqueueInput) => enqueueJob(ledger, input);
+  const store = overrides.store ?? new ObjectStore(config);
+  const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS, interceptors: [clientTracingInterceptor] };
+  const definitions = createTaskDefinitions({
+    email: createServiceClient(EmailService, serviceUrl(config, "email"), clientOptions),
+    image: createServiceClient(ImageService, serviceUrl(config, "image"), { ...clientOptions, timeoutMs: config.CONVERT_TIMEOUT_MS }),
+    user: createServiceClient(UserService, serviceUrl(config, "user"), clientOptions),
+    client: createServiceClient(ClientService, serviceUrl(config, "client"), clientOptions),
+    store,
+    ledger,
+    rpcTimeoutMs: config.RPC_TIMEOUT_MS,
+    convertTimeoutMs: config.CONVERT_TIMEOUT_MS,
+    callbackTimeoutMs: config.CALLBACK_TIMEOUT_MS,
+    uploadMaxAgeMs: config.UPLOAD_RETENTION_HOURS * HOUR_MS,
+    pdfMaxAgeMs: config.PDF_RETENTION_DAYS * DAY_MS,
+    jobRetentionMs: config.JOB_RETENTION_DAYS * DAY_MS,
+  });
+
+  let worker;
+  try {
+    worker = await startWorker({
+      pool: workerPool,
+      taskList: createTaskList(definitions, { ledger, logger, enqueue }),
+      logger,
+      concurrency: config.JOB_CONCURRENCY,
+      pollIntervalMs: config.JOB_POLL_INTERVAL_MS,
+      cron: config.JOB_CRON_ENABLED,
+      // Running tasks are asked to give up a little before the grace period ends, so that they are released cleanly.
+      abortAfterMs: Math.max(1_000, config.SHUTDOWN_GRACE_MS - 2_000),
+    });
+  } catch (error) {
+    await closePools();
+    throw error;
+  }
+
+  setQueueCountSource(
+    async () => (await ledger.counts()).map(({ task, state, count }) => ({ task, state, count })),
+    (error) => logger.warn("queue gauge not updated", { error: describeError(error) }),
+  );
+
+  const running = worker;
+  try {
+    return await runService({
+      name,
+      port: config.JOB_PORT,
+      host: config.HOST,
+      logger,
+      routes: (router) => router.service(JobService, createJobHandlers({ ledger, enqueue })),
+      interceptors: [serverTracingInterceptor],
+      readiness: { postgres: databaseCheck(pool) },
+      // Job arguments carry metadata and URLs, never file contents.
+      readMaxBytes: 1024 * 1024,
+      shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
+      drain: () => running.stop(config.SHUTDOWN_GRACE_MS),
+      close: async () => {
+        setQueueCountSource(undefined);
+        await closePools();
+      },
+    });
+  } catch (error) {
+    await running.stop(config.SHUTDOWN_GRACE_MS);
+    await closePools();
+    throw error;
+  }
+}

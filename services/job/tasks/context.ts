@@ -1,0 +1,37 @@
+/** What a task gets besides its payload, and how it says that a failure is permanent. */
+import { isPermanent } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import type { EnqueueInput } from "../enqueue.js";
+import type { EnqueueResult } from "../model.js";
+import type { Violation } from "../../shared/errors.js";
+
+export interface TaskContext {
+  /** Id of the job in the ledger (the id JobService reports). */
+  jobId: string;
+  /** This attempt's number, from 1. */
+  attempt: number;
+  maxAttempts: number;
+  /** No retry follows if this attempt fails. */
+  isLastAttempt: boolean;
+  /** Aborted when the process shuts down and the attempt should give up (it runs again later). */
+  signal: AbortSignal;
+  logger: Logger;
+  /** Adds follow-up work through the ledger, like EnqueueJob. */
+  enqueue(input: EnqueueInput): Promise<EnqueueResult>;
+}
+
+/** A task: how to decode its payload, and how to run it. Throwing fails the attempt. */
+export interface TaskDefinition<P> {
+  decode(args: unknown): { ok: true; payload: P } | { ok: false; violations: Violation[] };
+  run(payload: P, ctx: TaskContext): Promise<void>;
+}
+
+/** A failure that no retry can fix: the job is discarded at once. */
+export class PermanentJobError extends Error {
+  override name = "PermanentJobError";
+}
+
+/** Whether `error` ends the job at once: a PermanentJobError, or a permanent Connect code from a callee. */
+export function isPermanentFailure(error: unknown): boolean {
+  return error instanceof PermanentJobError || isPermanent(error);
+}

