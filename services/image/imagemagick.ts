@@ -48,6 +48,16 @@ function summarise(stderr: string): string {
   return text.length > 300 ? `${text.slice(0, 300)}…` : text || "no message";
 }
 
+/**
+ * A refusal by ImageMagick's resource limits is not a bug: an image beyond its width/height/area policy never fits
+ * (invalid_argument, permanent), exhausted memory or time may fit later (resource_exhausted). Anything else is ours.
+ */
+function codeOfFailure(stderr: string): Code {
+  if (/width or height exceeds limit|area exceeds|exceeds limit/i.test(stderr)) return Code.InvalidArgument;
+  if (/memory allocation failed|cache resources exhausted|time limit exceeded|resource limit/i.test(stderr)) return Code.ResourceExhausted;
+  return Code.Internal;
+}
+
 /** `magick` when it runs, else ImageMagick 6's `convert` (checked once, at start-up). */
 export function detectImageMagickCommand(): string {
   const probe = spawnSync("magick", ["-version"], { encoding: "utf8", timeout: 10_000 });
@@ -117,7 +127,7 @@ export function runImageMagick(command: string, args: readonly string[], input: 
     child.once("close", (code, signal) => {
       if (failure) return settle(failure);
       if (code !== 0) {
-        return settle(new ConnectError(`ImageMagick failed (${signal ?? `exit code ${code}`}): ${summarise(stderr)}`, Code.Internal));
+        return settle(new ConnectError(`ImageMagick failed (${signal ?? `exit code ${code}`}): ${summarise(stderr)}`, codeOfFailure(stderr)));
       }
       settle(undefined);
     });

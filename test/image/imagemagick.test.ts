@@ -33,6 +33,13 @@ test("a non-zero exit is an internal error carrying a summary of stderr", async 
   expect(error.rawMessage).toMatch(/^ImageMagick failed \(exit code \d+\): .+/);
 });
 
+test("an image beyond ImageMagick's width limit is refused as invalid, not as our failure", async () => {
+  const wide = pdfArguments({ encoding: "raw", width: 20_000, height: 2, channels: 3 }, qualityPreset(Quality.LOSSLESS)!, limits);
+  const tooWide = await failure(runImageMagick(command, ["-limit", "width", "16384", ...wide], Buffer.alloc(20_000 * 2 * 3), options));
+  expect(tooWide.code).toBe(Code.InvalidArgument);
+  expect(tooWide.rawMessage).toMatch(/width or height exceeds limit/);
+});
+
 test("a process over its time is killed and reported as deadline_exceeded", async () => {
   const error = await failure(runImageMagick("sh", ["-c", "sleep 30"], Buffer.alloc(0), { ...options, timeoutMs: 50 }));
   expect(error.code).toBe(Code.DeadlineExceeded);
