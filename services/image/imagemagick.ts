@@ -134,7 +134,18 @@ export function runImageMagick(command: string, args: readonly string[], input: 
   });
 }
 
-/** Arguments that turn `image` on stdin into a one-page PDF on stdout, the page exactly the image's size. */
+/** PDF viewers (Acrobat among them) refuse pages over 200 inches, i.e. 14,400 points, on a side. */
+const MAX_PAGE_INCHES = 200;
+
+/**
+ * Dots per inch that make the page the image's size, one pixel per point (72 dpi), unless that would exceed the
+ * largest page viewers accept: then just enough more dots per inch to fit, the pixels untouched.
+ */
+export function pageDensity(width: number, height: number): number {
+  return Math.max(72, Math.ceil(Math.max(width, height) / MAX_PAGE_INCHES));
+}
+
+/** Arguments that turn `image` on stdin into a one-page PDF on stdout, the page the image's size. */
 export function pdfArguments(image: Pick<NormalisedImage, "encoding" | "width" | "height" | "channels">, preset: QualityPreset, limits: ImageMagickLimits): string[] {
   const input =
     image.encoding === "png"
@@ -146,9 +157,8 @@ export function pdfArguments(image: Pick<NormalisedImage, "encoding" | "width" |
     "-limit", "disk", limits.disk,
     "-limit", "time", String(limits.timeSeconds),
     ...input,
-    // 72 pixels per inch = one pixel per PDF point: the page is the image's size.
     "-units", "PixelsPerInch",
-    "-density", "72",
+    "-density", String(pageDensity(image.width, image.height)),
     ...preset.compressArgs,
     "pdf:-",
   ];

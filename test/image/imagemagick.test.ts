@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Quality } from "@mcsv/sdk";
 import { detectImageMagickCommand, ImageMagickPdfRenderer, pdfArguments, runImageMagick } from "../../services/image/imagemagick.js";
 import { qualityPreset } from "../../services/image/quality.js";
-import { decode, extractImages, gradientPixels, qpdfCheck } from "./support.js";
+import { decode, extractImages, gradientPixels, pageSize, qpdfCheck } from "./support.js";
 
 const limits = { memory: "256MiB", map: "512MiB", disk: "0", timeSeconds: 30 };
 const command = detectImageMagickCommand();
@@ -24,6 +24,16 @@ test("runs the service's arguments on a buffer (as a benchmark would) and writes
   expect(args).toEqual(expect.arrayContaining(["-size", "20x10", "rgb:-", "pdf:-", "-compress", "Zip"]));
   const pdf = await runImageMagick(command, args, pixels, options);
   await qpdfCheck(pdf);
+  expect((await decode((await extractImages(pdf))[0]!)).data.equals(pixels)).toBe(true);
+});
+
+test("a very long image gets a page no viewer refuses (at most 200 inches), its pixels untouched", async () => {
+  const pixels = gradientPixels(15_000, 2, 3);
+  const args = pdfArguments({ encoding: "raw", width: 15_000, height: 2, channels: 3 }, qualityPreset(Quality.LOSSLESS)!, limits);
+  const pdf = await runImageMagick(command, args, pixels, options);
+  const page = await pageSize(pdf);
+  expect(page.width).toBeLessThanOrEqual(14_400);
+  expect(page.width / page.height).toBeCloseTo(7_500, -1);
   expect((await decode((await extractImages(pdf))[0]!)).data.equals(pixels)).toBe(true);
 });
 
