@@ -1,5 +1,6 @@
 /** Wires the image service: storage, the ImageMagick PDF writer, the conversion limiter, and the Connect server. */
 import { ImageService } from "@mcsv/sdk";
+import { describeError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
 import { runService, type RunningService } from "../shared/server.js";
@@ -42,7 +43,7 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
   // Probe once at start; the service still starts when it fails, and readiness says why (and probes again).
   await renderer.ready().then(
     () => logger.info("ImageMagick writes PDF", { command }),
-    (error: unknown) => logger.error("ImageMagick cannot write PDF yet", { command, error: String(error) }),
+    (error: unknown) => logger.error("ImageMagick cannot write PDF yet", { command, error: describeError(error) }),
   );
 
   const limiter = new ConcurrencyLimiter(config.IMAGE_CONCURRENCY, {

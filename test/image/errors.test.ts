@@ -7,6 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ImageServiceConvertImageRequestSchema, Quality, ValidationErrorSchema } from "@mcsv/sdk";
 import sharp from "sharp";
+import { createLogger } from "../../services/shared/logger.js";
 import { encodePng, gradientPixels, noise, startImageHarness, type ConvertInit, type ImageHarness } from "./support.js";
 
 let harness: ImageHarness;
@@ -141,7 +142,10 @@ describe("the image itself", () => {
 describe("a broken ImageMagick", () => {
   let broken: ImageHarness;
   beforeAll(async () => {
-    broken = await startImageHarness({ IMAGEMAGICK_COMMAND: "false" });
+    // Its errors are expected here: keep them out of the test output.
+    const logger = createLogger("image-svc");
+    logger.silent = true;
+    broken = await startImageHarness({ IMAGEMAGICK_COMMAND: "false" }, { logger });
   });
   afterAll(async () => {
     await broken?.stop();
