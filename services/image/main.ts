@@ -1,4 +1,4 @@
-/** The image service's process: `node --conditions=mcsv-source --import tsx services/image/main.ts`. */
+/** The image service as its own process (with --import ./services/image/telemetry.ts for tracing). */
 import { createLogger } from "../shared/logger.js";
 import { runMain } from "../shared/server.js";
 import { SERVICES } from "../shared/topology.js";

@@ -1,12 +1,15 @@
 /**
- * One conversion, in four stages that each have their own function (and later their own tracing span):
+ * One conversion, in four stages that each have their own function and tracing span:
  * fetchSource → normalise → renderPdf → storePdf. Every stage is timed; bytes in and out are counted.
  * The original is dropped as soon as it is decoded, so a conversion holds at most two copies of the image at a time.
+ * The PDF is buffered (bounded by IMAGE_MAX_OUTPUT_BYTES) rather than streamed into the upload: a PUT needs its
+ * length up front, and an ImageMagick failure late in the output must never leave a truncated PDF in storage.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { PresignedUrl } from "../shared/storage.js";
 import { isUnreachable } from "../shared/storage.js";
 import { objectKeys } from "../shared/tasks.js";
+import { withSpan } from "../shared/tracing.js";
 import { fetchSource } from "./fetch-source.js";
 import type { PdfRenderer } from "./imagemagick.js";
 import { conversionBytesTotal, conversionStageDuration, type Stage } from "./metrics.js";
@@ -61,11 +64,12 @@ export interface ConversionResult {
   durationMs: number;
 }
 
+/** Runs one stage in its own span (`image.fetch`, …), timed in the stage histogram, between the hooks. */
 async function timed<T>(deps: PipelineDeps, stage: Stage, conversionId: string, work: () => Promise<T>): Promise<T> {
   await deps.hooks?.stageStarted?.(stage, conversionId);
   const stop = conversionStageDuration.startTimer({ stage });
   try {
-    return await work();
+    return await withSpan(`image.${stage}`, { "mcsv.conversion.id": conversionId }, work);
   } finally {
     stop();
     await deps.hooks?.stageFinished?.(stage, conversionId);
