@@ -1,0 +1,215 @@
+/**
+ * Transactional outbox: the jobs a change causes (welcome email, conversion, notifications, clean-up) are written in
+ * the same transaction as the change, then handed to the job service by OutboxRelay: at once after the commit, and
+ * again by a background loop for whatever the job service could not take (it was down, or slow). Delivery is at
+ * least once; every job carries a job key, so the job service turns a repeat into a no-op.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { describeError } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import type { TaskName } from "../shared/tasks.js";
+import { injectTraceContext } from "../shared/tracing.js";
+import { countOutboxPendingWith, outboxDeliveries } from "./metrics.js";
+
+/** What can run a query: the pool, or a client inside a transaction. */
+export interface Queryable {
+  query<R extends object = Record<string, unknown>>(text: string, values?: unknown[]): Promise<{ rows: R[]; rowCount: number | null }>;
+}
+
+export interface OutboxJob {
+  task: TaskName;
+  jobKey: string;
+  /** The task's payload (see shared/tasks.ts), as JSON. */
+  args: Record<string, unknown>;
+}
+
+export interface ClaimedJob extends OutboxJob {
+  id: string;
+  attempts: number;
+  traceContext?: Record<string, string> | undefined;
+}
+
+/** Hands one job to the job service; throws when it was not accepted. */
+export type JobEnqueuer = (job: ClaimedJob) => Promise<void>;
+
+/**
+ * Writes `jobs` within the caller's transaction and returns the ids of the rows written; a job whose key is already
+ * in the outbox is skipped (the change that caused it happened before).
+ */
+export async function addToOutbox(db: Queryable, jobs: OutboxJob[]): Promise<string[]> {
+  if (jobs.length === 0) return [];
+  const trace = injectTraceContext();
+  const { rows } = await db.query<{ id: string }>(
+    `insert into mcsv_user.outbox (task, job_key, args, trace_context)
+     select * from unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[])
+     on conflict (job_key) do nothing
+     returning id`,
+    [
+      jobs.map((j) => j.task),
+      jobs.map((j) => j.jobKey),
+      jobs.map((j) => JSON.stringify(j.args)),
+      jobs.map(() => (Object.keys(trace).length > 0 ? JSON.stringify(trace) : null)),
+    ],
+  );
+  return rows.map((r) => String(r.id));
+}
+
+export interface OutboxRelayOptions {
+  pollMs: number;
+  batchSize?: number;
+  /** How long a claimed row belongs to this relay before another may take it (a crash mid-delivery). */
+  claimSeconds?: number;
+  /** Longest wait between two attempts of one job. */
+  maxBackoffMs?: number;
+}
+
+interface ClaimedRow {
+  id: string;
+  task: TaskName;
+  job_key: string;
+  args: Record<string, unknown>;
+  trace_context: Record<string, string> | null;
+  attempts: number;
+}
+
+const SENT_RETENTION = "7 days";
+
+export class OutboxRelay {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+  private lastPrune = 0;
+  private readonly batchSize: number;
+  private readonly claimSeconds: number;
+  private readonly maxBackoffMs: number;
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly enqueue: JobEnqueuer,
+    private readonly logger: Logger,
+    private readonly options: OutboxRelayOptions,
+  ) {
+    this.batchSize = options.batchSize ?? 50;
+    this.claimSeconds = options.claimSeconds ?? 60;
+    this.maxBackoffMs = options.maxBackoffMs ?? 60_000;
+  }
+
+  /** Starts the background loop. */
+  start(): void {
+    countOutboxPendingWith(() => this.pending());
+    this.schedule(0);
+  }
+
+  /** Stops the loop and waits for the delivery in progress. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    countOutboxPendingWith(undefined);
+    await this.running;
+  }
+
+  /**
+   * Tries to deliver the given rows now (right after the transaction that wrote them). Never throws: what is not
+   * delivered now stays in the outbox for the loop.
+   */
+  async deliverNow(ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    try {
+      await this.deliver(await this.claim(ids));
+    } catch (error) {
+      this.logger.warn("outbox delivery deferred", { error: describeError(error) });
+    }
+  }
+
+  /** Jobs not yet accepted by the job service. */
+  async pending(): Promise<number> {
+    const { rows } = await this.db.query<{ n: string }>("select count(*) as n from mcsv_user.outbox where sent_at is null and dead_at is null");
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /** One pass of the loop: every due row, batch after batch. Exposed for tests and for draining at shutdown. */
+  async drainDue(): Promise<void> {
+    for (;;) {
+      const batch = await this.claim();
+      await this.deliver(batch);
+      if (batch.length < this.batchSize || this.stopped) break;
+    }
+    if (Date.now() - this.lastPrune > 3_600_000) {
+      this.lastPrune = Date.now();
+      await this.db.query(`delete from mcsv_user.outbox where sent_at < now() - interval '${SENT_RETENTION}'`);
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.drainDue()
+        .catch((error: unknown) => {
+          this.logger.warn("outbox relay pass failed", { error: describeError(error) });
+        })
+        .finally(() => {
+          this.running = undefined;
+          this.schedule(this.options.pollMs);
+        });
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  /** Claims due rows (or the given ones) so that no other relay delivers them meanwhile. */
+  private async claim(ids?: string[]): Promise<ClaimedJob[]> {
+    const { rows } = await this.db.query<ClaimedRow>(
+      `update mcsv_user.outbox o
+         set claimed_until = now() + make_interval(secs => $1), attempts = o.attempts + 1
+       where o.id in (
+         select id from mcsv_user.outbox
+         where sent_at is null and dead_at is null and next_attempt_at <= now()
+           and (claimed_until is null or claimed_until < now())
+           and ($2::bigint[] is null or id = any($2::bigint[]))
+         order by id
+         limit $3
+         for update skip locked)
+       returning o.id, o.task, o.job_key, o.args, o.trace_context, o.attempts`,
+      [this.claimSeconds, ids ?? null, this.batchSize],
+    );
+    return rows.map((r) => ({
+      id: String(r.id),
+      task: r.task,
+      jobKey: r.job_key,
+      args: r.args,
+      traceContext: r.trace_context ?? undefined,
+      attempts: r.attempts,
+    }));
+  }
+
+  private async deliver(jobs: ClaimedJob[]): Promise<void> {
+    await Promise.all(jobs.map((job) => this.deliverOne(job)));
+  }
+
+  private async deliverOne(job: ClaimedJob): Promise<void> {
+    try {
+      await this.enqueue(job);
+    } catch (error) {
+      const reason = describeError(error).slice(0, 2_000);
+      if (error instanceof ConnectError && error.code === Code.InvalidArgument) {
+        // The job service refused the payload itself: retrying cannot help, and the row must not block others.
+        // Any other failure (unreachable, overloaded, a deployment in progress) is retried, however long it takes.
+        outboxDeliveries.inc({ task: job.task, outcome: "dead" });
+        this.logger.error("job refused by the job service; outbox row set aside", { task: job.task, jobKey: job.jobKey, error: reason });
+        await this.db.query("update mcsv_user.outbox set dead_at = now(), claimed_until = null, last_error = $2 where id = $1", [job.id, reason]);
+        return;
+      }
+      outboxDeliveries.inc({ task: job.task, outcome: "retry" });
+      const backoffMs = Math.min(this.maxBackoffMs, 500 * 2 ** Math.min(job.attempts - 1, 16));
+      this.logger.warn("job not enqueued yet; will retry", { task: job.task, jobKey: job.jobKey, attempts: job.attempts, retryInMs: backoffMs, error: reason });
+      await this.db.query(
+        `update mcsv_user.outbox
+           set claimed_until = null, last_error = $2, next_attempt_at = now() + make_interval(secs => $3::double precision / 1000)
+         where id = $1`,
+        [job.id, reason, backoffMs],
+      );
+      return;
+    }
+    outboxDeliveries.inc({ task: job.task, outcome: "sent" });
+    await this.db.query("update mcsv_user.outbox set sent_at = now(), claimed_until = null, last_error = null where id = $1", [job.id]);
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * Rows of the gateway's tables and their mapping to the mcsv.v1 messages. A succeeded conversion stores its PDF's
+ * key; its pdf_url is presigned whenever the conversion is read, so it is always fresh.
+ */
+import { create, fromJson, toJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { ConversionOptionsSchema, ConversionSchema, ConversionState, UserSchema, type Conversion, type ConversionOptions, type User } from "@mcsv/sdk";
+import type { PresignedUrl } from "../shared/storage.js";
+
+export interface UserRow {
+  id: string;
+  name: string;
+  email: string;
+  idempotency_key: string | null;
+  created_at: Date;
+}
+
+export type StateName = "queued" | "processing" | "succeeded" | "failed";
+
+export interface ConversionRow {
+  id: string;
+  seq: string;
+  user_email: string;
+  state: StateName;
+  filename: string;
+  input_format: string;
+  input_size: string;
+  output_size: string;
+  width: number;
+  height: number;
+  duration_ms: string;
+  options: JsonObject;
+  source: "inline" | "upload";
+  upload_id: string | null;
+  original_key: string;
+  pdf_key: string | null;
+  error: string;
+  callback_url: string | null;
+  idempotency_key: string | null;
+  request_digest: string;
+  created_at: Date;
+  updated_at: Date;
+  finished_at: Date | null;
+}
+
+export interface UploadRow {
+  id: string;
+  user_email: string;
+  filename: string;
+  content_type: string;
+  size: string;
+  expires_at: Date;
+  conversion_id: string | null;
+}
+
+export const STATE_NAMES: Record<StateName, ConversionState> = {
+  queued: ConversionState.QUEUED,
+  processing: ConversionState.PROCESSING,
+  succeeded: ConversionState.SUCCEEDED,
+  failed: ConversionState.FAILED,
+};
+
+export function isTerminal(state: StateName): boolean {
+  return state === "succeeded" || state === "failed";
+}
+
+export function toUser(row: UserRow): User {
+  return create(UserSchema, { id: row.id, name: row.name, email: row.email, createdAt: timestampFromDate(row.created_at) });
+}
+
+export function optionsToJson(options: ConversionOptions): JsonObject {
+  return toJson(ConversionOptionsSchema, options) as JsonObject;
+}
+
+export function optionsFromJson(json: JsonValue): ConversionOptions {
+  return fromJson(ConversionOptionsSchema, json);
+}
+
+/** The conversion as the API shows it; `pdf` is the presigned link of a succeeded conversion. */
+export function toConversion(row: ConversionRow, pdf?: PresignedUrl): Conversion {
+  return create(ConversionSchema, {
+    id: row.id,
+    userEmail: row.user_email,
+    state: STATE_NAMES[row.state],
+    filename: row.filename,
+    inputSize: BigInt(row.input_size),
+    outputSize: BigInt(row.output_size),
+    width: row.width,
+    height: row.height,
+    error: row.error,
+    createdAt: timestampFromDate(row.created_at),
+    updatedAt: timestampFromDate(row.updated_at),
+    options: optionsFromJson(row.options),
+    inputFormat: row.input_format,
+    ...(pdf ? { pdfUrl: pdf.url, pdfUrlExpiresAt: timestampFromDate(pdf.expiresAt) } : {}),
+  });
+}
+
+/** The PDF's download name: the original's name with a .pdf extension. */
+export function pdfFilename(filename: string): string {
+  const base = filename.replace(/\.[^.]*$/, "") || "image";
+  return `${base}.pdf`;
+}
