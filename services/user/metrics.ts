@@ -30,9 +30,12 @@ export const outboxDeliveries = new prom.Counter({
 
 let countPending: (() => Promise<number>) | undefined;
 
-/** Where the pending-outbox gauge reads its value, on every scrape. */
-export function countOutboxPendingWith(count: (() => Promise<number>) | undefined): void {
+/** Where the pending-outbox gauge reads its value, on every scrape; returns the function that stops it. */
+export function countOutboxPendingWith(count: () => Promise<number>): () => void {
   countPending = count;
+  return () => {
+    if (countPending === count) countPending = undefined;
+  };
 }
 
 export const outboxPending = new prom.Gauge({

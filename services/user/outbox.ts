@@ -79,6 +79,7 @@ export class OutboxRelay {
   private running: Promise<void> | undefined;
   private stopped = false;
   private lastPrune = 0;
+  private stopCounting: (() => void) | undefined;
   private readonly batchSize: number;
   private readonly claimSeconds: number;
   private readonly maxBackoffMs: number;
@@ -96,7 +97,7 @@ export class OutboxRelay {
 
   /** Starts the background loop. */
   start(): void {
-    countOutboxPendingWith(() => this.pending());
+    this.stopCounting = countOutboxPendingWith(() => this.pending());
     this.schedule(0);
   }
 
@@ -104,7 +105,7 @@ export class OutboxRelay {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    countOutboxPendingWith(undefined);
+    this.stopCounting?.();
     await this.running;
   }
 

@@ -1,0 +1,266 @@
+/**
+ * The life of a conversion after it is queued: NotifyImageConverted reports from the job service, WatchConversion
+ * streams driven by LISTEN/NOTIFY (also across a lost listener connection, a client cancel and a server shutdown),
+ * and the jobs its end causes (email, client notification, clean-up), each exactly once.
+ */
+import { Code, type Client } from "@connectrpc/connect";
+import { ConversionState, UserService, type Conversion } from "@mcsv/sdk";
+import { jobKeys, objectKeys } from "../../services/shared/tasks.js";
+import { badFields, eventually, failure, image, metricValue, startGateway, startInfra, type Gateway, type Infra } from "./support.js";
+
+let infra: Infra;
+let gw: Gateway;
+let png: Uint8Array;
+
+beforeAll(async () => {
+  infra = await startInfra();
+  gw = await startGateway(infra, { CALLBACK_ALLOWED_HOSTS: "127.0.0.1" });
+  png = await image("png");
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await infra?.stop();
+});
+
+afterEach(() => {
+  infra.jobs.failing = false;
+  expect(infra.jobs.invalid).toEqual([]);
+});
+
+async function queue(client: Client<typeof UserService> = gw.client, extra: { callbackUrl?: string; userEmail?: string } = {}): Promise<Conversion> {
+  const { conversion } = await client.convertImage({ userEmail: extra.userEmail ?? "life@example.com", source: { case: "imageData", value: png }, filename: "cat.png", ...extra });
+  return conversion!;
+}
+
+/** What the image worker does on success: stores the PDF, then reports. */
+async function succeed(client: Client<typeof UserService>, id: string) {
+  const pdf = new TextEncoder().encode("%PDF-1.7\n% test\n%%EOF\n");
+  await gw.store.put(objectKeys.pdf(id), pdf, { contentType: "application/pdf" });
+  return client.notifyImageConverted({
+    conversionId: id,
+    state: ConversionState.SUCCEEDED,
+    pdfKey: objectKeys.pdf(id),
+    inputSize: BigInt(png.byteLength),
+    outputSize: BigInt(pdf.byteLength),
+    width: 16,
+    height: 16,
+    durationMs: 42n,
+  });
+}
+
+function completionJobs(id: string) {
+  return {
+    email: infra.jobs.calls.filter((c) => c.jobKey === jobKeys.conversionEmail(id)),
+    notify: infra.jobs.calls.filter((c) => c.jobKey === jobKeys.pdfReady(id)),
+    cleanup: infra.jobs.calls.filter((c) => c.jobKey === jobKeys.cleanupOriginal(id)),
+  };
+}
+
+describe("WatchConversion", () => {
+  test("streams QUEUED → PROCESSING → SUCCEEDED as NotifyImageConverted reports them, then ends", async () => {
+    const { id } = await queue(gw.client, { callbackUrl: "http://127.0.0.1:9/hook" });
+    const states: ConversionState[] = [];
+    let last: Conversion | undefined;
+    for await (const { conversion } of gw.client.watchConversion({ conversionId: id })) {
+      states.push(conversion!.state);
+      last = conversion;
+      if (conversion!.state === ConversionState.QUEUED) {
+        await gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.PROCESSING });
+      } else if (conversion!.state === ConversionState.PROCESSING) {
+        await succeed(gw.client, id);
+      }
+    }
+    expect(states).toEqual([ConversionState.QUEUED, ConversionState.PROCESSING, ConversionState.SUCCEEDED]);
+    expect(last).toMatchObject({ outputSize: 22n, width: 16, height: 16, error: "" });
+    expect(last!.pdfUrlExpiresAt).toBeDefined();
+    const pdf = await fetch(last!.pdfUrl);
+    expect(pdf.status).toBe(200);
+    expect(pdf.headers.get("content-disposition")).toContain("cat.pdf");
+    expect(await pdf.text()).toContain("%PDF-1.7");
+
+    const jobs = completionJobs(id);
+    expect(jobs.email).toHaveLength(1);
+    expect(jobs.email[0]!.args).toMatchObject({
+      conversionId: id,
+      request: {
+        userEmail: "life@example.com",
+        emailType: "EMAIL_TYPE_CONVERSION_COMPLETE",
+        idempotencyKey: `conversion_complete:${id}`,
+        variables: { filename: "cat.png", state: "succeeded", conversion_id: id },
+      },
+    });
+    const variables = (jobs.email[0]!.args["request"] as { variables: Record<string, string> }).variables;
+    expect((await fetch(variables["pdf_url"]!)).status).toBe(200);
+    expect(Date.parse(variables["pdf_url_expires_at"]!)).toBeGreaterThan(Date.now() + 24 * 3600 * 1000);
+
+    expect(jobs.notify).toHaveLength(1);
+    expect(jobs.notify[0]!.args).toMatchObject({
+      callbackUrl: "http://127.0.0.1:9/hook",
+      pdfReady: { conversion: { id, state: "CONVERSION_STATE_SUCCEEDED", filename: "cat.png", userEmail: "life@example.com" } },
+    });
+    expect(jobs.cleanup.map((c) => c.args)).toEqual([{ objectKey: objectKeys.original(id) }]);
+    expect(await metricValue(gw.service.url, "mcsv_conversion_results_total", { state: "succeeded" })).toBe(1);
+  });
+
+  test("several watchers of one conversion all follow it, and a terminal conversion is sent once", async () => {
+    const { id } = await queue();
+    const watch = async () => {
+      const states: ConversionState[] = [];
+      for await (const { conversion } of gw.client.watchConversion({ conversionId: id })) states.push(conversion!.state);
+      return states;
+    };
+    const watchers = [watch(), watch(), watch()];
+    await eventually(async () => ((await metricValue(gw.service.url, "mcsv_conversion_watchers")) === 3 ? true : undefined), "three watchers");
+    await gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.FAILED, error: "the image is corrupt" });
+    for (const states of await Promise.all(watchers)) expect(states.at(-1)).toBe(ConversionState.FAILED);
+    expect(await watch()).toEqual([ConversionState.FAILED]);
+    await eventually(async () => ((await metricValue(gw.service.url, "mcsv_conversion_watchers")) === 0 ? true : undefined), "no watchers left");
+  });
+
+  test("not_found and invalid_argument", async () => {
+    const drain = async (conversionId: string) => {
+      for await (const _ of gw.client.watchConversion({ conversionId })) void _;
+    };
+    expect((await failure(drain("6f1c2b1e-0000-4000-8000-000000000000"))).code).toBe(Code.NotFound);
+    expect(badFields(await failure(drain("nope")))).toEqual(["conversionId"]);
+  });
+
+  test("a client that cancels ends its watch on the server", async () => {
+    const { id } = await queue();
+    const abort = new AbortController();
+    const states: ConversionState[] = [];
+    const watching = (async () => {
+      for await (const { conversion } of gw.client.watchConversion({ conversionId: id }, { signal: abort.signal })) {
+        states.push(conversion!.state);
+        abort.abort();
+      }
+    })();
+    expect((await failure(watching)).code).toBe(Code.Canceled);
+    expect(states).toEqual([ConversionState.QUEUED]);
+    await eventually(async () => ((await metricValue(gw.service.url, "mcsv_conversion_watchers")) === 0 ? true : undefined), "the server-side watch to end");
+  });
+
+  test("a lost LISTEN connection is re-established and watchers catch up", async () => {
+    const { id } = await queue();
+    const states: ConversionState[] = [];
+    let killed = false;
+    for await (const { conversion } of gw.client.watchConversion({ conversionId: id })) {
+      states.push(conversion!.state);
+      if (!killed) {
+        killed = true;
+        // Postgres drops the listener (a failover or restart looks the same to the service).
+        const { rows } = await gw.db.query("select pg_terminate_backend(pid) as done from pg_stat_activity where application_name = 'user-svc-listen'");
+        expect(rows.length).toBeGreaterThanOrEqual(1);
+        await gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.PROCESSING });
+        await succeed(gw.client, id);
+      }
+    }
+    expect(states[0]).toBe(ConversionState.QUEUED);
+    expect(states.at(-1)).toBe(ConversionState.SUCCEEDED);
+    // Listening again: a new watch sees the next change through a notification.
+    const next = await queue();
+    const seen: ConversionState[] = [];
+    for await (const { conversion } of gw.client.watchConversion({ conversionId: next.id })) {
+      seen.push(conversion!.state);
+      if (conversion!.state === ConversionState.QUEUED) await gw.client.notifyImageConverted({ conversionId: next.id, state: ConversionState.FAILED, error: "x" });
+    }
+    expect(seen).toEqual([ConversionState.QUEUED, ConversionState.FAILED]);
+  });
+
+  test("a server shutdown ends open watches with unavailable", async () => {
+    const second = await startGateway(infra);
+    let stopped = false;
+    try {
+      const { id } = await queue(second.client);
+      const states: ConversionState[] = [];
+      const watching = (async () => {
+        for await (const { conversion } of second.client.watchConversion({ conversionId: id })) {
+          states.push(conversion!.state);
+          if (!stopped) {
+            stopped = true;
+            void second.stop();
+          }
+        }
+      })();
+      const error = await failure(watching);
+      expect(error.code).toBe(Code.Unavailable);
+      expect(states).toEqual([ConversionState.QUEUED]);
+    } finally {
+      if (!stopped) await second.stop();
+    }
+  });
+});
+
+describe("NotifyImageConverted", () => {
+  test("is idempotent: terminal states never change and their jobs are enqueued once", async () => {
+    const { id } = await queue();
+    expect((await gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.PROCESSING, inputSize: 123n })).conversion).toMatchObject({
+      state: ConversionState.PROCESSING,
+      inputSize: 123n,
+    });
+    // A repeated PROCESSING (a retried job) changes nothing.
+    const processing = await gw.client.getConversion({ conversionId: id });
+    expect((await gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.PROCESSING })).conversion).toEqual(processing.conversion);
+
+    const done = (await succeed(gw.client, id)).conversion!;
+    expect(done.state).toBe(ConversionState.SUCCEEDED);
+    const calls = infra.jobs.calls.length;
+    for (const report of [
+      () => succeed(gw.client, id),
+      () => gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.FAILED, error: "late failure" }),
+      () => gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.PROCESSING }),
+    ]) {
+      const { conversion } = await report();
+      expect({ ...conversion!, pdfUrl: "", pdfUrlExpiresAt: undefined }).toEqual({ ...done, pdfUrl: "", pdfUrlExpiresAt: undefined });
+    }
+    // Concurrent duplicates of the terminal report are just as harmless.
+    await Promise.all(Array.from({ length: 5 }, () => succeed(gw.client, id)));
+    expect(infra.jobs.calls.length).toBe(calls);
+    const jobs = completionJobs(id);
+    expect([jobs.email.length, jobs.notify.length, jobs.cleanup.length]).toEqual([1, 1, 1]);
+    expect(jobs.notify[0]!.args["callbackUrl"]).toBeUndefined();
+  });
+
+  test("a failure records the error, emails it, notifies the client and keeps the original", async () => {
+    await gw.client.createUser({ name: "Failing Fred", email: "fred@example.com" });
+    const { id } = await queue(gw.client, { userEmail: "fred@example.com" });
+    const { conversion } = await gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.FAILED, error: "unsupported colour space" });
+    expect(conversion).toMatchObject({ state: ConversionState.FAILED, error: "unsupported colour space", pdfUrl: "" });
+    const jobs = completionJobs(id);
+    expect(jobs.email).toHaveLength(1);
+    expect(jobs.email[0]!.args["request"]).toMatchObject({
+      userName: "Failing Fred",
+      variables: { state: "failed", error: "unsupported colour space", filename: "cat.png" },
+    });
+    expect((jobs.email[0]!.args["request"] as { variables: Record<string, string> }).variables["pdf_url"]).toBeUndefined();
+    expect(jobs.notify[0]!.args).toMatchObject({ pdfReady: { conversion: { id, state: "CONVERSION_STATE_FAILED", error: "unsupported colour space" } } });
+    expect(jobs.cleanup).toHaveLength(0);
+    expect(await gw.store.head(objectKeys.original(id))).toBeDefined();
+  });
+
+  test("the outbox delivers the completion jobs once the job service is back", async () => {
+    const { id } = await queue();
+    infra.jobs.failing = true;
+    expect((await succeed(gw.client, id)).conversion!.state).toBe(ConversionState.SUCCEEDED);
+    expect(infra.jobs.jobs("send_email", jobKeys.conversionEmail(id))).toHaveLength(0);
+    infra.jobs.failing = false;
+    await eventually(() => {
+      const accepted = [jobKeys.conversionEmail(id), jobKeys.pdfReady(id), jobKeys.cleanupOriginal(id)].map((key) => infra.jobs.accepted.filter((j) => j.jobKey === key).length);
+      return accepted.every((n) => n === 1) ? true : undefined;
+    }, "the completion jobs");
+  });
+
+  test("validates the report", async () => {
+    const { id } = await queue();
+    expect(badFields(await failure(gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.QUEUED })))).toEqual(["state"]);
+    expect(badFields(await failure(gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.UNSPECIFIED })))).toEqual(["state"]);
+    expect(badFields(await failure(gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.SUCCEEDED })))).toEqual(["pdfKey"]);
+    expect(badFields(await failure(gw.client.notifyImageConverted({ conversionId: "x", state: ConversionState.PROCESSING, outputSize: -1n })).then((e) => e)).sort()).toEqual([
+      "conversionId",
+      "outputSize",
+    ]);
+    expect((await failure(gw.client.notifyImageConverted({ conversionId: "6f1c2b1e-0000-4000-8000-000000000000", state: ConversionState.PROCESSING }))).code).toBe(Code.NotFound);
+    expect((await gw.client.getConversion({ conversionId: id })).conversion!.state).toBe(ConversionState.QUEUED);
+  });
+});
