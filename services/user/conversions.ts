@@ -171,17 +171,20 @@ export class Conversions {
   }
 
   /**
-   * Records what the job service reports. A terminal conversion never changes again, so a repeated report returns
-   * it as it is; the transition to a terminal state writes the email, the client notification and (on success) the
-   * clean-up of the original to the outbox, once.
+   * Records what the job service reports. A repeat of the current state returns the conversion as it is. A terminal
+   * conversion never changes again: any other report for it is failed_precondition. The transition to a terminal
+   * state writes the email, the client notification and (on success) the clean-up of the original to the outbox,
+   * in the same transaction, so they happen exactly once.
    */
   async report(report: ConversionReport): Promise<ConversionRow> {
     const outcome = await transaction(this.pool, async (db) => {
       const { rows } = await db.query<ConversionRow>("select * from mcsv_user.conversions where id = $1 for update", [report.conversionId]);
       const current = rows[0];
       if (!current) throw new ConnectError(`conversion ${report.conversionId} not found`, Code.NotFound);
-      if (isTerminal(current.state) || (report.state === "processing" && current.state === "processing")) {
-        return { conversion: current, outboxIds: [] as string[], finished: false };
+      if (report.state === current.state) return { conversion: current, outboxIds: [] as string[], finished: false };
+      if (isTerminal(current.state)) {
+        // Tells a retried convert_image job that there is nothing left to do (and a conflicting report that it lost).
+        throw new ConnectError(`conversion ${current.id} already ${current.state}`, Code.FailedPrecondition);
       }
       const updated =
         report.state === "processing"

@@ -94,6 +94,10 @@ export async function startUserService(config: UserConfig, overrides: UserServic
     readiness: {
       postgres: databaseCheck(pool),
       s3: () => store.ping(),
+      // Without it watches would not hear of changes until it is back (it reconnects by itself).
+      conversion_listener: async () => {
+        if (!changes.listening) throw new Error("reconnecting to Postgres");
+      },
     },
     shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
     drain: async () => {

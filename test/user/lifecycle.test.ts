@@ -206,14 +206,17 @@ describe("NotifyImageConverted", () => {
     const done = (await succeed(gw.client, id)).conversion!;
     expect(done.state).toBe(ConversionState.SUCCEEDED);
     const calls = infra.jobs.calls.length;
+    const withoutLink = (c: Conversion) => ({ ...c, pdfUrl: "", pdfUrlExpiresAt: undefined });
+    // The same terminal report again returns the conversion as it is.
+    expect(withoutLink((await succeed(gw.client, id)).conversion!)).toEqual(withoutLink(done));
+    // Any other report cannot move it out of its terminal state (a retried convert_image job stops on this).
     for (const report of [
-      () => succeed(gw.client, id),
-      () => gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.FAILED, error: "late failure" }),
-      () => gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.PROCESSING }),
+      gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.FAILED, error: "late failure" }),
+      gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.PROCESSING }),
     ]) {
-      const { conversion } = await report();
-      expect({ ...conversion!, pdfUrl: "", pdfUrlExpiresAt: undefined }).toEqual({ ...done, pdfUrl: "", pdfUrlExpiresAt: undefined });
+      expect((await failure(report)).code).toBe(Code.FailedPrecondition);
     }
+    expect(withoutLink((await gw.client.getConversion({ conversionId: id })).conversion!)).toEqual(withoutLink(done));
     // Concurrent duplicates of the terminal report are just as harmless.
     await Promise.all(Array.from({ length: 5 }, () => succeed(gw.client, id)));
     expect(infra.jobs.calls.length).toBe(calls);

@@ -8,10 +8,18 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { JsonObject } from "@bufbuild/protobuf";
+import { fromJson, type DescMessage, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
-import { JobService, UserService, ValidationErrorSchema } from "@mcsv/sdk";
+import {
+  ImageServiceConvertImageRequestSchema,
+  JobService,
+  NotifyEmailSentRequestSchema,
+  NotifyPdfReadyRequestSchema,
+  SendEmailRequestSchema,
+  UserService,
+  ValidationErrorSchema,
+} from "@mcsv/sdk";
 import pg from "pg";
 import sharp from "sharp";
 import { freePort, startEmbeddedPostgres, startEmbeddedS3, type EmbeddedPostgresHandle, type EmbeddedS3Handle } from "../../scripts/lib/embedded.js";
@@ -42,6 +50,24 @@ export interface StubJobService {
   close(): Promise<void>;
 }
 
+/** The protobuf messages carried in a job's args, with their schemas. */
+function embeddedMessages(job: EnqueuedJob): Array<[DescMessage, unknown]> {
+  const args = job.args;
+  switch (job.task) {
+    case "send_email":
+      return [[SendEmailRequestSchema, args["request"]]];
+    case "convert_image":
+      return [[ImageServiceConvertImageRequestSchema, args["request"]]];
+    case "notify_client":
+      return [
+        ...(args["pdfReady"] ? [[NotifyPdfReadyRequestSchema, args["pdfReady"]] as [DescMessage, unknown]] : []),
+        ...(args["emailSent"] ? [[NotifyEmailSentRequestSchema, args["emailSent"]] as [DescMessage, unknown]] : []),
+      ];
+    default:
+      return [];
+  }
+}
+
 export async function startStubJobService(): Promise<StubJobService> {
   const stub: Omit<StubJobService, "url" | "close"> = {
     accepted: [],
@@ -63,6 +89,16 @@ export async function startStubJobService(): Promise<StubJobService> {
             if (!parsed.success) {
               stub.invalid.push({ job, problem: parsed.error.message });
               throw new ConnectError(parsed.error.message, Code.InvalidArgument);
+            }
+            // As the job service does: the messages inside must decode with their schemas.
+            const embedded = embeddedMessages(job);
+            for (const [schema, json] of embedded) {
+              try {
+                fromJson(schema, json as JsonValue);
+              } catch (error) {
+                stub.invalid.push({ job, problem: String(error) });
+                throw new ConnectError(String(error), Code.InvalidArgument);
+              }
             }
             const duplicate = stub.accepted.some((j) => j.jobKey === job.jobKey);
             if (!duplicate) stub.accepted.push(job);

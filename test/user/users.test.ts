@@ -164,7 +164,7 @@ describe("docs and health", () => {
   test("stays ready and counts users", async () => {
     const ready = await httpGet(`${gw.service.url}/health/ready`);
     expect(ready.status).toBe(200);
-    expect(JSON.parse(ready.body)).toMatchObject({ status: "ready", checks: { postgres: "ok", s3: "ok" } });
+    expect(JSON.parse(ready.body)).toMatchObject({ status: "ready", checks: { postgres: "ok", s3: "ok", conversion_listener: "ok" } });
     expect(await metricValue(gw.service.url, "mcsv_users_created_total")).toBeGreaterThanOrEqual(4);
   });
 });
