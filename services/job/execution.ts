@@ -17,7 +17,7 @@ import { describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { withLogFields } from "../shared/logger.js";
 import { traceCarrier } from "../shared/tasks.js";
-import { withTraceContext } from "../shared/tracing.js";
+import { withSpan, withTraceContext } from "../shared/tracing.js";
 import type { EnqueueInput } from "./enqueue.js";
 import { argsOfPayload, TRACE_KEY, type JobLedger } from "./ledger.js";
 import { jobAttemptsTotal, jobDurationSeconds } from "./metrics.js";
@@ -58,7 +58,7 @@ export function wrapTask(task: string, definition: TaskDefinition<any>, deps: Ex
     const fields = { job_id: claimed.id, task, attempt: claimed.attempt, max_attempts: claimed.maxAttempts };
 
     await withLogFields(fields, () =>
-      withTraceContext(traceOf(payload), async () => {
+      withTraceContext(traceOf(payload), () => withSpan(`job ${task}`, { "mcsv.job.id": claimed.id, "mcsv.job.task": task, "mcsv.job.attempt": claimed.attempt }, async () => {
         if (claimed.state !== "pending") {
           logger.info(`job not run: already ${claimed.state}`);
           jobAttemptsTotal.inc({ task, outcome: "skipped" });
@@ -105,7 +105,7 @@ export function wrapTask(task: string, definition: TaskDefinition<any>, deps: Ex
           stopTimer({ outcome });
           jobAttemptsTotal.inc({ task, outcome });
         }
-      }),
+      })),
     );
   };
 }

@@ -52,6 +52,21 @@ export async function migrateGraphile(pool: Pool, logger: Logger): Promise<void>
   await runMigrations({ pgPool: pool, logger: graphileLogger(logger) });
 }
 
+/** How long a stop waits for graphile's last writes after its workers have ended. */
+const SETTLE_TIMEOUT_MS = 5_000;
+
+/**
+ * Resolves once no query of graphile's is in flight on `pool`. graphile 0.17 releases a worker before the write
+ * that completes or fails its last job has finished (it does not await it); ending the pool earlier would lose
+ * that write and leave the job locked until its lock expires.
+ */
+async function settled(pool: Pool, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((pool.totalCount > pool.idleCount || pool.waitingCount > 0) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 export interface RunningWorker {
   runner: Runner;
   /** Stops taking jobs and waits for those in flight; after `timeoutMs` releases what is still running. */
@@ -92,6 +107,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
           logger.warn("jobs still running after the grace period; releasing them for a retry");
           await runner.kill().catch((error: unknown) => logger.error("forceful worker stop failed", { error: describeError(error) }));
         }
+        await settled(options.pool, SETTLE_TIMEOUT_MS);
       })();
       return stopping;
     },

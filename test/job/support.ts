@@ -8,7 +8,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import {
   ClientService,
@@ -30,9 +30,9 @@ import {
 } from "@mcsv/sdk";
 import { freePort, startEmbeddedPostgres, startEmbeddedS3, type EmbeddedPostgresHandle, type EmbeddedS3Handle } from "../../scripts/lib/embedded.js";
 import { ObjectStore } from "../../services/shared/storage.js";
-import { createLogger } from "../../services/shared/logger.js";
+import { createLogger, type Logger } from "../../services/shared/logger.js";
 import type { RunningService } from "../../services/shared/server.js";
-import { loadJobConfig } from "../../services/job/config.js";
+import { loadJobConfig, type JobConfig } from "../../services/job/config.js";
 import { startJobService } from "../../services/job/service.js";
 
 /** Scripted answers per method of the stand-in services; each gets the request and returns (or throws). */
@@ -49,6 +49,8 @@ export interface Stubs {
   /** Replace to script an answer; `reset()` restores the defaults (success). */
   methods: StubMethods;
   calls: { [K in keyof StubMethods]: Parameters<StubMethods[K]>[0][] };
+  /** The `traceparent` header of each call (empty when none), in the order of `calls`. */
+  traceparents: { [K in keyof StubMethods]: string[] };
   reset(): void;
   close(): Promise<void>;
 }
@@ -67,18 +69,20 @@ export async function startStubs(): Promise<Stubs> {
   const stubs = {
     methods: defaults(),
     calls: { sendEmail: [], convertImage: [], notifyImageConverted: [], notifyPdfReady: [], notifyEmailSent: [] },
+    traceparents: { sendEmail: [], convertImage: [], notifyImageConverted: [], notifyPdfReady: [], notifyEmailSent: [] },
   } as unknown as Stubs;
-  const call = async <K extends keyof StubMethods>(name: K, req: Parameters<StubMethods[K]>[0]) => {
+  const call = async <K extends keyof StubMethods>(name: K, req: Parameters<StubMethods[K]>[0], ctx: HandlerContext) => {
     (stubs.calls[name] as unknown[]).push(req);
+    stubs.traceparents[name].push(ctx.requestHeader.get("traceparent") ?? "");
     return (stubs.methods[name] as (r: typeof req) => unknown)(req);
   };
   const handler = connectNodeAdapter({
     routes: (router) => {
-      router.service(EmailService, { sendEmail: (req) => call("sendEmail", req) as Promise<SendEmailResponse> });
-      router.service(ImageService, { convertImage: (req) => call("convertImage", req) as Promise<ImageServiceConvertImageResponse> });
-      router.rpc(UserService.method.notifyImageConverted, (req) => call("notifyImageConverted", req) as Promise<NotifyImageConvertedResponse>);
-      router.rpc(ClientService.method.notifyPdfReady, (req) => call("notifyPdfReady", req) as Promise<NotifyPdfReadyResponse>);
-      router.rpc(ClientService.method.notifyEmailSent, (req) => call("notifyEmailSent", req) as Promise<NotifyEmailSentResponse>);
+      router.service(EmailService, { sendEmail: (req, ctx) => call("sendEmail", req, ctx) as Promise<SendEmailResponse> });
+      router.service(ImageService, { convertImage: (req, ctx) => call("convertImage", req, ctx) as Promise<ImageServiceConvertImageResponse> });
+      router.rpc(UserService.method.notifyImageConverted, (req, ctx) => call("notifyImageConverted", req, ctx) as Promise<NotifyImageConvertedResponse>);
+      router.rpc(ClientService.method.notifyPdfReady, (req, ctx) => call("notifyPdfReady", req, ctx) as Promise<NotifyPdfReadyResponse>);
+      router.rpc(ClientService.method.notifyEmailSent, (req, ctx) => call("notifyEmailSent", req, ctx) as Promise<NotifyEmailSentResponse>);
     },
   });
   const server: Server = createServer(handler);
@@ -86,7 +90,7 @@ export async function startStubs(): Promise<Stubs> {
   stubs.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   stubs.reset = () => {
     stubs.methods = defaults();
-    for (const list of Object.values(stubs.calls)) list.length = 0;
+    for (const list of [...Object.values(stubs.calls), ...Object.values(stubs.traceparents)]) list.length = 0;
   };
   stubs.close = () =>
     new Promise<void>((resolve) => {
@@ -125,6 +129,8 @@ export interface JobTestEnv {
   s3?: { handle: EmbeddedS3Handle; dir: string; store: ObjectStore };
   stubs: Stubs;
   service: RunningService;
+  config: JobConfig;
+  logger: Logger;
   jobs: Client<typeof JobService>;
   /** Waits until the job's state is one of `states`. */
   waitForState(id: string, ...states: Job["state"][]): Promise<Job>;
@@ -144,6 +150,8 @@ export async function startJobTestEnv(env: Record<string, string> = {}, options:
   let stubs: Stubs;
   let service: RunningService;
   let s3: JobTestEnv["s3"];
+  let config: JobConfig;
+  let logger: Logger;
   try {
     pg = await startEmbeddedPostgres(join(dir, "pg"), await freePort());
     cleanups.push(() => pg.stop());
@@ -156,7 +164,7 @@ export async function startJobTestEnv(env: Record<string, string> = {}, options:
     }
     stubs = await startStubs();
     cleanups.push(() => stubs.close());
-    const config = loadJobConfig({
+    config = loadJobConfig({
       DATABASE_URL: pg.url,
       JOB_PORT: "0",
       HOST: "127.0.0.1",
@@ -171,7 +179,7 @@ export async function startJobTestEnv(env: Record<string, string> = {}, options:
       ...s3Env,
       ...env,
     });
-    const logger = createLogger("job-svc", { level: process.env["TEST_LOG_LEVEL"] ?? "error", format: "json" });
+    logger = createLogger("job-svc", { level: process.env["TEST_LOG_LEVEL"] ?? "error", format: "json" });
     logger.silent = !process.env["TEST_LOG_LEVEL"];
     service = await startJobService(config, { logger });
     cleanups.push(() => service.shutdown("test over"));
@@ -185,6 +193,8 @@ export async function startJobTestEnv(env: Record<string, string> = {}, options:
     ...(s3 ? { s3 } : {}),
     stubs,
     service,
+    config,
+    logger,
     jobs,
     waitForState: async (id, ...states) =>
       (await eventually(() => jobs.getJobStatus({ id }), (r) => states.includes(r.job!.state))).job!,

@@ -1,0 +1,125 @@
+/**
+ * The ledger stays right when the process does not end cleanly, and shutdown is graceful: the states a crash can
+ * leave behind (simulated on the database), jobs that graphile got without the ledger (crontab), and a drain that
+ * finishes what is in flight and releases what is not, without using up an attempt.
+ */
+import pg from "pg";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { JobService, JobState } from "@mcsv/sdk";
+import { startJobService } from "../../services/job/service.js";
+import { deferred, eventually, startJobTestEnv, type JobTestEnv } from "./support.js";
+
+let env: JobTestEnv;
+let db: pg.Pool;
+
+beforeAll(async () => {
+  // A short grace period: running tasks are asked to give up after 1 s, and are released after 2.5 s. A short RPC
+  // deadline, because Connect keeps the deadline timer of an aborted call alive, which would hold jest's exit.
+  env = await startJobTestEnv({ SHUTDOWN_GRACE_MS: "2500", RPC_TIMEOUT_MS: "4000" });
+  db = new pg.Pool({ connectionString: env.pg.url, max: 2, application_name: "recovery-test" });
+  // pg-pool's end() resolves before its sockets are closed; Postgres stopping right after must not crash the test.
+  db.on("error", () => undefined);
+});
+
+afterAll(async () => {
+  await db?.end();
+  await env?.close();
+});
+
+beforeEach(() => env.stubs.reset());
+
+function welcome(key: string) {
+  return { request: { userEmail: "ada@example.com", userName: "Ada", emailType: "EMAIL_TYPE_WELCOME", idempotencyKey: key } };
+}
+
+const sendsFor = (key: string) => env.stubs.calls.sendEmail.filter((r) => r.idempotencyKey === key).length;
+
+async function graphileIdOf(id: string): Promise<string> {
+  const { rows } = await db.query<{ graphile_job_id: string }>(`select graphile_job_id from mcsv_job.jobs where id = $1`, [id]);
+  return rows[0]!.graphile_job_id;
+}
+
+async function runNow(graphileId: string): Promise<void> {
+  await db.query(`select graphile_worker.reschedule_jobs(array[$1]::bigint[], run_at => now())`, [graphileId]);
+}
+
+test("a job that the ledger already completed is not run again (crash between the ledger write and graphile's delete)", async () => {
+  const { job } = await env.jobs.enqueueJob({ task: "send_email", args: welcome("crash-done"), runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) } });
+  const graphileId = await graphileIdOf(job!.id);
+  await db.query(`update mcsv_job.jobs set state = 'completed', completed_at = now(), attempts = 1 where id = $1`, [job!.id]);
+  await runNow(graphileId);
+  await eventually(
+    async () => (await db.query(`select 1 from graphile_worker.jobs where id = $1`, [graphileId])).rowCount,
+    (count) => count === 0,
+  );
+  expect(sendsFor("crash-done")).toBe(0);
+  expect((await env.jobs.getJobStatus({ id: job!.id })).job).toMatchObject({ state: JobState.COMPLETED, attempts: 1 });
+});
+
+test("a job whose attempts all ended in crashes shows as discarded, and RetryJob runs it again", async () => {
+  const { job } = await env.jobs.enqueueJob({ task: "send_email", args: welcome("crash-exhausted"), maxAttempts: 3, runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) } });
+  // What graphile leaves when every attempt's worker died: attempts used up, no lock.
+  await db.query(`update graphile_worker._private_jobs set attempts = max_attempts where id = $1`, [await graphileIdOf(job!.id)]);
+  const discarded = (await env.jobs.getJobStatus({ id: job!.id })).job!;
+  expect(discarded).toMatchObject({ state: JobState.DISCARDED, attempts: 3, maxAttempts: 3 });
+  expect(discarded.discardedAt).toBeDefined();
+
+  await env.jobs.retryJob({ id: job!.id });
+  const done = await env.waitForState(job!.id, JobState.COMPLETED);
+  expect(done).toMatchObject({ attempts: 4, maxAttempts: 4 });
+  expect(sendsFor("crash-exhausted")).toBe(1);
+});
+
+test("a job added to graphile directly (as the crontab does) gets its ledger row when it runs", async () => {
+  const emailSent = { userEmail: "ada@example.com", emailType: "EMAIL_TYPE_WELCOME", success: true };
+  await db.query(`select graphile_worker.add_job('notify_client', $1::json, max_attempts => 4)`, [JSON.stringify({ emailSent, _cron: { ts: new Date().toISOString(), backfilled: false } })]);
+  const adopted = async () => (await env.jobs.listJobs({ task: "notify_client", states: [JobState.COMPLETED], pageSize: 100 })).jobs.find((j) => j.maxAttempts === 4);
+  const job = await eventually(adopted, (j) => j !== undefined);
+  // The reserved _cron key is graphile's, not an argument.
+  expect(job).toMatchObject({ task: "notify_client", attempts: 1, args: { emailSent }, jobKey: "" });
+  expect(env.stubs.calls.notifyEmailSent.filter((r) => r.emailId === "")).toHaveLength(1);
+});
+
+test("shutdown finishes a job in flight, releases one that does not finish without using an attempt, and it runs after a restart", async () => {
+  const finishing = deferred();
+  let hangs = true;
+  env.stubs.methods.sendEmail = async (req) => {
+    if (req.idempotencyKey === "drain-finish") await finishing.promise;
+    if (req.idempotencyKey === "drain-hang" && hangs) {
+      hangs = false;
+      await new Promise(() => undefined); // never answers; the job service gives up when its abort signal fires
+    }
+    return { success: true, message: "sent", emailId: `email-${req.idempotencyKey}` };
+  };
+  const finish = (await env.jobs.enqueueJob({ task: "send_email", args: welcome("drain-finish") })).job!;
+  const hang = (await env.jobs.enqueueJob({ task: "send_email", args: welcome("drain-hang") })).job!;
+  await env.waitForState(finish.id, JobState.EXECUTING);
+  await env.waitForState(hang.id, JobState.EXECUTING);
+
+  const stopped = env.service.shutdown("test");
+  setTimeout(() => finishing.resolve(), 200);
+  await stopped;
+
+  const ledger = async (id: string) => (await db.query<{ state: string; attempts: number; errors: { error: string }[] }>(`select state, attempts, errors from mcsv_job.jobs where id = $1`, [id])).rows[0]!;
+  expect(await ledger(finish.id)).toMatchObject({ state: "completed", attempts: 1 });
+  const released = await ledger(hang.id);
+  expect(released).toMatchObject({ state: "pending", attempts: 0 });
+  expect(released.errors[0]!.error).toContain("interrupted by shutdown");
+  const { rows } = await db.query(`select attempts, locked_at from graphile_worker.jobs where id = $1`, [await graphileIdOf(hang.id)]);
+  expect(rows[0]).toEqual({ attempts: 0, locked_at: null });
+
+  const restarted = await startJobService(env.config, { logger: env.logger });
+  try {
+    const jobs = createClient(JobService, createConnectTransport({ baseUrl: restarted.url, httpVersion: "1.1" }));
+    const done = await eventually(
+      () => jobs.getJobStatus({ id: hang.id }),
+      (r) => r.job!.state === JobState.COMPLETED,
+    );
+    expect(done.job!.attempts).toBe(1);
+    expect(sendsFor("drain-hang")).toBe(2);
+    expect(sendsFor("drain-finish")).toBe(1);
+  } finally {
+    await restarted.shutdown("test over");
+  }
+});
