@@ -22,7 +22,7 @@ import type { EnqueueInput } from "./enqueue.js";
 import { argsOfPayload, TRACE_KEY, type JobLedger } from "./ledger.js";
 import { jobAttemptsTotal, jobDurationSeconds } from "./metrics.js";
 import type { EnqueueResult } from "./model.js";
-import { isPermanentFailure, PermanentJobError, type TaskContext, type TaskDefinition } from "./tasks/context.js";
+import { isPermanentFailure, PermanentJobError, type AnyTaskDefinition, type TaskContext } from "./tasks/context.js";
 
 export interface ExecutionDeps {
   ledger: JobLedger;
@@ -38,8 +38,7 @@ function traceOf(payload: unknown): Record<string, string> | undefined {
   return parsed.success ? parsed.data : undefined;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export function wrapTask(task: string, definition: TaskDefinition<any>, deps: ExecutionDeps): Task {
+export function wrapTask(task: string, definition: AnyTaskDefinition, deps: ExecutionDeps): Task {
   const { ledger, logger } = deps;
   return async (payload: unknown, helpers: JobHelpers) => {
     const job = helpers.job;
@@ -110,7 +109,6 @@ export function wrapTask(task: string, definition: TaskDefinition<any>, deps: Ex
   };
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export function createTaskList(definitions: Record<string, TaskDefinition<any>>, deps: ExecutionDeps): TaskList {
+export function createTaskList(definitions: Record<string, AnyTaskDefinition>, deps: ExecutionDeps): TaskList {
   return Object.fromEntries(Object.entries(definitions).map(([name, definition]) => [name, wrapTask(name, definition, deps)]));
 }

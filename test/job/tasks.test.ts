@@ -74,6 +74,8 @@ test("send_email sends, then a notify_client job tells the client; the caller's 
     },
     { headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } },
   );
+  // The trace context travels in graphile's payload under a reserved key, never among the arguments.
+  expect(job!.args).not.toHaveProperty("_trace");
   await env.waitForState(job!.id, JobState.COMPLETED);
   expect(env.stubs.calls.sendEmail[0]).toMatchObject({ userEmail: "ada@example.com", emailType: EmailType.CONVERSION_COMPLETE, idempotencyKey: "chain-1", variables: { pdf_url: "https://x/y.pdf" } });
 
@@ -126,6 +128,15 @@ test("convert_image: a permanent error is reported as FAILED and discards the jo
   const reports = reportsFor("conv-bad");
   expect(reports.map((r) => r.state)).toEqual([ConversionState.PROCESSING, ConversionState.FAILED]);
   expect(reports[1]!.error).toBe("the image is not a PNG");
+});
+
+test("convert_image stops without converting when the gateway says the conversion already finished", async () => {
+  env.stubs.methods.notifyImageConverted = (req) => {
+    throw new ConnectError(`conversion ${req.conversionId} already succeeded`, Code.FailedPrecondition);
+  };
+  const { job } = await env.jobs.enqueueJob({ task: "convert_image", args: convertArgs("conv-done") });
+  expect((await env.waitForState(job!.id, JobState.COMPLETED)).attempts).toBe(1);
+  expect(env.stubs.calls.convertImage).toHaveLength(0);
 });
 
 test("convert_image: a transient failure of the last attempt is reported as FAILED too", async () => {

@@ -26,6 +26,12 @@ export interface TaskDefinition<P> {
   run(payload: P, ctx: TaskContext): Promise<void>;
 }
 
+/**
+ * Any task's definition, for the task list. (Method syntax makes `run` bivariant, so every TaskDefinition<P> fits;
+ * the runner only ever hands `run` what the same definition's `decode` returned.)
+ */
+export type AnyTaskDefinition = TaskDefinition<unknown>;
+
 /** A failure that no retry can fix: the job is discarded at once. */
 export class PermanentJobError extends Error {
   override name = "PermanentJobError";

@@ -2,9 +2,11 @@
  * convert_image: reports PROCESSING to the gateway (UserService.NotifyImageConverted), has the image service
  * convert the original (presigning it again when the enqueued URL is about to expire), and reports SUCCEEDED with
  * the PDF's facts. A permanent failure, or a failure of the last attempt, is reported as FAILED first.
+ * The gateway answers failed_precondition for a conversion that has already finished: then there is nothing left
+ * to do (a retry after the result was recorded), and the job completes without converting again.
  */
 import type { Client } from "@connectrpc/connect";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { ConversionState, type ImageService, type UserService } from "@mcsv/sdk";
 import { describeError } from "../../shared/errors.js";
 import type { ObjectStore } from "../../shared/storage.js";
@@ -22,14 +24,23 @@ export interface ConvertImageDeps {
   rpcTimeoutMs: number;
 }
 
+function alreadyFinished(error: unknown): boolean {
+  return error instanceof ConnectError && error.code === Code.FailedPrecondition;
+}
+
 export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<DecodedPayloads["convert_image"]> {
   return {
     decode: (args) => decodeTaskArgs("convert_image", args),
     async run({ request, objectKey, imageUrlExpiresAt }, ctx) {
       const call = { signal: ctx.signal, timeoutMs: deps.rpcTimeoutMs };
       const { conversionId } = request;
-      // A permanent error here (unknown conversion, or one already finished) ends the job without a FAILED report.
-      await deps.user.notifyImageConverted({ conversionId, state: ConversionState.PROCESSING }, call);
+      try {
+        await deps.user.notifyImageConverted({ conversionId, state: ConversionState.PROCESSING }, call);
+      } catch (error) {
+        // The gateway's answer for a conversion that already finished (a retry after the result was reported).
+        if (alreadyFinished(error)) return void ctx.logger.info("conversion already finished; nothing left to do");
+        throw error; // Unknown conversion (permanent) or the gateway unreachable (retried); no FAILED report.
+      }
       try {
         let imageUrl = request.imageUrl;
         if (Date.parse(imageUrlExpiresAt) - Date.now() < PRESIGN_REFRESH_MARGIN_MS) {
@@ -50,12 +61,17 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
             durationMs: result.durationMs,
           },
           call,
-        );
+        ).catch((error: unknown) => {
+          if (!alreadyFinished(error)) throw error;
+          ctx.logger.warn("conversion finished otherwise meanwhile; this result was not recorded");
+        });
       } catch (error) {
         if (isPermanentFailure(error) || ctx.isLastAttempt) {
           const message = error instanceof ConnectError ? error.rawMessage : describeError(error);
           // If this report fails transiently, its error replaces the permanent one: the job retries and reports again.
-          await deps.user.notifyImageConverted({ conversionId, state: ConversionState.FAILED, error: message }, call);
+          await deps.user.notifyImageConverted({ conversionId, state: ConversionState.FAILED, error: message }, call).catch((reportError: unknown) => {
+            if (!alreadyFinished(reportError)) throw reportError;
+          });
         }
         throw error;
       }

@@ -1,7 +1,7 @@
 /** The task list: every task the worker runs, by identifier, with its dependencies. */
 import type { TaskName } from "../../shared/tasks.js";
 import { cleanupStorageTask, type CleanupStorageDeps } from "./cleanup_storage.js";
-import type { TaskDefinition } from "./context.js";
+import type { AnyTaskDefinition } from "./context.js";
 import { convertImageTask, type ConvertImageDeps } from "./convert_image.js";
 import { notifyClientTask, type NotifyClientDeps } from "./notify_client.js";
 import { PRUNE_TASK, pruneJobsTask } from "./prune_jobs.js";
@@ -12,9 +12,7 @@ export type TaskDeps = SendEmailDeps &
   NotifyClientDeps &
   CleanupStorageDeps & { ledger: Parameters<typeof pruneJobsTask>[0]["ledger"]; jobRetentionMs: number };
 
-// Each definition is typed by its own payload; the runner only hands a definition what its decode returned.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type TaskDefinitions = Record<TaskName | typeof PRUNE_TASK, TaskDefinition<any>>;
+export type TaskDefinitions = Record<TaskName | typeof PRUNE_TASK, AnyTaskDefinition>;
 
 export function createTaskDefinitions(deps: TaskDeps): TaskDefinitions {
   return {
