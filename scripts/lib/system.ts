@@ -88,7 +88,15 @@ export async function startSystem(options: SystemOptions): Promise<System> {
   const services = new Map<ServiceKey, ServiceProcess>();
 
   function spawnService(key: ServiceKey): ServiceProcess {
-    const child = spawn(process.execPath, ["--conditions=mcsv-source", "--import", "tsx", join("services", key, "main.ts")], {
+    const child = spawn(process.execPath, [
+        "--conditions=mcsv-source",
+        "--import",
+        "tsx",
+        // The telemetry preload runs before anything else loads, so that its instrumentations hook pg and the AWS SDK.
+        "--import",
+        `./${join("services", key, "telemetry.ts")}`,
+        join("services", key, "main.ts"),
+      ], {
       cwd: ROOT,
       env,
       stdio: ["ignore", "pipe", "pipe"],
