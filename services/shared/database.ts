@@ -27,21 +27,41 @@ export function createPool(url: string, logger: Logger, options: { max?: number;
   return pool;
 }
 
-/** Applies the `.sql` migrations in `dir` (node-pg-migrate's `-- Up Migration` format) to `schema`. */
-export async function migrate(url: string, options: { dir: string; schema: string; logger: Logger }): Promise<void> {
-  const applied = await runner({
-    databaseUrl: url,
-    dir: options.dir,
-    direction: "up",
-    schema: options.schema,
-    createSchema: true,
-    migrationsTable: "migrations",
-    migrationsSchema: options.schema,
-    createMigrationsSchema: true,
-    checkOrder: true,
-    log: () => undefined,
-  });
-  if (applied.length > 0) options.logger.info("migrations applied", { schema: options.schema, migrations: applied.map((m) => m.name) });
+/**
+ * Applies the `.sql` migrations in `dir` (node-pg-migrate's `-- Up Migration` format) to `schema`. Each schema has
+ * its own advisory lock, and a replica that finds the lock taken waits for the other to finish instead of failing.
+ */
+export async function migrate(url: string, options: { dir: string; schema: string; logger: Logger; timeoutMs?: number }): Promise<void> {
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const applied = await runner({
+        databaseUrl: url,
+        dir: options.dir,
+        direction: "up",
+        schema: options.schema,
+        createSchema: true,
+        migrationsTable: "migrations",
+        migrationsSchema: options.schema,
+        createMigrationsSchema: true,
+        checkOrder: true,
+        lockValue: lockValueOf(options.schema),
+        log: () => undefined,
+      });
+      if (applied.length > 0) options.logger.info("migrations applied", { schema: options.schema, migrations: applied.map((m) => m.name) });
+      return;
+    } catch (error) {
+      if (!/another migration is already running/i.test(describeError(error)) || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(100 * attempt, 1_000)));
+    }
+  }
+}
+
+/** A stable advisory-lock key per schema (a signed 32-bit FNV-1a hash of its name). */
+function lockValueOf(schema: string): number {
+  let hash = 0x811c9dc5;
+  for (const char of schema) hash = Math.imul(hash ^ char.charCodeAt(0), 0x01000193);
+  return hash | 0;
 }
 
 export function databaseCheck(pool: pg.Pool): () => Promise<unknown> {

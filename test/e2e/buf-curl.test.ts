@@ -88,15 +88,15 @@ test("plain JSON over HTTP, as curl sends it, and clear errors for bad JSON", as
     fetch(`${system.urls.user}/mcsv.v1.UserService/CreateUser`, { method: "POST", headers: { "content-type": "application/json" }, body });
   const ok = await post(JSON.stringify({ name: "Curl", email: "curl@example.com" }));
   expect(ok.status).toBe(200);
-  expect((await ok.json()).user.name).toBe("Curl");
+  expect(((await ok.json()) as { user: { name: string } }).user.name).toBe("Curl");
 
   const unknownField = await post(JSON.stringify({ name: "X", email: "x@example.com", admin: true }));
   expect(unknownField.status).toBe(400);
-  expect((await unknownField.json()).code).toBe("invalid_argument");
+  expect(((await unknownField.json()) as { code: string }).code).toBe("invalid_argument");
 
   const invalid = await post(JSON.stringify({ name: "", email: "not an email" }));
   expect(invalid.status).toBe(400);
-  const body = await invalid.json();
+  const body = (await invalid.json()) as { code: string; message: string };
   expect(body.code).toBe("invalid_argument");
   expect(body.message).toMatch(/email/);
 });
