@@ -33,7 +33,8 @@ export async function extractImages(pdf: Uint8Array): Promise<RawImage[]> {
     writeFileSync(join(dir, "in.pdf"), pdf);
     await run("pdfimages", ["-png", join(dir, "in.pdf"), join(dir, "img")]);
     const files = readdirSync(dir).filter((f) => f.startsWith("img")).sort();
-    return Promise.all(
+    // `await` here, or the finally block removes the files before sharp reads them.
+    return await Promise.all(
       files.map(async (f) => {
         const { data, info } = await sharp(join(dir, f)).raw().toBuffer({ resolveWithObject: true });
         return { data, width: info.width, height: info.height, channels: info.channels };
