@@ -76,6 +76,7 @@ describe("Dockerfile", () => {
   test("installs production dependencies only (tsx is one) and runs the TypeScript with tsx", () => {
     const install = runs.find((r) => /\bnpm (install|ci)\b/.test(r));
     expect(install).toMatch(/--omit=dev/);
+    expect(install).toMatch(/--ignore-scripts/);
     const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string> };
     expect(pkg.dependencies["tsx"]).toBeDefined();
     const start = readFileSync(join(ROOT, "deploy/start-service.sh"), "utf8");
