@@ -4,7 +4,6 @@ import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { SERVICES } from "../shared/topology.js";
-import { serverTracingInterceptor } from "../shared/tracing.js";
 import type { ClientConfig } from "./config.js";
 import { EventLog } from "./event-log.js";
 import { createClientHandlers } from "./handlers.js";
@@ -26,7 +25,6 @@ export async function startClientService(config: ClientConfig, overrides: Client
     port: config.CLIENT_PORT,
     host: config.HOST,
     logger,
-    interceptors: [serverTracingInterceptor],
     routes: (router) => router.service(ClientService, createClientHandlers({ inbox, logger })),
     pages: eventPages(inbox, config.CLIENT_MAX_EVENTS),
     // Everything is in memory: ready as soon as it listens.

@@ -5,7 +5,6 @@ import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { SERVICES } from "../shared/topology.js";
-import { serverTracingInterceptor } from "../shared/tracing.js";
 import type { EmailConfig } from "./config.js";
 import { createEmailHandlers } from "./handlers.js";
 import type { Mailer } from "./mailer.js";
@@ -46,7 +45,6 @@ export async function startEmailService(config: EmailConfig, overrides: EmailSer
     port: config.EMAIL_PORT,
     host: config.HOST,
     logger,
-    interceptors: [serverTracingInterceptor],
     routes: (router) => router.service(EmailService, createEmailHandlers({ sender, logger })),
     readiness: { [mailer.transport]: () => mailer.check() },
     // Requests are small; templates take a few KiB of variables at most.

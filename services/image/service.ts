@@ -5,7 +5,6 @@ import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
-import { serverTracingInterceptor } from "../shared/tracing.js";
 import { SERVICES } from "../shared/topology.js";
 import type { ImageConfig } from "./config.js";
 import { createImageHandlers } from "./handlers.js";
@@ -75,7 +74,6 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
     host: config.HOST,
     logger,
     routes: (router) => router.service(ImageService, handlers),
-    interceptors: [serverTracingInterceptor],
     readiness: {
       s3: () => store.ping(),
       imagemagick: () => renderer.ready(),

@@ -13,7 +13,6 @@ import { initMetrics } from "../shared/metrics.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
-import { clientTracingInterceptor, serverTracingInterceptor } from "../shared/tracing.js";
 import type { JobConfig } from "./config.js";
 import { enqueueJob, type EnqueueInput } from "./enqueue.js";
 import { createTaskList } from "./execution.js";
@@ -53,7 +52,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
   const ledger = new JobLedger(pool);
   const enqueue = (input: EnqueueInput) => enqueueJob(ledger, input);
   const store = overrides.store ?? new ObjectStore(config);
-  const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS, interceptors: [clientTracingInterceptor] };
+  const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS };
   const definitions = createTaskDefinitions({
     email: createServiceClient(EmailService, serviceUrl(config, "email"), clientOptions),
     image: createServiceClient(ImageService, serviceUrl(config, "image"), { ...clientOptions, timeoutMs: config.CONVERT_TIMEOUT_MS }),
@@ -99,7 +98,6 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       host: config.HOST,
       logger,
       routes: (router) => router.service(JobService, createJobHandlers({ ledger, enqueue })),
-      interceptors: [serverTracingInterceptor],
       readiness: { postgres: databaseCheck(pool) },
       // Job arguments carry metadata and URLs, never file contents.
       readMaxBytes: 1024 * 1024,

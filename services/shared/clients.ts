@@ -7,6 +7,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { metricsInterceptor } from "./interceptors.js";
+import { clientTracingInterceptor } from "./tracing.js";
 
 /** One pool of keep-alive sockets per process, shared by every client. */
 const keepAliveAgent = new Agent({ keepAlive: true, maxSockets: 64 });
@@ -23,7 +24,7 @@ export function createServiceClient<T extends DescService>(service: T, baseUrl: 
     httpVersion: "1.1",
     useBinaryFormat: true,
     defaultTimeoutMs: options.timeoutMs ?? 30_000,
-    interceptors: [metricsInterceptor("client"), ...(options.interceptors ?? [])],
+    interceptors: [clientTracingInterceptor, metricsInterceptor("client"), ...(options.interceptors ?? [])],
     nodeOptions: { agent: keepAliveAgent },
   });
   return createClient(service, transport);

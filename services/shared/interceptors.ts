@@ -1,5 +1,5 @@
 /** Connect interceptors shared by every server and client: RED metrics and log fields per RPC. */
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import { withLogFields } from "./logger.js";
 import { rpcDuration, rpcInFlight } from "./metrics.js";
 
@@ -10,42 +10,52 @@ function codeOf(error: unknown): string {
     .toLowerCase();
 }
 
+/**
+ * Calls `next` and then `finish` once the RPC is over: at once for a unary response, or for a stream when its last
+ * message has gone, it failed, or it was abandoned (so that nothing measured ever leaks).
+ */
+export async function untilFinished<R extends StreamResponse | UnaryResponse>(run: () => Promise<R>, finish: (error?: unknown) => void): Promise<R> {
+  let res: R;
+  try {
+    res = await run();
+  } catch (error) {
+    finish(error);
+    throw error;
+  }
+  if (!res.stream) {
+    finish();
+    return res;
+  }
+  const messages = res.message;
+  return {
+    ...res,
+    message: (async function* () {
+      let failure: unknown;
+      try {
+        yield* messages;
+      } catch (error) {
+        failure = error;
+        throw error;
+      } finally {
+        finish(failure);
+      }
+    })(),
+  };
+}
+
 /** Records duration, outcome and in-flight count; for a server stream, until the last message is sent. */
 export function metricsInterceptor(side: "server" | "client"): Interceptor {
-  return (next) => async (req) => {
+  return (next) => (req) => {
     const labels = { side, rpc_service: req.service.typeName, rpc_method: req.method.name };
     rpcInFlight.inc(labels);
     const stop = rpcDuration.startTimer(labels);
-    const finish = (error?: unknown) => {
-      rpcInFlight.dec(labels);
-      stop({ code: codeOf(error) });
-    };
-    try {
-      const res = await next(req);
-      if (!res.stream) {
-        finish();
-        return res;
-      }
-      const message = res.message;
-      return {
-        ...res,
-        message: (async function* () {
-          let failure: unknown;
-          try {
-            yield* message;
-          } catch (error) {
-            failure = error;
-            throw error;
-          } finally {
-            // Also runs when the stream is abandoned, so the in-flight gauge never leaks.
-            finish(failure);
-          }
-        })(),
-      };
-    } catch (error) {
-      finish(error);
-      throw error;
-    }
+    return untilFinished(
+      () => next(req),
+      (error) => {
+        rpcInFlight.dec(labels);
+        stop({ code: codeOf(error) });
+      },
+    );
   };
 }
 

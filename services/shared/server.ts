@@ -10,6 +10,7 @@ import { describeError } from "./errors.js";
 import { logFieldsInterceptor, metricsInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
 import { registry } from "./metrics.js";
+import { serverTracingInterceptor } from "./tracing.js";
 
 /** Named checks of the service's own dependencies; each resolves when the dependency answers. */
 export type ReadinessChecks = Record<string, () => Promise<unknown>>;
@@ -78,7 +79,8 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
 
   const connect = connectNodeAdapter({
     routes: options.routes,
-    interceptors: [logFieldsInterceptor, metricsInterceptor("server"), ...(options.interceptors ?? [])],
+    // Tracing outermost, so that logs and metric exemplars of the RPC see its span.
+    interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), ...(options.interceptors ?? [])],
     // Unknown JSON fields are a client bug: reject them instead of silently dropping data.
     jsonOptions: { ignoreUnknownFields: false },
     readMaxBytes: options.readMaxBytes ?? 4 * 1024 * 1024,

@@ -6,6 +6,7 @@
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type TextMapGetter, type TextMapSetter } from "@opentelemetry/api";
+import { untilFinished } from "./interceptors.js";
 import { SERVICE_VERSION } from "./topology.js";
 
 const tracer = trace.getTracer("mcsv", SERVICE_VERSION);
@@ -43,38 +44,19 @@ function endWithError(span: Span, error: unknown): void {
 }
 
 function traced(kind: SpanKind): Interceptor {
-  return (next) => async (req) => {
+  return (next) => (req) => {
     const name = `${req.service.typeName}/${req.method.name}`;
     const parent = kind === SpanKind.SERVER ? propagation.extract(context.active(), req.header, headerGetter) : context.active();
     const span = tracer.startSpan(name, { kind, attributes: rpcAttributes(req.service.typeName, req.method.name, req.url) }, parent);
     const active = trace.setSpan(parent, span);
     if (kind === SpanKind.CLIENT) propagation.inject(active, req.header, headerSetter);
-    try {
-      const res = await context.with(active, () => next(req));
-      if (!res.stream) {
-        span.end();
-        return res;
-      }
-      const messages = res.message;
-      return {
-        ...res,
-        message: (async function* () {
-          let failure: unknown;
-          try {
-            yield* messages;
-          } catch (error) {
-            failure = error;
-            throw error;
-          } finally {
-            if (failure === undefined) span.end();
-            else endWithError(span, failure);
-          }
-        })(),
-      };
-    } catch (error) {
-      endWithError(span, error);
-      throw error;
-    }
+    return untilFinished(
+      () => context.with(active, () => next(req)),
+      (error) => {
+        if (error === undefined) span.end();
+        else endWithError(span, error);
+      },
+    );
   };
 }
 

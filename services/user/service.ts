@@ -13,7 +13,7 @@ import { initMetrics } from "../shared/metrics.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
-import { clientTracingInterceptor, serverTracingInterceptor, withTraceContext } from "../shared/tracing.js";
+import { withTraceContext } from "../shared/tracing.js";
 import { CallbackPolicy, systemResolver, type HostResolver } from "./callback-url.js";
 import type { UserConfig } from "./config.js";
 import { ConversionChanges } from "./conversion-changes.js";
@@ -48,7 +48,6 @@ export async function startUserService(config: UserConfig, overrides: UserServic
 
   const jobs = createServiceClient(JobService, serviceUrl(config, "job"), {
     timeoutMs: config.JOB_CALL_TIMEOUT_MS,
-    interceptors: [clientTracingInterceptor],
   });
   // protobuf-es represents a google.protobuf.Struct field as its JSON object.
   const enqueue: JobEnqueuer = async (job) => {
@@ -87,7 +86,6 @@ export async function startUserService(config: UserConfig, overrides: UserServic
     host: config.HOST,
     logger,
     routes: (router) => router.service(UserService, handlers),
-    interceptors: [serverTracingInterceptor],
     // The largest inline image, base64 in a JSON body (4/3 of its size), plus the rest of the message.
     readMaxBytes: Math.ceil((config.GATEWAY_MAX_IMAGE_BYTES * 4) / 3) + 1024 * 1024,
     pages: docsPages(overrides.openapiDir),

@@ -14,6 +14,8 @@ import { freePort } from "../../scripts/lib/embedded.js";
 import { startSystem, type System } from "../../scripts/lib/system.js";
 import { startResendSink, type ResendSink } from "./resend-sink.js";
 
+export { eventually } from "./eventually.js";
+
 export interface LogLine {
   service: ServiceKey;
   raw: string;
@@ -78,20 +80,4 @@ export async function startTestSystem(env: Record<string, string> = {}): Promise
       rmSync(dataDir, { recursive: true, force: true });
     },
   });
-}
-
-/** Polls `probe` until it returns a value other than undefined, or fails after `timeoutMs`. */
-export async function eventually<T>(probe: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
 }

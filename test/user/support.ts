@@ -3,6 +3,7 @@
  * records every EnqueueJob, checks its args against the task contract and can fail on demand, and the user service
  * in-process on port 0 with a Connect client.
  */
+export { eventually } from "../support/eventually.js";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -204,22 +205,6 @@ export async function failure(call: Promise<unknown>): Promise<ConnectError> {
 /** The fields named by the ValidationError detail of an invalid_argument error. */
 export function badFields(error: ConnectError): string[] {
   return error.findDetails(ValidationErrorSchema).flatMap((d) => d.violations.map((v) => v.field));
-}
-
-/** Polls `probe` until it returns something other than undefined (never a timing assertion: the deadline is generous). */
-export async function eventually<T>(probe: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
 }
 
 /** A small real image of the given format. */
