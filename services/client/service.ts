@@ -2,6 +2,7 @@
 import { ClientService, type ClientEvent } from "@mcsv/sdk";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
+import { internalOnly } from "../shared/auth.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { SERVICES } from "../shared/topology.js";
 import type { ClientConfig } from "./config.js";
@@ -26,6 +27,7 @@ export async function startClientService(config: ClientConfig, overrides: Client
     host: config.HOST,
     logger,
     routes: (router) => router.service(ClientService, createClientHandlers({ inbox, logger })),
+    auth: internalOnly(config.MCSV_INTERNAL_TOKEN),
     pages: eventPages(inbox, config.CLIENT_MAX_EVENTS),
     // Everything is in memory: ready as soon as it listens.
     readiness: {},

@@ -3,6 +3,7 @@ import { mkdir } from "node:fs/promises";
 import { EmailService } from "@mcsv/sdk";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
+import { internalOnly } from "../shared/auth.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { SERVICES } from "../shared/topology.js";
 import type { EmailConfig } from "./config.js";
@@ -46,6 +47,7 @@ export async function startEmailService(config: EmailConfig, overrides: EmailSer
     host: config.HOST,
     logger,
     routes: (router) => router.service(EmailService, createEmailHandlers({ sender, logger })),
+    auth: internalOnly(config.MCSV_INTERNAL_TOKEN),
     readiness: { [mailer.transport]: () => mailer.check() },
     // Requests are small; templates take a few KiB of variables at most.
     readMaxBytes: 256 * 1024,

@@ -3,6 +3,7 @@ import { ImageService } from "@mcsv/sdk";
 import { describeError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
+import { internalOnly } from "../shared/auth.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
@@ -74,6 +75,7 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
     host: config.HOST,
     logger,
     routes: (router) => router.service(ImageService, handlers),
+    auth: internalOnly(config.MCSV_INTERNAL_TOKEN),
     readiness: {
       s3: () => store.ping(),
       imagemagick: () => renderer.ready(),

@@ -10,6 +10,7 @@ import { createPool, databaseCheck, migrate } from "../shared/database.js";
 import { describeError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
+import { internalOnly } from "../shared/auth.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
@@ -52,7 +53,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
   const ledger = new JobLedger(pool);
   const enqueue = (input: EnqueueInput) => enqueueJob(ledger, input);
   const store = overrides.store ?? new ObjectStore(config);
-  const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS };
+  const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS, internalToken: config.MCSV_INTERNAL_TOKEN };
   const definitions = createTaskDefinitions({
     email: createServiceClient(EmailService, serviceUrl(config, "email"), clientOptions),
     image: createServiceClient(ImageService, serviceUrl(config, "image"), { ...clientOptions, timeoutMs: config.CONVERT_TIMEOUT_MS }),
@@ -98,6 +99,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       host: config.HOST,
       logger,
       routes: (router) => router.service(JobService, createJobHandlers({ ledger, enqueue })),
+      auth: internalOnly(config.MCSV_INTERNAL_TOKEN),
       readiness: { postgres: databaseCheck(pool) },
       // Job arguments carry metadata and URLs, never file contents.
       readMaxBytes: 1024 * 1024,

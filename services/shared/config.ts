@@ -45,6 +45,8 @@ export const commonEnv = {
   LOG_FORMAT: z.enum(["json", "pretty", "auto"]).default("auto"),
   SHUTDOWN_GRACE_MS: positiveInt(10_000),
   HOST: z.string().default("0.0.0.0"),
+  /** The internal service credential: every internal RPC requires it, every service client sends it. */
+  MCSV_INTERNAL_TOKEN: z.string().min(24, "must be at least 24 characters"),
 };
 
 export const databaseEnv = {

@@ -1,7 +1,7 @@
 /** Connect interceptors shared by every server and client: RED metrics and log fields per RPC. */
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import { withLogFields } from "./logger.js";
-import { rpcDuration, rpcInFlight } from "./metrics.js";
+import { rpcDuration, rpcInFlight, startDurationTimer } from "./metrics.js";
 
 function codeOf(error: unknown): string {
   if (error === undefined) return "ok";
@@ -43,12 +43,15 @@ export async function untilFinished<R extends StreamResponse | UnaryResponse>(ru
   };
 }
 
-/** Records duration, outcome and in-flight count; for a server stream, until the last message is sent. */
+/**
+ * Records duration, outcome and in-flight count; for a server stream, until the last message is sent. Runs inside
+ * the tracing interceptor, so the duration's exemplar is the RPC's own span.
+ */
 export function metricsInterceptor(side: "server" | "client"): Interceptor {
   return (next) => (req) => {
     const labels = { side, rpc_service: req.service.typeName, rpc_method: req.method.name };
     rpcInFlight.inc(labels);
-    const stop = rpcDuration.startTimer(labels);
+    const stop = startDurationTimer(rpcDuration, labels);
     return untilFinished(
       () => next(req),
       (error) => {

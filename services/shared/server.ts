@@ -6,10 +6,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { authInterceptor, type AuthPolicy } from "./auth.js";
 import { describeError } from "./errors.js";
 import { logFieldsInterceptor, metricsInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
-import { registry } from "./metrics.js";
+import { renderMetrics } from "./metrics.js";
 import { serverTracingInterceptor } from "./tracing.js";
 
 /** Named checks of the service's own dependencies; each resolves when the dependency answers. */
@@ -24,6 +25,8 @@ export interface ServiceOptions {
   host?: string;
   logger: Logger;
   routes: (router: ConnectRouter) => void;
+  /** Which credential each RPC requires (see auth.ts); plain HTTP routes stay open. */
+  auth: AuthPolicy;
   readiness?: ReadinessChecks;
   pages?: PageHandler;
   /** Interceptors that run inside the shared ones (for example authentication). */
@@ -80,7 +83,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
   const connect = connectNodeAdapter({
     routes: options.routes,
     // Tracing outermost, so that logs and metric exemplars of the RPC see its span.
-    interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), ...(options.interceptors ?? [])],
+    interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), authInterceptor(options.auth), ...(options.interceptors ?? [])],
     // Unknown JSON fields are a client bug: reject them instead of silently dropping data.
     jsonOptions: { ignoreUnknownFields: false },
     readMaxBytes: options.readMaxBytes ?? 4 * 1024 * 1024,
@@ -100,8 +103,9 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
         return sendJson(res, readiness.ready ? 200 : 503, { status: readiness.ready ? "ready" : "not_ready", ...readiness });
       }
       if (req.method === "GET" && path === "/metrics") {
-        const body = await registry.metrics();
-        res.writeHead(200, { "content-type": registry.contentType });
+        // OpenMetrics (with exemplars) when the scrape asks for it, else the classic text format.
+        const { contentType, body } = await renderMetrics({ accept: req.headers.accept });
+        res.writeHead(200, { "content-type": contentType });
         return void res.end(body);
       }
       if (options.pages && (await options.pages(req, res))) return;

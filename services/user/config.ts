@@ -1,5 +1,6 @@
 /** Configuration of the user service (the public gateway), validated once at start-up. */
 import { z } from "zod";
+import { apiKeysEnv } from "../shared/auth.js";
 import { commonEnv, databaseEnv, listFromEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
 import { SERVICES } from "../shared/topology.js";
 
@@ -32,7 +33,7 @@ export const userEnv = {
 };
 
 export function loadUserConfig(env: NodeJS.ProcessEnv = process.env) {
-  const config = loadConfig(SERVICES.user.name, { ...commonEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...userEnv }, env);
+  const config = loadConfig(SERVICES.user.name, { ...commonEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...apiKeysEnv, ...userEnv }, env);
   return { ...config, CALLBACK_ALLOWED_HOSTS: config.CALLBACK_ALLOWED_HOSTS.map((host) => host.toLowerCase()) };
 }
 

@@ -11,6 +11,7 @@ import { createPool, databaseCheck, migrate } from "../shared/database.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
 import { runService, type RunningService } from "../shared/server.js";
+import { publicWithInternal } from "../shared/auth.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
 import { withTraceContext } from "../shared/tracing.js";
@@ -48,6 +49,7 @@ export async function startUserService(config: UserConfig, overrides: UserServic
 
   const jobs = createServiceClient(JobService, serviceUrl(config, "job"), {
     timeoutMs: config.JOB_CALL_TIMEOUT_MS,
+    internalToken: config.MCSV_INTERNAL_TOKEN,
   });
   // protobuf-es represents a google.protobuf.Struct field as its JSON object.
   const enqueue: JobEnqueuer = async (job) => {
@@ -86,6 +88,8 @@ export async function startUserService(config: UserConfig, overrides: UserServic
     host: config.HOST,
     logger,
     routes: (router) => router.service(UserService, handlers),
+    // The job service reports results through NotifyImageConverted; users call everything else.
+    auth: publicWithInternal(config.MCSV_API_KEYS, config.MCSV_INTERNAL_TOKEN, ["NotifyImageConverted"]),
     // The largest inline image, base64 in a JSON body (4/3 of its size), plus the rest of the message.
     readMaxBytes: Math.ceil((config.GATEWAY_MAX_IMAGE_BYTES * 4) / 3) + 1024 * 1024,
     pages: docsPages(overrides.openapiDir),

@@ -13,14 +13,15 @@ import { startClientService } from "../../services/client/service.js";
 import { createServiceClient } from "../../services/shared/clients.js";
 import { createLogger } from "../../services/shared/logger.js";
 import type { RunningService } from "../../services/shared/server.js";
+import { TEST_INTERNAL_TOKEN, testAuthEnv } from "../support/credentials.js";
 
 let service: RunningService;
 let client: Client<typeof ClientService>;
 
 beforeAll(async () => {
-  const config = loadClientConfig({ CLIENT_PORT: "0", HOST: "127.0.0.1", CLIENT_MAX_EVENTS: "5" });
+  const config = loadClientConfig({ ...testAuthEnv, CLIENT_PORT: "0", HOST: "127.0.0.1", CLIENT_MAX_EVENTS: "5" });
   service = await startClientService(config, { logger: createLogger("client-svc", { level: "error", format: "json" }) });
-  client = createServiceClient(ClientService, service.url, { timeoutMs: 10_000 });
+  client = createServiceClient(ClientService, service.url, { timeoutMs: 10_000, internalToken: TEST_INTERNAL_TOKEN });
 });
 
 afterAll(async () => {

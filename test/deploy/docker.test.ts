@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { freePort } from "../../scripts/lib/embedded.js";
 import { SERVICES, SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
 import { ROOT, readYaml } from "./support.js";
+import { testAuthEnv } from "../support/credentials.js";
 
 const dockerfile = readFileSync(join(ROOT, "deploy/Dockerfile"), "utf8");
 
@@ -115,7 +116,7 @@ describe("Dockerfile", () => {
 });
 
 describe("start-service.sh and healthcheck.mjs", () => {
-  const env = (extra: Record<string, string>) => ({ PATH: process.env["PATH"] ?? "", HOME: process.env["HOME"] ?? "", ...extra });
+  const env = (extra: Record<string, string>) => ({ PATH: process.env["PATH"] ?? "", HOME: process.env["HOME"] ?? "", ...testAuthEnv, ...extra });
 
   function runWith(command: string, args: string[], extra: Record<string, string>): Promise<{ code: number | null; output: string }> {
     return new Promise((resolve, reject) => {

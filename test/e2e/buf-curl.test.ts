@@ -8,6 +8,7 @@ import { promisify } from "node:util";
 import { ClientService, EmailService, ImageService, JobService, UserService } from "@mcsv/sdk";
 import { photoLikePng, qpdfCheck } from "../support/pdf.js";
 import { ROOT } from "../../scripts/lib/system.js";
+import { TEST_API_KEY, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
 import { startTestSystem, type TestSystem } from "../support/system.js";
 
 const run = promisify(execFile);
@@ -22,9 +23,9 @@ afterAll(async () => {
   await system?.close();
 });
 
-async function bufCurl(url: string, data: unknown): Promise<{ code: number; stdout: string; stderr: string }> {
+async function bufCurl(url: string, data: unknown, secret = TEST_API_KEY): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(BUF, ["curl", "--schema", "proto", "--data", JSON.stringify(data), url], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
+    const { stdout, stderr } = await run(BUF, ["curl", "--schema", "proto", "-H", `Authorization: Bearer ${secret}`, "--data", JSON.stringify(data), url], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };
@@ -43,7 +44,8 @@ test("buf curl --schema proto resolves and reaches every service and method", as
   for (const [key, service] of services) {
     for (const method of service.methods) {
       // An empty request reaches the handler: it answers, or refuses the request; never unimplemented or unresolved.
-      const result = await bufCurl(`${system.urls[key]}/${service.typeName}/${method.name}`, {});
+      const secret = key === "user" && method.name !== "NotifyImageConverted" ? TEST_API_KEY : TEST_INTERNAL_TOKEN;
+      const result = await bufCurl(`${system.urls[key]}/${service.typeName}/${method.name}`, {}, secret);
       expect({ method: method.name, exitIsRpcOutcome: result.code % 8 === 0 }).toEqual({ method: method.name, exitIsRpcOutcome: true });
       expect(result.stderr).not.toMatch(/unimplemented|not found in schema|failed to resolve/i);
     }
@@ -85,7 +87,11 @@ test("a user with buf curl creates a user, converts a PNG, watches it finish and
 
 test("plain JSON over HTTP, as curl sends it, and clear errors for bad JSON", async () => {
   const post = (body: string) =>
-    fetch(`${system.urls.user}/mcsv.v1.UserService/CreateUser`, { method: "POST", headers: { "content-type": "application/json" }, body });
+    fetch(`${system.urls.user}/mcsv.v1.UserService/CreateUser`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${TEST_API_KEY}` },
+      body,
+    });
   const ok = await post(JSON.stringify({ name: "Curl", email: "curl@example.com" }));
   expect(ok.status).toBe(200);
   expect(((await ok.json()) as { user: { name: string } }).user.name).toBe("Curl");

@@ -12,6 +12,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { UserService } from "@mcsv/sdk";
 import { freePort } from "../../scripts/lib/embedded.js";
+import { bearerInterceptor } from "../../services/shared/auth.js";
 import { isReady, ROOT } from "../../scripts/lib/system.js";
 import { SERVICE_KEYS } from "../../services/shared/topology.js";
 import { eventually } from "../support/system.js";
@@ -73,11 +74,13 @@ test("npm start runs everything on the embedded defaults, stops cleanly on Ctrl-
   const first = await npmStart();
   for (const url of urls) expect(await isReady(url)).toBe(true);
   const text = first.output();
-  expect(text).toContain(`buf curl --schema proto`);
+  // Dev credentials were made, kept in the data directory, and printed inside the buf curl examples.
+  const credentials = JSON.parse(readFileSync(join(dataDir, "credentials.json"), "utf8")) as { apiKey: string; internalToken: string };
+  expect(text).toContain(`buf curl --schema proto -H "Authorization: Bearer ${credentials.apiKey}"`);
   expect(text).toContain(`${urls[0]}/mcsv.v1.UserService/CreateUser`);
   expect(text).toContain("dev outbox");
 
-  const users = createClient(UserService, createConnectTransport({ baseUrl: urls[0]!, httpVersion: "1.1" }));
+  const users = createClient(UserService, createConnectTransport({ baseUrl: urls[0]!, httpVersion: "1.1", interceptors: [bearerInterceptor(credentials.apiKey)] }));
   const { user } = await users.createUser({ name: "Persisted", email: "persisted@example.com", idempotencyKey: "persist-1" });
   const outbox = join(dataDir, "outbox");
   const eml = await eventually(() => readdirSync(outbox).find((f) => f.endsWith(".eml")), "the welcome email in the outbox");
@@ -88,6 +91,8 @@ test("npm start runs everything on the embedded defaults, stops cleanly on Ctrl-
 
   const second = await npmStart();
   try {
+    // The same credentials again, and the data survived.
+    expect(JSON.parse(readFileSync(join(dataDir, "credentials.json"), "utf8"))).toEqual(credentials);
     expect((await users.getUser({ id: user!.id })).user?.email).toBe("persisted@example.com");
     // The outbox is idempotent across restarts: still exactly one welcome email.
     await new Promise((r) => setTimeout(r, 1_000));

@@ -10,6 +10,7 @@ import { loadEmailConfig } from "../../services/email/config.js";
 import { ConfigError } from "../../services/shared/config.js";
 import { tempDir } from "../contract/support.js";
 import { startEmail, type EmailUnderTest } from "./support.js";
+import { testAuthEnv } from "../support/credentials.js";
 
 const temp = tempDir("email-outbox");
 const outbox = join(temp.dir, "outbox");
@@ -91,7 +92,7 @@ test("configuration lists every problem at once", () => {
     message = String(error);
   }
   for (const variable of ["EMAIL_FROM", "RESEND_BASE_URL", "RESEND_TIMEOUT_MS"]) expect(message).toContain(variable);
-  const config = loadEmailConfig({ MCSV_DATA_DIR: "/var/lib/mcsv", RESEND_BASE_URL: "http://127.0.0.1:9/" });
+  const config = loadEmailConfig({ ...testAuthEnv, MCSV_DATA_DIR: "/var/lib/mcsv", RESEND_BASE_URL: "http://127.0.0.1:9/" });
   expect(config.EMAIL_OUTBOX_DIR).toBe("/var/lib/mcsv/outbox");
   expect(config.RESEND_BASE_URL).toBe("http://127.0.0.1:9");
   expect(config.EMAIL_FROM).toBe("mcsv <noreply@mcsv.dev>");

@@ -6,6 +6,7 @@ import { createLogger } from "../../services/shared/logger.js";
 import type { RunningService } from "../../services/shared/server.js";
 import { loadEmailConfig } from "../../services/email/config.js";
 import { startEmailService } from "../../services/email/service.js";
+import { TEST_INTERNAL_TOKEN, testAuthEnv } from "../support/credentials.js";
 
 export interface EmailUnderTest {
   service: RunningService;
@@ -14,11 +15,11 @@ export interface EmailUnderTest {
 }
 
 export async function startEmail(env: Record<string, string>): Promise<EmailUnderTest> {
-  const config = loadEmailConfig({ EMAIL_PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "error", LOG_FORMAT: "json", ...env });
+  const config = loadEmailConfig({ ...testAuthEnv, EMAIL_PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "error", LOG_FORMAT: "json", ...env });
   const service = await startEmailService(config, { logger: createLogger("email-svc", { level: "error", format: "json" }) });
   return {
     service,
-    client: createServiceClient(EmailService, service.url, { timeoutMs: 10_000 }),
+    client: createServiceClient(EmailService, service.url, { timeoutMs: 10_000, internalToken: TEST_INTERNAL_TOKEN }),
     close: () => service.shutdown("test over"),
   };
 }

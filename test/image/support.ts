@@ -18,6 +18,7 @@ import type { RunningService } from "../../services/shared/server.js";
 import { ObjectStore } from "../../services/shared/storage.js";
 import { loadImageConfig, type ImageConfig } from "../../services/image/config.js";
 import { startImageService, type ImageServiceOverrides } from "../../services/image/service.js";
+import { internalAuth, testAuthEnv } from "../support/credentials.js";
 
 const run = promisify(execFile);
 
@@ -52,6 +53,7 @@ export async function startImageHarness(env: Record<string, string> = {}, overri
   const dataDir = mkdtempSync(join(tmpdir(), "mcsv-image-"));
   const s3 = await startEmbeddedS3(join(dataDir, "s3"), await freePort(), ["mcsv"]);
   const config = loadImageConfig({
+    ...testAuthEnv,
     IMAGE_PORT: "0",
     HOST: "127.0.0.1",
     S3_ENDPOINT: s3.endpoint,
@@ -64,7 +66,7 @@ export async function startImageHarness(env: Record<string, string> = {}, overri
   });
   const store = new ObjectStore(config);
   const service = await startImageService(config, { logger: createLogger("image-svc", { level: config.LOG_LEVEL, format: "json" }), ...overrides });
-  const client = createClient(ImageService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }));
+  const client = createClient(ImageService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1", interceptors: [internalAuth] }));
 
   return {
     client,

@@ -9,6 +9,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { JobService, JobState } from "@mcsv/sdk";
 import { startJobService } from "../../services/job/service.js";
 import { deferred, eventually, startJobTestEnv, type JobTestEnv } from "./support.js";
+import { internalAuth } from "../support/credentials.js";
 
 let env: JobTestEnv;
 let db: pg.Pool;
@@ -111,7 +112,7 @@ test("shutdown finishes a job in flight, releases one that does not finish witho
 
   const restarted = await startJobService(env.config, { logger: env.logger });
   try {
-    const jobs = createClient(JobService, createConnectTransport({ baseUrl: restarted.url, httpVersion: "1.1" }));
+    const jobs = createClient(JobService, createConnectTransport({ baseUrl: restarted.url, httpVersion: "1.1", interceptors: [internalAuth] }));
     const done = await eventually(
       () => jobs.getJobStatus({ id: hang.id }),
       (r) => r.job!.state === JobState.COMPLETED,

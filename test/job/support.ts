@@ -34,6 +34,7 @@ import { createLogger, type Logger } from "../../services/shared/logger.js";
 import type { RunningService } from "../../services/shared/server.js";
 import { loadJobConfig, type JobConfig } from "../../services/job/config.js";
 import { startJobService } from "../../services/job/service.js";
+import { internalAuth, testAuthEnv } from "../support/credentials.js";
 
 /** Scripted answers per method of the stand-in services; each gets the request and returns (or throws). */
 export interface StubMethods {
@@ -160,11 +161,12 @@ export async function startJobTestEnv(env: Record<string, string> = {}, options:
       const handle = await startEmbeddedS3(join(dir, "s3"), await freePort(), ["mcsv"]);
       cleanups.push(() => handle.stop());
       s3Env = { S3_ENDPOINT: handle.endpoint, S3_ACCESS_KEY_ID: handle.accessKeyId, S3_SECRET_ACCESS_KEY: handle.secretAccessKey, S3_BUCKET: "mcsv" };
-      s3 = { handle, dir: join(dir, "s3"), store: new ObjectStore(loadJobConfig({ DATABASE_URL: pg.url, ...s3Env })) };
+      s3 = { handle, dir: join(dir, "s3"), store: new ObjectStore(loadJobConfig({ DATABASE_URL: pg.url, ...testAuthEnv, ...s3Env })) };
     }
     stubs = await startStubs();
     cleanups.push(() => stubs.close());
     config = loadJobConfig({
+      ...testAuthEnv,
       DATABASE_URL: pg.url,
       JOB_PORT: "0",
       HOST: "127.0.0.1",
@@ -187,7 +189,7 @@ export async function startJobTestEnv(env: Record<string, string> = {}, options:
     await cleanUp();
     throw error;
   }
-  const jobs = createClient(JobService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1" }));
+  const jobs = createClient(JobService, createConnectTransport({ baseUrl: service.url, httpVersion: "1.1", interceptors: [internalAuth] }));
   return {
     pg,
     ...(s3 ? { s3 } : {}),

@@ -12,6 +12,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
 import { freePort } from "../../scripts/lib/embedded.js";
 import { startSystem, type System } from "../../scripts/lib/system.js";
+import { gatewayAuth, internalAuth, testAuthEnv } from "./credentials.js";
 import { startResendSink, type ResendSink } from "./resend-sink.js";
 
 export { eventually } from "./eventually.js";
@@ -48,6 +49,7 @@ export async function startTestSystem(env: Record<string, string> = {}): Promise
         RESEND_API_KEY: "re_test_key",
         RESEND_BASE_URL: sink.url,
         LOG_FORMAT: "json",
+        ...testAuthEnv,
         LOG_LEVEL: "info",
         ...env,
       },
@@ -72,7 +74,7 @@ export async function startTestSystem(env: Record<string, string> = {}): Promise
     logs,
     dataDir,
     client<T extends DescService>(service: T, key: ServiceKey, options: { json?: boolean } = {}): Client<T> {
-      return createClient(service, createConnectTransport({ baseUrl: system.urls[key], httpVersion: "1.1", useBinaryFormat: !options.json }));
+      return createClient(service, createConnectTransport({ baseUrl: system.urls[key], httpVersion: "1.1", useBinaryFormat: !options.json, interceptors: [key === "user" ? gatewayAuth : internalAuth] }));
     },
     async close() {
       await system.stop();

@@ -30,6 +30,7 @@ import { ObjectStore } from "../../services/shared/storage.js";
 import { TASK_NAMES, taskPayloads, type TaskName } from "../../services/shared/tasks.js";
 import { loadUserConfig, type UserConfig } from "../../services/user/config.js";
 import { startUserService, type UserServiceOverrides } from "../../services/user/service.js";
+import { gatewayAuth, testAuthEnv } from "../support/credentials.js";
 
 export interface EnqueuedJob {
   task: TaskName;
@@ -162,6 +163,7 @@ export interface Gateway {
 
 export async function startGateway(infra: Infra, env: Record<string, string> = {}, overrides: UserServiceOverrides = {}): Promise<Gateway> {
   const config = loadUserConfig({
+    ...testAuthEnv,
     USER_PORT: "0",
     HOST: "127.0.0.1",
     DATABASE_URL: infra.postgres.url,
@@ -176,7 +178,7 @@ export async function startGateway(infra: Infra, env: Record<string, string> = {
   });
   const logger = createLogger("user-svc", { level: config.LOG_LEVEL, format: "json" });
   const service = await startUserService(config, { logger, ...overrides });
-  const transport = (json: boolean) => createConnectTransport({ baseUrl: service.url, httpVersion: "1.1", useBinaryFormat: !json });
+  const transport = (json: boolean) => createConnectTransport({ baseUrl: service.url, httpVersion: "1.1", useBinaryFormat: !json, interceptors: [gatewayAuth] });
   const db = new pg.Pool({ connectionString: infra.postgres.url, max: 3 });
   return {
     service,

@@ -1,0 +1,95 @@
+/**
+ * Nobody gets in where they don't belong: every RPC of every service, called without credentials, with a wrong
+ * one, and with the other kind of credential, is refused with unauthenticated; health, readiness and metrics stay
+ * open; no credential ever appears in a log line.
+ */
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { ClientService, EmailService, ImageService, JobService, UserService } from "@mcsv/sdk";
+import { bearerInterceptor } from "../../services/shared/auth.js";
+import type { ServiceKey } from "../../services/shared/topology.js";
+import { TEST_API_KEY, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
+import { startTestSystem, type TestSystem } from "../support/system.js";
+
+let system: TestSystem;
+
+beforeAll(async () => {
+  system = await startTestSystem();
+}, 120_000);
+
+afterAll(async () => {
+  await system?.close();
+});
+
+const SERVICES: [ServiceKey, DescService][] = [
+  ["user", UserService],
+  ["job", JobService],
+  ["email", EmailService],
+  ["image", ImageService],
+  ["client", ClientService],
+];
+
+/** The credential a method does NOT take: the API key for internal RPCs, the internal token for public ones. */
+function otherCredential(key: ServiceKey, method: string): string {
+  return key === "user" && method !== "NotifyImageConverted" ? TEST_INTERNAL_TOKEN : TEST_API_KEY;
+}
+
+async function call(key: ServiceKey, service: DescService, methodName: string, interceptors: Interceptor[]): Promise<ConnectError | undefined> {
+  const client = createClient(service, createConnectTransport({ baseUrl: system.urls[key], httpVersion: "1.1", interceptors })) as unknown as Record<
+    string,
+    (request: object) => Promise<unknown> | AsyncIterable<unknown>
+  >;
+  const method = service.methods.find((m) => m.name === methodName)!;
+  try {
+    const result = client[method.localName]!({});
+    if (Symbol.asyncIterator in (result as object)) for await (const _ of result as AsyncIterable<unknown>) break;
+    else await result;
+    return undefined;
+  } catch (error) {
+    return ConnectError.from(error);
+  }
+}
+
+test("every RPC of every service refuses a caller without the right credential", async () => {
+  let calls = 0;
+  for (const [key, service] of SERVICES) {
+    for (const method of service.methods) {
+      for (const [what, interceptors] of [
+        ["none", []],
+        ["wrong", [bearerInterceptor("not-the-right-key-0123456789")]],
+        ["malformed", [(next) => (req) => (req.header.set("authorization", `Basic ${TEST_API_KEY}`), next(req))]],
+        ["other kind", [bearerInterceptor(otherCredential(key, method.name))]],
+      ] as [string, Interceptor[]][]) {
+        const error = await call(key, service, method.name, interceptors);
+        expect({ rpc: `${service.typeName}/${method.name}`, credential: what, code: error && Code[error.code] }).toEqual({
+          rpc: `${service.typeName}/${method.name}`,
+          credential: what,
+          code: "Unauthenticated",
+        });
+        calls++;
+      }
+    }
+  }
+  expect(calls).toBe(4 * SERVICES.reduce((n, [, s]) => n + s.methods.length, 0));
+});
+
+test("the right credential gets through (the refusals above are about credentials, not the requests)", async () => {
+  const queue = await call("job", JobService, "GetQueueStats", [bearerInterceptor(TEST_INTERNAL_TOKEN)]);
+  expect(queue).toBeUndefined();
+  const user = await call("user", UserService, "GetUser", [bearerInterceptor(TEST_API_KEY)]);
+  expect(user?.code).toBe(Code.InvalidArgument);
+});
+
+test("health, readiness and metrics stay open; credentials never reach the logs", async () => {
+  for (const key of Object.keys(system.urls) as ServiceKey[]) {
+    for (const path of ["/health", "/health/ready", "/metrics"]) {
+      const res = await fetch(`${system.urls[key]}${path}`);
+      expect({ key, path, status: res.status }).toEqual({ key, path, status: 200 });
+      await res.body?.cancel();
+    }
+  }
+  const leaked = system.logs.filter((line) => line.raw.includes(TEST_API_KEY) || line.raw.includes(TEST_INTERNAL_TOKEN) || line.raw.includes("not-the-right-key"));
+  expect(leaked).toEqual([]);
+  expect(system.logs.length).toBeGreaterThan(0);
+});
