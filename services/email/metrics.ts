@@ -13,5 +13,6 @@ export const emailDeliverySeconds = new prom.Histogram({
   help: "Time to hand one email to the transport (Resend or the dev outbox), successful deliveries only.",
   labelNames: ["type", "transport"] as const,
   buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  enableExemplars: true,
   registers: [registry],
 });

@@ -1,5 +1,6 @@
 /** Sending one validated email: render its template, hand it to the mailer once per idempotency key. */
 import type { Logger } from "../shared/logger.js";
+import { startDurationTimer } from "../shared/metrics.js";
 import { withSpan } from "../shared/tracing.js";
 import type { Mailer } from "./mailer.js";
 import { emailDeliverySeconds } from "./metrics.js";
@@ -35,14 +36,15 @@ export class EmailSender {
       userEmail: request.userEmail,
       variables: request.variables,
     });
-    const stop = emailDeliverySeconds.startTimer({ type: request.template, transport: mailer.transport });
     const email = { from: this.deps.from, to: request.userEmail, type: request.template, ...rendered };
     const { id } = await withSpan(`email.deliver ${mailer.transport}`, { "mcsv.email.type": request.template, "mcsv.email.transport": mailer.transport }, async (span) => {
+      const stop = startDurationTimer(emailDeliverySeconds, { type: request.template, transport: mailer.transport });
       const result = await mailer.send(email, request.idempotencyKey, signal);
+      // Successful deliveries only, as the histogram's help says.
+      stop();
       span.setAttribute("mcsv.email.id", result.id);
       return result;
     });
-    stop();
     // The address is personal data: the log names the user id and the email id only.
     logger.info("email sent", { type: request.template, transport: mailer.transport, email_id: id, user_id: request.userId || undefined });
     return { emailId: id, acceptedAt: this.now(), transport: mailer.transport };

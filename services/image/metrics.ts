@@ -15,6 +15,7 @@ export const conversionStageDuration = new prom.Histogram({
   help: "Duration of each stage of an image conversion (fetch, normalise, pdf, upload), successful or not.",
   labelNames: ["stage"] as const,
   buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+  enableExemplars: true,
   registers: [registry],
 });
 

@@ -9,6 +9,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { PresignedUrl } from "../shared/storage.js";
 import { isUnreachable } from "../shared/storage.js";
 import { objectKeys } from "../shared/tasks.js";
+import { startDurationTimer } from "../shared/metrics.js";
 import { withSpan } from "../shared/tracing.js";
 import { fetchSource } from "./fetch-source.js";
 import type { PdfRenderer } from "./imagemagick.js";
@@ -67,11 +68,17 @@ export interface ConversionResult {
 /** Runs one stage in its own span (`image.fetch`, …), timed in the stage histogram, between the hooks. */
 async function timed<T>(deps: PipelineDeps, stage: Stage, conversionId: string, work: () => Promise<T>): Promise<T> {
   await deps.hooks?.stageStarted?.(stage, conversionId);
-  const stop = conversionStageDuration.startTimer({ stage });
   try {
-    return await withSpan(`image.${stage}`, { "mcsv.conversion.id": conversionId }, work);
+    return await withSpan(`image.${stage}`, { "mcsv.conversion.id": conversionId }, async () => {
+      // Timed inside the stage's span, which becomes the exemplar of the stage histogram.
+      const stop = startDurationTimer(conversionStageDuration, { stage });
+      try {
+        return await work();
+      } finally {
+        stop();
+      }
+    });
   } finally {
-    stop();
     await deps.hooks?.stageFinished?.(stage, conversionId);
   }
 }

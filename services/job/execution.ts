@@ -20,6 +20,7 @@ import { traceCarrier } from "../shared/tasks.js";
 import { withSpan, withTraceContext } from "../shared/tracing.js";
 import type { EnqueueInput } from "./enqueue.js";
 import { argsOfPayload, TRACE_KEY, type JobLedger } from "./ledger.js";
+import { startDurationTimer } from "../shared/metrics.js";
 import { jobAttemptsTotal, jobDurationSeconds } from "./metrics.js";
 import type { EnqueueResult } from "./model.js";
 import { isPermanentFailure, PermanentJobError, type AnyTaskDefinition, type TaskContext } from "./tasks/context.js";
@@ -63,7 +64,7 @@ export function wrapTask(task: string, definition: AnyTaskDefinition, deps: Exec
           jobAttemptsTotal.inc({ task, outcome: "skipped" });
           return;
         }
-        const stopTimer = jobDurationSeconds.startTimer({ task });
+        const stopTimer = startDurationTimer(jobDurationSeconds, { task });
         let outcome: Outcome = "completed";
         try {
           const decoded = definition.decode(argsOfPayload(payload));

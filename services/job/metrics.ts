@@ -45,6 +45,7 @@ export const jobDurationSeconds = new prom.Histogram({
   help: "Duration of one job attempt by task and outcome.",
   labelNames: ["task", "outcome"] as const,
   buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+  enableExemplars: true,
   registers: [registry],
 });
 
