@@ -4,7 +4,9 @@
  * idempotency key as Resend's `Idempotency-Key`, so a retried job never delivers twice (Resend keeps keys 24 h).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { SpanKind, SpanStatusCode, type Attributes } from "@opentelemetry/api";
 import { Resend, type ErrorResponse } from "resend";
+import { withSpan } from "../shared/tracing.js";
 import type { Mailer, OutgoingEmail } from "./mailer.js";
 
 export interface ResendMailerOptions {
@@ -18,23 +20,41 @@ export class ResendMailer implements Mailer {
   readonly transport = "resend";
   private readonly resend: Resend;
 
+  private readonly spanAttributes: Attributes;
+
   constructor(private readonly options: ResendMailerOptions) {
     this.resend = new Resend(options.apiKey, options.baseUrl ? { baseUrl: options.baseUrl } : undefined);
+    const { protocol, hostname, port } = new URL(options.baseUrl ?? "https://api.resend.com");
+    this.spanAttributes = {
+      "http.request.method": "POST",
+      "server.address": hostname,
+      "server.port": Number(port || (protocol === "https:" ? 443 : 80)),
+      "url.path": "/emails",
+      "peer.service": "resend",
+    };
   }
 
   async send(email: OutgoingEmail, idempotencyKey: string, signal?: AbortSignal): Promise<{ id: string }> {
     const timeout = AbortSignal.timeout(this.options.timeoutMs);
-    const { data, error, headers } = await this.resend.emails.send(
-      {
-        from: email.from,
-        to: [email.to],
-        subject: email.subject,
-        html: email.html,
-        text: email.text,
-        tags: [{ name: "email_type", value: email.type }],
-      },
-      { idempotencyKey, signal: signal ? AbortSignal.any([timeout, signal]) : timeout },
-    );
+    // The API call in its own CLIENT span (the SDK's fetch is not instrumented); the status code Resend answered,
+    // never the recipient or the content.
+    const { data, error, headers } = await withSpan("POST /emails", this.spanAttributes, async (span) => {
+      const answer = await this.resend.emails.send(
+        {
+          from: email.from,
+          to: [email.to],
+          subject: email.subject,
+          html: email.html,
+          text: email.text,
+          tags: [{ name: "email_type", value: email.type }],
+        },
+        { idempotencyKey, signal: signal ? AbortSignal.any([timeout, signal]) : timeout },
+      );
+      const status = answer.error ? answer.error.statusCode : 200;
+      if (status !== null) span.setAttribute("http.response.status_code", status);
+      if (answer.error) span.setStatus({ code: SpanStatusCode.ERROR, message: `Resend ${status ?? "unreachable"}: ${answer.error.name}` });
+      return answer;
+    }, { kind: SpanKind.CLIENT });
     if (error) {
       if (error.statusCode === null && timeout.aborted) {
         throw new ConnectError(`Resend did not answer within ${this.options.timeoutMs} ms`, Code.DeadlineExceeded);

@@ -3,6 +3,8 @@
  * the URL points at the service's own bucket; redirects are not followed, so it cannot lead anywhere else.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { SpanKind, type Attributes, type Span } from "@opentelemetry/api";
+import { withSpan } from "../shared/tracing.js";
 
 export interface FetchSourceOptions {
   maxBytes: number;
@@ -26,7 +28,25 @@ function statusError(status: number): ConnectError {
   return new ConnectError(`storage answered ${status} to the image download`, Code.FailedPrecondition);
 }
 
+/**
+ * Downloads the image in an HTTP CLIENT span. The span names the host and path only: the query string of a
+ * presigned URL is its credential.
+ */
 export async function fetchSource(url: string, options: FetchSourceOptions): Promise<Uint8Array> {
+  const attributes: Attributes = { "http.request.method": "GET" };
+  if (URL.canParse(url)) {
+    const { protocol, hostname, port, pathname } = new URL(url);
+    Object.assign(attributes, {
+      "server.address": hostname,
+      "server.port": Number(port || (protocol === "https:" ? 443 : 80)),
+      "url.scheme": protocol.replace(/:$/, ""),
+      "url.path": pathname,
+    });
+  }
+  return withSpan("GET", attributes, (span) => download(url, options, span), { kind: SpanKind.CLIENT });
+}
+
+async function download(url: string, options: FetchSourceOptions, span: Span): Promise<Uint8Array> {
   const timeout = AbortSignal.timeout(options.timeoutMs);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
   const failed = (error: unknown): ConnectError => {
@@ -43,6 +63,7 @@ export async function fetchSource(url: string, options: FetchSourceOptions): Pro
   } catch (error) {
     throw failed(error);
   }
+  span.setAttribute("http.response.status_code", response.status);
   if (response.status !== 200) {
     await response.body?.cancel().catch(() => undefined);
     throw statusError(response.status);
@@ -71,6 +92,7 @@ export async function fetchSource(url: string, options: FetchSourceOptions): Pro
     await reader.cancel().catch(() => undefined);
     throw failed(error);
   }
+  span.setAttribute("http.response.body.size", size);
   if (Number.isFinite(declared) && declared !== size) {
     throw new ConnectError(`the image download ended after ${size} of ${declared} bytes`, Code.Unavailable);
   }

@@ -8,6 +8,8 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { Span } from "@opentelemetry/api";
+import { withSpan } from "../shared/tracing.js";
 import type { NormalisedImage } from "./normalise.js";
 import { Quality } from "@mcsv/sdk";
 import { qualityPreset, type QualityPreset } from "./quality.js";
@@ -64,12 +66,28 @@ export function detectImageMagickCommand(): string {
   return probe.status === 0 && /ImageMagick \d/.test(probe.stdout) ? "magick" : "convert";
 }
 
-/** Runs `command args` with `input` on stdin and resolves with everything it wrote on stdout. */
+/**
+ * Runs `command args` with `input` on stdin and resolves with everything it wrote on stdout, in a span that records
+ * the arguments, process id, exit code (or the signal that killed it), duration, and bytes in and out.
+ */
 export function runImageMagick(command: string, args: readonly string[], input: Uint8Array, options: RunOptions): Promise<Buffer> {
+  const attributes = { "process.executable.name": command, "process.command_args": [command, ...args], "mcsv.imagemagick.input_bytes": input.byteLength };
+  return withSpan(`imagemagick ${command}`, attributes, async (span) => {
+    const started = performance.now();
+    try {
+      return await spawnImageMagick(command, args, input, options, span);
+    } finally {
+      span.setAttribute("mcsv.imagemagick.duration_ms", Math.round(performance.now() - started));
+    }
+  });
+}
+
+function spawnImageMagick(command: string, args: readonly string[], input: Uint8Array, options: RunOptions, span: Span): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
     options.signal?.throwIfAborted();
     // Its own process group, so that a kill also reaches any delegate it started.
     const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], detached: true });
+    if (child.pid !== undefined) span.setAttribute("process.pid", child.pid);
     const chunks: Buffer[] = [];
     let outputBytes = 0;
     let stderr = "";
@@ -110,6 +128,7 @@ export function runImageMagick(command: string, args: readonly string[], input: 
     const settle = (error: ConnectError | undefined) => {
       if (settled) return;
       settled = true;
+      span.setAttribute("mcsv.imagemagick.output_bytes", outputBytes);
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
       if (error) reject(error);
@@ -118,7 +137,9 @@ export function runImageMagick(command: string, args: readonly string[], input: 
     // A process that cannot be spawned (ENOENT) reports "error" and may never report "close".
     child.once("error", (error) => settle(failure ?? new ConnectError(`ImageMagick could not be run (${command}): ${error.message}`, Code.Internal)));
     // Once killed, its exit is enough: a straggler holding the pipes open must not delay the answer.
-    child.once("exit", () => {
+    child.once("exit", (code, signal) => {
+      if (code !== null) span.setAttribute("process.exit.code", code);
+      if (signal) span.setAttribute("mcsv.imagemagick.signal", signal);
       if (!failure) return;
       child.stdout.destroy();
       child.stderr.destroy();

@@ -13,6 +13,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import sharp, { type Metadata, type OutputInfo } from "sharp";
+import { withSpan } from "../shared/tracing.js";
 
 export const INPUT_FORMATS = ["png", "jpeg", "webp", "tiff", "gif", "avif"] as const;
 export type InputFormat = (typeof INPUT_FORMATS)[number];
@@ -76,7 +77,12 @@ export async function normalise(source: Uint8Array, options: NormaliseOptions): 
   });
   let metadata: Metadata;
   try {
-    metadata = await image.metadata();
+    // sharp is lazy: reading the header is its first step, the pipeline below (decode to encode) its second.
+    metadata = await withSpan("sharp.metadata", { "mcsv.image.input_bytes": source.byteLength }, async (span) => {
+      const found = await image.metadata();
+      span.setAttributes({ "mcsv.image.format": formatOf(found) ?? "unknown", "mcsv.image.width": found.width ?? 0, "mcsv.image.height": found.height ?? 0, "mcsv.image.pages": found.pages ?? 1 });
+      return found;
+    });
   } catch (error) {
     throw decodeError(error, options.maxPixels);
   }
@@ -106,9 +112,20 @@ export async function normalise(source: Uint8Array, options: NormaliseOptions): 
     image.raw({ depth: "uchar" });
   }
 
+  const steps = [
+    "auto_orient",
+    ...(options.maxWidth > 0 || options.maxHeight > 0 ? ["resize"] : []),
+    ...(metadata.hasAlpha && !options.keepAlpha ? ["flatten"] : []),
+    keepProfile ? "keep_icc_profile" : "to_srgb",
+    keepProfile ? "png" : "raw",
+  ];
   let result: { data: Buffer; info: OutputInfo };
   try {
-    result = await image.toBuffer({ resolveWithObject: true });
+    result = await withSpan("sharp.pipeline", { "mcsv.image.steps": steps }, async (span) => {
+      const output = await image.toBuffer({ resolveWithObject: true });
+      span.setAttributes({ "mcsv.image.width": output.info.width, "mcsv.image.height": output.info.height, "mcsv.image.channels": output.info.channels, "mcsv.image.output_bytes": output.data.byteLength });
+      return output;
+    });
   } catch (error) {
     throw decodeError(error, options.maxPixels);
   }

@@ -11,7 +11,7 @@ import { describeError } from "./errors.js";
 import { logFieldsInterceptor, metricsInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
 import { renderMetrics } from "./metrics.js";
-import { serverTracingInterceptor } from "./tracing.js";
+import { flushSpans, serverTracingInterceptor } from "./tracing.js";
 
 /** Named checks of the service's own dependencies; each resolves when the dependency answers. */
 export type ReadinessChecks = Record<string, () => Promise<unknown>>;
@@ -176,7 +176,8 @@ export function runMain(logger: Logger, start: () => Promise<RunningService>): v
   start().then(
     (running) => {
       const stop = (signal: NodeJS.Signals) => {
-        void running.shutdown(signal).then(() => process.exit(0));
+        // The spans of the last moments (the drain included) are exported before the process goes.
+        void running.shutdown(signal).then(() => flushSpans()).then(() => process.exit(0));
       };
       process.once("SIGTERM", stop);
       process.once("SIGINT", stop);

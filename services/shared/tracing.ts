@@ -63,9 +63,12 @@ function traced(kind: SpanKind): Interceptor {
 export const serverTracingInterceptor = traced(SpanKind.SERVER);
 export const clientTracingInterceptor = traced(SpanKind.CLIENT);
 
-/** Runs `fn` in a child span of the active one; a thrown error marks the span failed and is rethrown. */
-export async function withSpan<T>(name: string, attributes: Attributes, fn: (span: Span) => Promise<T>): Promise<T> {
-  return tracer.startActiveSpan(name, { attributes }, async (span) => {
+/**
+ * Runs `fn` in a child span of the active one (INTERNAL unless `kind` says otherwise, e.g. CLIENT for a call to
+ * something outside the process); a thrown error marks the span failed and is rethrown.
+ */
+export async function withSpan<T>(name: string, attributes: Attributes, fn: (span: Span) => Promise<T>, options: { kind?: SpanKind } = {}): Promise<T> {
+  return tracer.startActiveSpan(name, { attributes, kind: options.kind ?? SpanKind.INTERNAL }, async (span) => {
     try {
       const result = await fn(span);
       span.end();
@@ -90,4 +93,17 @@ export function injectTraceContext(): Record<string, string> {
 export function withTraceContext<T>(carrier: Record<string, string> | undefined, fn: () => T): T {
   if (!carrier) return fn();
   return context.with(propagation.extract(context.active(), carrier), fn);
+}
+
+/**
+ * Exports the spans the SDK still holds in its batch (at most `timeoutMs`); a no-op without the SDK. Called before
+ * the process exits: `process.exit` skips the SDK's own shutdown, and the batch may hold seconds of spans.
+ */
+export async function flushSpans(timeoutMs = 5_000): Promise<void> {
+  const provider = trace.getTracerProvider() as { getDelegate?: () => unknown; forceFlush?: () => Promise<void> };
+  const sdk = (provider.getDelegate?.() ?? provider) as { forceFlush?: () => Promise<void> };
+  if (typeof sdk.forceFlush !== "function") return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([sdk.forceFlush().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+  clearTimeout(timer);
 }
