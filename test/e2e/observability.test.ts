@@ -487,17 +487,23 @@ test("every PromQL expression of the dashboards and alert rules names only metri
   expect(unknown).toEqual([]);
 });
 
-test("logs carry no secrets, and the default http/protobuf export reaches the collector", async () => {
+test("logs carry no secrets; the default http/protobuf export reaches the collector, and a stopping service flushes its spans", async () => {
   const raw = system.logs.map((l) => l.raw).join("\n");
   for (const secret of [TEST_API_KEY, TEST_INTERNAL_TOKEN, "re_test_key", "X-Amz-Signature"]) expect(raw).not.toContain(secret);
 
-  // The same client service with the protocol left to its default.
-  const mark = receiver.requests.length;
+  // The client service again, with the protocol left to its default and a batch delay longer than the test: its
+  // spans can only reach the collector through the flush on SIGTERM.
   delete system.env["OTEL_EXPORTER_OTLP_PROTOCOL"];
+  system.env["OTEL_BSP_SCHEDULE_DELAY"] = "600000";
   await system.stopService("client");
   await system.startService("client");
+  const mark = receiver.requests.length;
+  // The other services still export JSON; everything else came from this one.
+  const fromClient = () => receiver.requests.slice(mark).filter((r) => !r.contentType.startsWith("application/json"));
   await system.client(ClientService, "client").listEvents({ limit: 1 });
-  const request = await eventually(() => receiver.requests.slice(mark).find((r) => r.path === "/v1/traces"), "a protobuf export");
-  expect(request.contentType).toBe("application/x-protobuf");
-  expect(request.bytes).toBeGreaterThan(0);
+  expect(fromClient()).toEqual([]);
+  await system.stopService("client");
+  expect(fromClient().length).toBeGreaterThan(0);
+  for (const request of fromClient()) expect(request).toEqual({ path: "/v1/traces", contentType: "application/x-protobuf", bytes: expect.any(Number) });
+  expect(fromClient().every((r) => r.bytes > 0)).toBe(true);
 });
