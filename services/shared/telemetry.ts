@@ -33,9 +33,8 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   });
   sdk.start();
   if (!exporting) {
-    process.stderr.write(
-      `${JSON.stringify({ level: "info", service: serviceName, message: "tracing: no OTLP endpoint configured (OTEL_EXPORTER_OTLP_ENDPOINT), spans are not exported", timestamp: new Date().toISOString() })}\n`,
-    );
+    const why = endpoint ? "OTEL_TRACES_EXPORTER=none" : "no OTLP endpoint configured (OTEL_EXPORTER_OTLP_ENDPOINT)";
+    process.stderr.write(`${JSON.stringify({ level: "info", service: serviceName, message: `tracing: ${why}, spans are not exported`, timestamp: new Date().toISOString() })}\n`);
   }
   void waitForAllMessagesAcknowledged();
   const shutdown = () => void sdk.shutdown().catch(() => undefined);

@@ -5,7 +5,7 @@
  */
 import { ClientService, Quality, UserService } from "@mcsv/sdk";
 import { ConversionState } from "@mcsv/sdk";
-import { SERVICES, SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
+import { SERVICES, SERVICE_KEYS, SERVICE_VERSION, type ServiceKey } from "../../services/shared/topology.js";
 import { TEST_API_KEY, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from "../support/otlp-receiver.js";
 import { photoLikePng } from "../support/pdf.js";
@@ -216,6 +216,7 @@ test("CreateUser → welcome email → client callback is one trace across user,
   const chain = receiver.spans.slice(since).filter((s) => chainNames.has(s.name));
   expect(new Set(chain.map((s) => s.traceId))).toEqual(new Set([traceId]));
   expect(servicesIn(spans)).toEqual(["client-svc", "email-svc", "job-svc", "user-svc"]);
+  for (const span of spans) expect(span.resource).toEqual(expect.objectContaining({ "service.name": span.service, "service.version": SERVICE_VERSION }));
 
   // The root is the gateway's server span; each RPC hop links CLIENT → SERVER; each job continues its enqueue.
   const root = only(spans, "user", "mcsv.v1.UserService/CreateUser", "server");
@@ -308,7 +309,14 @@ test("ConvertImage → convert_image → ImageService → NotifyImageConverted �
   ]);
   const traceId = spans[0]!.traceId;
   traces.convertImage = traceId;
-  await eventually(async () => ((await users.getConversion({ conversionId: conversion!.id })).conversion?.state === ConversionState.SUCCEEDED ? true : undefined), "the conversion to succeed");
+  // A server stream is one span too, ended with the stream (here: when the conversion reached its final state).
+  const watchMark = receiver.spans.length;
+  let final: ConversionState | undefined;
+  for await (const update of users.watchConversion({ conversionId: conversion!.id })) final = update.conversion?.state;
+  expect(final).toBe(ConversionState.SUCCEEDED);
+  const watch = await eventually(() => receiver.spans.slice(watchMark).find((s) => s.name === "mcsv.v1.UserService/WatchConversion"), "the WatchConversion span");
+  expect(watch).toEqual(expect.objectContaining({ service: "user-svc", kind: "server", status: { code: 0 } }));
+  expect(watch.attributes).toEqual(expect.objectContaining({ "rpc.system": "connect_rpc", "rpc.method": "WatchConversion" }));
 
   const chainNames = new Set([
     "mcsv.v1.UserService/ConvertImage",
@@ -376,6 +384,8 @@ test("ConvertImage → convert_image → ImageService → NotifyImageConverted �
   expect(delta(before, after, "job", ...rpcCount("client", "mcsv.v1.UserService/NotifyImageConverted"))).toBe(2);
   expect(delta(before, after, "user", ...rpcCount("server", "mcsv.v1.UserService/NotifyImageConverted"))).toBe(2);
   expect(delta(before, after, "user", "mcsv_conversions_requested_total", { source: "inline" })).toBe(1);
+  expect(delta(before, after, "user", ...rpcCount("server", "mcsv.v1.UserService/WatchConversion"))).toBe(1);
+  expect(value(after.user, "mcsv_rpc_in_flight", { side: "server", rpc_method: "WatchConversion" })).toBe(0);
   expect(delta(before, after, "user", "mcsv_conversion_results_total", { state: "succeeded" })).toBe(1);
   expect(delta(before, after, "email", "mcsv_emails_total", { type: "conversion_complete", outcome: "sent" })).toBe(1);
   expect(delta(before, after, "job", "mcsv_job_attempts_total", { task: "convert_image", outcome: "completed" })).toBe(1);

@@ -14,6 +14,8 @@ export type SpanKindName = (typeof KINDS)[number];
 export interface ReceivedSpan {
   /** service.name of the resource that exported it. */
   service: string;
+  /** Every attribute of that resource (service.version, telemetry.sdk.*, …). */
+  resource: Record<string, unknown>;
   traceId: string;
   spanId: string;
   /** Empty for a root span. */
@@ -90,11 +92,13 @@ function attributesOf(list: KeyValue[] | undefined): Record<string, unknown> {
 export function decodeJsonExport(body: ExportTraceServiceRequest): ReceivedSpan[] {
   const spans: ReceivedSpan[] = [];
   for (const resourceSpans of body.resourceSpans ?? []) {
-    const service = String(attributesOf(resourceSpans.resource?.attributes)["service.name"] ?? "");
+    const resource = attributesOf(resourceSpans.resource?.attributes);
+    const service = String(resource["service.name"] ?? "");
     for (const scopeSpans of resourceSpans.scopeSpans ?? []) {
       for (const span of scopeSpans.spans ?? []) {
         spans.push({
           service,
+          resource,
           traceId: span.traceId,
           spanId: span.spanId,
           parentSpanId: span.parentSpanId ?? "",
