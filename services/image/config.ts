@@ -2,6 +2,7 @@
 import { availableParallelism } from "node:os";
 import { z } from "zod";
 import { commonEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
+import { DEFAULT_POLICY_DIR, hasPolicyFile } from "./policy.js";
 
 const MiB = 1024 * 1024;
 
@@ -39,6 +40,11 @@ export const imageEnv = {
   IMAGEMAGICK_LIMIT_TIME_SECONDS: positiveInt(50),
   /** The ImageMagick command; unset means `magick` when on PATH, else ImageMagick 6's `convert`. */
   IMAGEMAGICK_COMMAND: z.string().optional(),
+  /**
+   * Directory of the ImageMagick security policy (policy.xml) every spawned ImageMagick runs under, through
+   * MAGICK_CONFIGURE_PATH; the service is not ready until it has seen the policy in force (policy.ts).
+   */
+  IMAGEMAGICK_POLICY_DIR: z.string().default(DEFAULT_POLICY_DIR).refine(hasPolicyFile, "must be a directory that holds policy.xml"),
 };
 
 export function loadImageConfig(env: NodeJS.ProcessEnv = process.env) {

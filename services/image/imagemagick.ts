@@ -29,6 +29,8 @@ export interface RunOptions {
   maxOutputBytes: number;
   /** Kills the process when aborted (the RPC's deadline or cancellation). */
   signal?: AbortSignal | undefined;
+  /** Environment of the process (the service's own when unset); carries MAGICK_CONFIGURE_PATH (see policy.ts). */
+  env?: NodeJS.ProcessEnv | undefined;
 }
 
 /** What the pipeline needs from a PDF writer. */
@@ -86,7 +88,7 @@ function spawnImageMagick(command: string, args: readonly string[], input: Uint8
   return new Promise<Buffer>((resolve, reject) => {
     options.signal?.throwIfAborted();
     // Its own process group, so that a kill also reaches any delegate it started.
-    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], detached: true });
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], detached: true, env: options.env ?? process.env });
     if (child.pid !== undefined) span.setAttribute("process.pid", child.pid);
     const chunks: Buffer[] = [];
     let outputBytes = 0;
@@ -190,6 +192,8 @@ export interface ImageMagickOptions {
   limits: ImageMagickLimits;
   timeoutMs: number;
   maxOutputBytes: number;
+  /** Environment of every ImageMagick it runs (policy.ts: ImageMagickPolicy.env). */
+  env?: NodeJS.ProcessEnv | undefined;
 }
 
 const PROBE_PIXEL = Uint8Array.of(255, 255, 255);
@@ -205,6 +209,7 @@ export class ImageMagickPdfRenderer implements PdfRenderer {
       timeoutMs: this.options.timeoutMs,
       maxOutputBytes: this.options.maxOutputBytes,
       signal,
+      env: this.options.env,
     });
   }
 

@@ -10,6 +10,7 @@ import { SERVICES } from "../shared/topology.js";
 import type { ImageConfig } from "./config.js";
 import { createImageHandlers } from "./handlers.js";
 import { detectImageMagickCommand, ImageMagickPdfRenderer, type PdfRenderer } from "./imagemagick.js";
+import { enforcingPolicy, ImageMagickPolicy } from "./policy.js";
 import { ConcurrencyLimiter } from "./limiter.js";
 import { conversionsActive, conversionsWaiting } from "./metrics.js";
 import type { ConversionHooks } from "./pipeline.js";
@@ -28,23 +29,29 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
   const store = overrides.store ?? new ObjectStore(config);
 
   const command = config.IMAGEMAGICK_COMMAND ?? detectImageMagickCommand();
+  // Every ImageMagick runs under mcsv's policy; none runs before the policy was seen in force.
+  const policy = new ImageMagickPolicy(command, config.IMAGEMAGICK_POLICY_DIR);
   const renderer =
     overrides.renderer ??
-    new ImageMagickPdfRenderer({
-      command,
-      limits: {
-        memory: config.IMAGEMAGICK_LIMIT_MEMORY,
-        map: config.IMAGEMAGICK_LIMIT_MAP,
-        disk: config.IMAGEMAGICK_LIMIT_DISK,
-        timeSeconds: config.IMAGEMAGICK_LIMIT_TIME_SECONDS,
-      },
-      timeoutMs: config.IMAGEMAGICK_TIMEOUT_MS,
-      maxOutputBytes: config.IMAGE_MAX_OUTPUT_BYTES,
-    });
+    enforcingPolicy(
+      new ImageMagickPdfRenderer({
+        command,
+        limits: {
+          memory: config.IMAGEMAGICK_LIMIT_MEMORY,
+          map: config.IMAGEMAGICK_LIMIT_MAP,
+          disk: config.IMAGEMAGICK_LIMIT_DISK,
+          timeSeconds: config.IMAGEMAGICK_LIMIT_TIME_SECONDS,
+        },
+        timeoutMs: config.IMAGEMAGICK_TIMEOUT_MS,
+        maxOutputBytes: config.IMAGE_MAX_OUTPUT_BYTES,
+        env: policy.env,
+      }),
+      policy,
+    );
   // Probe once at start; the service still starts when it fails, and readiness says why (and probes again).
   await renderer.ready().then(
-    () => logger.info("ImageMagick writes PDF", { command }),
-    (error: unknown) => logger.error("ImageMagick cannot write PDF yet", { command, error: describeError(error) }),
+    () => logger.info("ImageMagick writes PDF under mcsv's policy", { command, policy: policy.file }),
+    (error: unknown) => logger.error("ImageMagick cannot write PDF under mcsv's policy yet", { command, error: describeError(error) }),
   );
 
   const limiter = new ConcurrencyLimiter(config.IMAGE_CONCURRENCY, {
