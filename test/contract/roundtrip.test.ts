@@ -28,6 +28,9 @@ const INT64_MAX = 2n ** 63n - 1n;
 const UINT64_MAX = 2n ** 64n - 1n;
 
 const text = fc.string({ unit: "grapheme", maxLength: 16 });
+// protobuf-es drops a "__proto__" key when it parses JSON (its guard against prototype pollution), so that one key
+// cannot round-trip through JSON, by design; every other string can.
+const objectKey = text.filter((k) => k !== "__proto__");
 
 function int64(min: bigint, max: bigint): fc.Arbitrary<bigint> {
   const edges = [min, max, 0n, 1n, 2n ** 53n, 2n ** 53n + 1n, 2n ** 32n].filter((v) => v >= min && v <= max);
@@ -72,10 +75,10 @@ const { json } = fc.letrec<{ json: unknown }>((tie) => ({
     fc.double({ noNaN: true, noDefaultInfinity: true }),
     text,
     fc.array(tie("json"), { maxLength: 3 }),
-    fc.dictionary(text, tie("json"), { maxKeys: 3, noNullPrototype: true }),
+    fc.dictionary(objectKey, tie("json"), { maxKeys: 3, noNullPrototype: true }),
   ),
 }));
-const jsonObject = fc.dictionary(text, json, { maxKeys: 4, noNullPrototype: true });
+const jsonObject = fc.dictionary(objectKey, json, { maxKeys: 4, noNullPrototype: true });
 
 const MAX_SECONDS_TIMESTAMP = 253_402_300_799n; // 9999-12-31T23:59:59Z
 const MIN_SECONDS_TIMESTAMP = -62_135_596_800n; // 0001-01-01T00:00:00Z
@@ -130,7 +133,7 @@ function fieldValue(field: DescField, depth: number): fc.Arbitrary<unknown> {
     case "map": {
       const value = field.mapKind === "scalar" ? scalar(field.scalar) : field.mapKind === "enum" ? enumValue(field) : message(field.message);
       const key =
-        field.mapKey === ScalarType.STRING ? text : field.mapKey === ScalarType.BOOL ? fc.constantFrom("true", "false") : scalar(field.mapKey).map(String);
+        field.mapKey === ScalarType.STRING ? objectKey : field.mapKey === ScalarType.BOOL ? fc.constantFrom("true", "false") : scalar(field.mapKey).map(String);
       return value ? fc.dictionary(key, value, { maxKeys: 4, noNullPrototype: true }) : fc.constant({});
     }
   }
