@@ -1,6 +1,6 @@
 /** Configuration of the job service, validated once at start-up. */
 import { z } from "zod";
-import { boolean, commonEnv, databaseEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
+import { boolean, commonEnv, ConfigError, databaseEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
 
 /** A positive number of hours or days; fractions allowed, so that tests can use a few seconds. */
 const positiveNumber = (fallback: number) => z.coerce.number().positive().default(fallback);
@@ -12,6 +12,10 @@ export const jobEnv = {
   JOB_POLL_INTERVAL_MS: positiveInt(2_000),
   /** Finished jobs are kept in the ledger this long, then pruned; job keys deduplicate within this window. */
   JOB_RETENTION_DAYS: positiveNumber(30),
+  /** How often this process's worker pool writes its heartbeat (and looks for dead pools, see crash-recovery.ts). */
+  JOB_WORKER_HEARTBEAT_MS: positiveInt(5_000),
+  /** A worker pool silent this long is dead: its jobs are released for any replica to run again. */
+  JOB_WORKER_DEAD_AFTER_MS: positiveInt(30_000),
   /** Runs the hourly storage sweep and ledger pruning (off in tests that must not be surprised by them). */
   JOB_CRON_ENABLED: boolean(true),
   /** Deadline of one ImageService.ConvertImage call. */
@@ -27,7 +31,14 @@ export const jobEnv = {
 };
 
 export function loadJobConfig(env: NodeJS.ProcessEnv = process.env) {
-  return loadConfig("job-svc", { ...commonEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...jobEnv }, env);
+  const config = loadConfig("job-svc", { ...commonEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...jobEnv }, env);
+  // A live pool must be able to miss a beat or two without being declared dead.
+  if (config.JOB_WORKER_DEAD_AFTER_MS < 2 * config.JOB_WORKER_HEARTBEAT_MS) {
+    throw new ConfigError(
+      `invalid configuration for job-svc:\n  - JOB_WORKER_DEAD_AFTER_MS: must be at least twice JOB_WORKER_HEARTBEAT_MS (${config.JOB_WORKER_HEARTBEAT_MS})`,
+    );
+  }
+  return config;
 }
 
 export type JobConfig = ReturnType<typeof loadJobConfig>;

@@ -10,7 +10,8 @@
  *
  * graphile's events (job:success, job:error, …) are emitted without being awaited, so a crash could lose a
  * ledger write made there; the wrapper's writes happen before graphile moves on. A SIGKILL mid-attempt leaves
- * graphile's row locked (shown as executing); it runs again when the lock expires.
+ * graphile's row locked (shown as executing) until a replica finds the dead worker and releases it, giving the
+ * attempt back the same way (crash-recovery.ts).
  */
 import type { JobHelpers, Task, TaskList } from "graphile-worker";
 import { describeError } from "../shared/errors.js";

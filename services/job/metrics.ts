@@ -32,10 +32,13 @@ export const queueJobs = new prom.Gauge({
   },
 });
 
-/** Outcomes: completed, retry, discarded, cancelled (finished its attempt after CancelJob), interrupted (shutdown), skipped (already finished). */
+/**
+ * Outcomes: completed, retry, discarded, cancelled (finished its attempt after CancelJob), interrupted (shutdown),
+ * skipped (already finished), abandoned (its worker died; counted by the replica that released it).
+ */
 export const jobAttemptsTotal = new prom.Counter({
   name: "mcsv_job_attempts_total",
-  help: "Job attempts by task and outcome (completed, retry, discarded, cancelled, interrupted, skipped).",
+  help: "Job attempts by task and outcome (completed, retry, discarded, cancelled, interrupted, skipped, abandoned).",
   labelNames: ["task", "outcome"] as const,
   registers: [registry],
 });
@@ -53,5 +56,11 @@ export const storageSweptObjects = new prom.Counter({
   name: "mcsv_storage_swept_objects_total",
   help: "Expired objects deleted by the storage sweep, by prefix (uploads, originals, pdfs).",
   labelNames: ["prefix"] as const,
+  registers: [registry],
+});
+
+export const deadWorkerPoolsTotal = new prom.Counter({
+  name: "mcsv_job_dead_workers_total",
+  help: "Job worker pools declared dead (no heartbeat within JOB_WORKER_DEAD_AFTER_MS) and whose jobs were released.",
   registers: [registry],
 });

@@ -2,7 +2,9 @@
  * Wires the job service: migrations (graphile-worker's schema, then the ledger), the ledger, the clients of the
  * services the tasks call, the in-process graphile-worker runner, and JobService's Connect routes.
  */
+import { EventEmitter } from "node:events";
 import { fileURLToPath } from "node:url";
+import type { WorkerEvents } from "graphile-worker";
 import { ClientService, EmailService, ImageService, JobService, UserService } from "@mcsv/sdk";
 import { createServiceClient } from "../shared/clients.js";
 import { serviceUrl } from "../shared/config.js";
@@ -15,6 +17,7 @@ import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
 import type { JobConfig } from "./config.js";
+import { CrashRecovery } from "./crash-recovery.js";
 import { enqueueJob, type EnqueueInput } from "./enqueue.js";
 import { createTaskList } from "./execution.js";
 import { createJobHandlers } from "./handlers.js";
@@ -69,6 +72,14 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
     jobRetentionMs: config.JOB_RETENTION_DAYS * DAY_MS,
   });
 
+  // Registers each worker pool graphile creates, beats for it, and releases the jobs of pools that died.
+  const recovery = new CrashRecovery(pool, logger, { heartbeatMs: config.JOB_WORKER_HEARTBEAT_MS, deadAfterMs: config.JOB_WORKER_DEAD_AFTER_MS });
+  const events = new EventEmitter() as WorkerEvents;
+  events.on("pool:create", ({ workerPool }) => recovery.register(workerPool.id));
+  events.on("pool:release", ({ workerPool }) => {
+    recovery.unregister(workerPool.id).catch((error: unknown) => logger.debug("worker registration not removed", { error: describeError(error) }));
+  });
+
   let worker;
   try {
     worker = await startWorker({
@@ -80,8 +91,12 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       cron: config.JOB_CRON_ENABLED,
       // Running tasks are asked to give up a little before the grace period ends, so that they are released cleanly.
       abortAfterMs: Math.max(1_000, config.SHUTDOWN_GRACE_MS - 2_000),
+      events,
     });
+    await recovery.start();
   } catch (error) {
+    await worker?.stop(config.SHUTDOWN_GRACE_MS);
+    await recovery.stop();
     await closePools();
     throw error;
   }
@@ -104,7 +119,10 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       // Job arguments carry metadata and URLs, never file contents.
       readMaxBytes: 1024 * 1024,
       shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
-      drain: () => running.stop(config.SHUTDOWN_GRACE_MS),
+      drain: async () => {
+        await running.stop(config.SHUTDOWN_GRACE_MS);
+        await recovery.stop();
+      },
       close: async () => {
         setQueueCountSource(undefined);
         await closePools();
@@ -112,6 +130,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
     });
   } catch (error) {
     await running.stop(config.SHUTDOWN_GRACE_MS);
+    await recovery.stop();
     await closePools();
     throw error;
   }

@@ -3,7 +3,7 @@
  * restart), no signal handlers of its own (runMain handles SIGTERM and calls drain), the crontab (hourly storage
  * sweep and ledger pruning), and its log lines routed to winston.
  */
-import { Logger as GraphileLogger, parseCronItems, run, runMigrations, type Runner, type TaskList } from "graphile-worker";
+import { Logger as GraphileLogger, parseCronItems, run, runMigrations, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
 import type { Pool } from "../shared/database.js";
 import { describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -18,6 +18,8 @@ export interface WorkerOptions {
   cron: boolean;
   /** After a graceful stop began, running tasks get their abort signal this much later. */
   abortAfterMs: number;
+  /** Receives graphile's events from the start (`pool:create` is emitted before run() resolves). */
+  events?: WorkerEvents;
 }
 
 /** graphile's log lines through winston; its per-job success and failure lines are debug (the wrapper logs outcomes). */
@@ -84,6 +86,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     noHandleSignals: true,
     logger: graphileLogger(logger),
     gracefulShutdownAbortTimeout: options.abortAfterMs,
+    ...(options.events ? { events: options.events } : {}),
   });
   runner.promise.catch((error: unknown) => logger.error("job worker stopped with an error", { error: describeError(error) }));
   let stopping: Promise<void> | undefined;
