@@ -1,5 +1,4 @@
 /** Shared helpers of the contract tests: paths, running commands, and the mcsv.v1 descriptors. */
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,24 +10,9 @@ import * as sdk from "@mcsv/sdk";
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const BUF = join(ROOT, "node_modules/.bin/buf");
 
-export interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+import { run, type RunResult } from "../support/run.js";
 
-/** Runs a command without a shell and without blocking the event loop (a test may serve HTTP meanwhile). */
-export function run(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd ?? ROOT, env: options.env ?? process.env });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+export { run, type RunResult };
 
 /** Like run, but fails with the command's output unless it exits with 0. */
 export async function runOk(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {

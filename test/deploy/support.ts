@@ -1,5 +1,4 @@
 /** Helpers of the deployment tests: paths, running the real tools (promtool, kubectl, ImageMagick), YAML files. */
-import { spawn } from "node:child_process";
 import { accessSync, constants, cpSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
@@ -8,26 +7,9 @@ import { ROOT } from "../support/promql.js";
 
 export { ROOT };
 
-export interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+import { run, type RunResult } from "../support/run.js";
 
-/** Runs a command without a shell; never rejects for a non-zero exit (the caller asserts on `code`). */
-export function run(command: string, args: string[], options: { cwd?: string; input?: string } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd ?? ROOT, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.on("error", () => undefined);
-    child.stdin.end(options.input ?? "");
-  });
-}
+export { run, type RunResult };
 
 /** The absolute path of `command` on PATH, or undefined. */
 export function which(command: string): string | undefined {
