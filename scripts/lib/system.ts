@@ -58,6 +58,19 @@ export async function isReady(url: string): Promise<boolean> {
   }
 }
 
+/** The Node arguments that run one service from the repository root. */
+export function serviceArguments(key: ServiceKey): string[] {
+  return [
+    "--conditions=mcsv-source",
+    "--import",
+    "tsx",
+    // The telemetry preload runs before anything else loads, so that its instrumentations hook pg and the AWS SDK.
+    "--import",
+    `./${join("services", key, "telemetry.ts")}`,
+    join("services", key, "main.ts"),
+  ];
+}
+
 export interface DevCredentials {
   apiKey: string;
   internalToken: string;
@@ -108,19 +121,7 @@ export async function startSystem(options: SystemOptions): Promise<System> {
   const services = new Map<ServiceKey, ServiceProcess>();
 
   function spawnService(key: ServiceKey): ServiceProcess {
-    const child = spawn(process.execPath, [
-        "--conditions=mcsv-source",
-        "--import",
-        "tsx",
-        // The telemetry preload runs before anything else loads, so that its instrumentations hook pg and the AWS SDK.
-        "--import",
-        `./${join("services", key, "telemetry.ts")}`,
-        join("services", key, "main.ts"),
-      ], {
-      cwd: ROOT,
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = spawn(process.execPath, serviceArguments(key), { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
     for (const stream of ["stdout", "stderr"] as const) {
       createInterface({ input: child[stream]! }).on("line", (line) => options.onLine?.(key, line, stream));
     }
