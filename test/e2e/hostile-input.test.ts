@@ -3,7 +3,7 @@
  *
  * One table: every row names the service, the RPC, the request (through the binary or the JSON client, or a raw HTTP
  * body for what no client would send) and the Connect code it must get, with the fields its ValidationError detail
- * names, and what must (not) have happened besides. Classes: field validation, size limits, malformed and
+ * names, and what must (not) have happened besides. All five services are targeted. Classes: field validation, size limits, malformed and
  * over-specified JSON, format sniffing (nothing that is not a raster image reaches ImageMagick), decompression bombs
  * and damaged images (refused by the image service, the conversion ends FAILED, nothing crashes), HTML escaping of
  * template values, SSRF through callback_url and through the image service's image_url.
@@ -284,6 +284,13 @@ const rows: Row[] = [
   { name: "ListConversions page size over 100", request: user("listConversions", { userEmail: "ada@example.com", pageSize: 101 }), code: "invalid_argument", fields: ["pageSize"] },
   { name: "ListConversions negative page size (JSON) and a forged page token", request: user("listConversions", { userEmail: "ada@example.com", pageSize: -1, pageToken: "Zm9yZ2Vk" }, true), code: "invalid_argument", fields: ["pageSize", "pageToken"] },
   { name: "ListJobs page size 1000 and an unknown state", request: job("listJobs", { pageSize: 1_000, states: [99 as JobState] }), code: "invalid_argument", fields: ["states[0]", "pageSize"] },
+  {
+    name: "a callback event with a javascript: link, a CR LF file name and a non-terminal state",
+    request: call("client", ClientService, "notifyPdfReady", { conversion: { id: "1; DROP TABLE", state: ConversionState.QUEUED, pdfUrl: "javascript:alert(1)", filename: "a.png\r\nX-Injected: 1" } }),
+    code: "invalid_argument",
+    fields: ["conversion.id", "conversion.state", "conversion.pdfUrl", "conversion.filename"],
+  },
+  { name: "ListEvents over its limit", request: call("client", ClientService, "listEvents", { limit: 1_000_000 }, true), code: "invalid_argument", fields: ["limit"] },
   { name: "the image service's own checks", request: image("convertImage", { conversionId: "../../etc", imageUrl: "", inputFormat: "svg" }), code: "invalid_argument", fields: ["conversionId", "imageUrl", "inputFormat"] },
 
   // -- limits --
@@ -353,6 +360,16 @@ const rows: Row[] = [
     then: deliveredEscaped("xss-2@example.com", "<img src=x", "&lt;img src&#x3D;x onerror&#x3D;&quot;alert(1)&quot;&gt;"),
   },
   {
+    name: "<script> in a callback's message, shown on the client's page",
+    request: call("client", ClientService, "notifyEmailSent", { userEmail: "xss-4@example.com", emailType: EmailType.WELCOME, emailId: "hostile-xss-4", success: true, message: "<script>alert(4)</script>" }),
+    code: "ok",
+    then: async () => {
+      const page = await (await fetch(`${system.urls.client}/`)).text();
+      expect(page).toContain("&lt;script&gt;alert(4)&lt;&#x2F;script&gt;");
+      expect(page).not.toContain("<script>alert(4)");
+    },
+  },
+  {
     name: "HTML in a user's name, through the gateway to the welcome email",
     request: user("createUser", { name: "<b onmouseover=alert(1)>Bob</b>", email: "xss-3@example.com" }),
     code: "ok",
@@ -409,7 +426,7 @@ test("the table has at least 25 hostile inputs and covers every class", () => {
   expect(rows.length).toBeGreaterThanOrEqual(35);
   const vias = new Set(rows.map((r) => r.request.via));
   expect([...vias].sort()).toEqual(["JSON client", "binary client", "raw HTTP"]);
-  expect(new Set(rows.map((r) => r.request.service))).toEqual(new Set(SERVICE_KEYS.filter((k) => k !== "client")));
+  expect(new Set(rows.map((r) => r.request.service))).toEqual(new Set(SERVICE_KEYS));
 });
 
 test.each(rows.map((row) => [`${row.request.service} ${row.request.rpc} (${row.request.via}): ${row.name} → ${row.code}`, row] as const))("%s", async (_title, row) => {
