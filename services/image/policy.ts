@@ -49,7 +49,7 @@ export interface ListedRule {
   value?: string;
 }
 
-/** Parses the output of `convert -list policy` (ImageMagick 6 and 7 print the same layout). */
+/** Parses the output of `convert -list policy` as ImageMagick 6 prints it (`Path:`, then `Policy:` blocks of fields). */
 export function parsePolicyListing(listing: string): ListedRule[] {
   const rules: ListedRule[] = [];
   let path = "";
