@@ -37,7 +37,7 @@ export interface BenchSystem {
   close(): Promise<void>;
 }
 
-export async function startBenchSystem(options: { imageMagickCommand: string; env?: Record<string, string> }): Promise<BenchSystem> {
+export async function startBenchSystem(options: { imageMagickCommand: string; env?: Record<string, string>; onLine?: (service: ServiceKey, line: string) => void }): Promise<BenchSystem> {
   const dataDir = mkdtempSync(join(tmpdir(), "mcsv-bench-"));
   const sink = await startResendSink();
   const apiKey = `mcsv_${randomBytes(24).toString("base64url")}`;
@@ -65,6 +65,7 @@ export async function startBenchSystem(options: { imageMagickCommand: string; en
         ...options.env,
       },
       onLine: (service, line) => {
+        options.onLine?.(service, line);
         if (/"level":"(error|warn)"/.test(line) || /^\s*(Error|TypeError)/.test(line)) {
           problemCount++;
           problems.push(`${service} | ${line.slice(0, 500)}`);

@@ -1,0 +1,94 @@
+/** The results file and the markdown tables `npm run bench` prints (and README's Performance section shows). */
+import type { B1Result } from "../b1-conversion.js";
+import type { B2Result } from "../b2-pipeline.js";
+import type { B3Result } from "../b3-rpc-stack.js";
+import type { B4Result } from "../b4-email-fanout.js";
+import type { MemoryPhase } from "../b5-memory.js";
+import type { Ratio } from "./context.js";
+
+export interface Machine {
+  cpu: string;
+  cores: number;
+  memoryGiB: number;
+  os: string;
+  node: string;
+  imageMagick: string;
+  imageMagickCommand: string;
+  imageMagickNote?: string;
+  /** 1-minute load average before and after the run (other work on the machine shows here). */
+  loadBefore: number;
+  loadAfter: number;
+}
+
+export interface BenchResults {
+  startedAt: string;
+  mode: "quick" | "full";
+  durationSeconds: number;
+  machine: Machine;
+  b1?: B1Result;
+  b2?: B2Result;
+  b3?: B3Result;
+  b4?: B4Result;
+  b5?: { phases: MemoryPhase[] };
+  errors: Record<string, string>;
+}
+
+const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
+const met = (ok: boolean | undefined) => (ok === undefined ? "" : ok ? "✅" : "❌");
+
+function ratioCells(r: Ratio, digits = 2): string[] {
+  return [fmt(r.mcsv, digits), fmt(r.floor, digits), `**${fmt(r.ratio)}**`, r.target?.min !== undefined ? `≥ ${r.target.min}` : "", met(r.met)];
+}
+
+export function renderMarkdown(results: BenchResults): string {
+  const m = results.machine;
+  const lines: string[] = [];
+  lines.push(
+    `Run ${results.startedAt} (${results.mode}, ${Math.round(results.durationSeconds)} s) on ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node}, ${m.imageMagick}; load average ${m.loadBefore.toFixed(2)} before, ${m.loadAfter.toFixed(2)} after.`,
+    "",
+  );
+  if (results.b1) {
+    lines.push(`**B1 conversion efficiency**: ImageService.ConvertImage (S3 fetch and upload included) vs bare ImageMagick, images/s at concurrency ${results.b1.concurrency}`, "");
+    lines.push("| image | quality | mcsv | ImageMagick | ratio | target | met | service stages p̄ (ms) |", "|---|---|---:|---:|---:|---|---|---|");
+    for (const r of results.b1.images) {
+      const stages = Object.entries(r.serviceStagesMs).map(([k, v]) => `${k} ${v}`).join(", ");
+      lines.push(`| ${r.image} | ${r.quality} | ${ratioCells(r.throughput).join(" | ")} | ${stages} |`);
+    }
+    lines.push("");
+  }
+  if (results.b2) {
+    lines.push(`**B2 pipeline under open-loop load**: UserService.ConvertImage → WatchConversion SUCCEEDED, ${results.b2.image}, capacity ${fmt(results.b2.capacityPerSecond)}/s (B1)`, "");
+    lines.push("| load | arrivals/s | e2e p50 | p95 | p99 | bare p50 | overhead p50 | target | met | errors | drained |", "|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|");
+    for (const r of results.b2.rates) {
+      lines.push(
+        `| ${Math.round(r.loadFraction * 100)} % | ${fmt(r.arrivalsPerSecond, 1)} | ${fmt(r.e2eMs.p50, 0)} ms | ${fmt(r.e2eMs.p95, 0)} ms | ${fmt(r.e2eMs.p99, 0)} ms | ${fmt(r.bareMs.p50, 0)} ms | **${fmt(r.overheadP50Ms, 0)} ms** | ${r.target ? "≤ 30 ms" : ""} | ${met(r.target?.met)} | ${r.errors + r.failed} | ${r.queueDrained ? `yes, ${(r.drainMs / 1000).toFixed(1)} s` : "no"} |`,
+      );
+    }
+    lines.push("");
+  }
+  if (results.b3) {
+    lines.push(`**B3 server stack per RPC**: ${results.b3.rpc}, requests/s, full mcsv stack vs bare connect-node`, "");
+    lines.push("| concurrency | bare | traced (100 %, OTLP) | ratio | untraced (exporter none) | ratio | target | met |", "|---:|---:|---:|---:|---:|---:|---|---|");
+    for (const r of results.b3.byConcurrency) {
+      lines.push(`| ${r.concurrency} | ${r.rps.bare} | ${r.rps.traced} | **${fmt(r.traced.ratio)}** | ${r.rps.untraced} | **${fmt(r.untraced.ratio)}** | ≥ 0.7 | ${met(r.traced.met)} ${met(r.untraced.met)} |`);
+    }
+    lines.push("");
+  }
+  if (results.b4) {
+    const b = results.b4;
+    lines.push(`**B4 email fan-out**: ${b.users} CreateUser at concurrency ${b.concurrency} until ${b.users} welcome emails reached the sink (${b.rounds.length} round${b.rounds.length > 1 ? "s" : ""})`, "");
+    lines.push("| users/s | floor (INSERT + send) | ratio | CreateUser p95 | drain | lost | duplicates |", "|---:|---:|---:|---:|---:|---:|---:|");
+    lines.push(`| ${fmt(b.throughput.mcsv, 1)} | ${fmt(b.throughput.floor, 1)} | **${fmt(b.throughput.ratio)}** | ${fmt(b.createUserP95Ms, 1)} ms | ${(b.drainMs / 1000).toFixed(2)} s | ${b.lost} | ${b.duplicates} |`, "");
+  }
+  if (results.b5?.phases.length) {
+    lines.push("**B5 peak memory** (VmHWM of each service process, MB; image-svc tree = Node + its ImageMagick children, sampled)", "");
+    const keys = Object.keys(results.b5.phases[0]!.peakRssMb);
+    lines.push(`| phase | ${keys.join(" | ")} | image-svc tree | largest ImageMagick | image-svc target | met |`, `|---|${keys.map(() => "---:").join("|")}|---:|---:|---|---|`);
+    for (const p of results.b5.phases) {
+      lines.push(`| ${p.phase} | ${keys.map((k) => p.peakRssMb[k]).join(" | ")} | ${p.imageTreePeakMb} | ${p.imageMagickPeakMb} | < ${p.target.maxMb} | ${met(p.target.met)} |`);
+    }
+    lines.push("");
+  }
+  for (const [name, error] of Object.entries(results.errors)) lines.push(`**${name} failed**: ${error}`, "");
+  return lines.join("\n");
+}
