@@ -49,6 +49,8 @@ export interface RunningService {
 }
 
 const READINESS_TIMEOUT_MS = 2_000;
+/** How long a stopping server goes on answering on open connections, each answer closing its connection. */
+const DRAIN_LINGER_MS = 500;
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -117,10 +119,22 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
     }
   }
 
+  const answering = new Set<ServerResponse>();
   const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
     inFlight++;
-    res.once("close", () => inFlight--);
+    answering.add(res);
+    res.once("close", () => {
+      inFlight--;
+      answering.delete(res);
+    });
+    // While stopping, every answer closes its connection (see shutdown).
+    if (stopping.signal.aborted) res.setHeader("connection", "close");
     connect(req, res);
+  });
+  let connections = 0;
+  server.on("connection", (socket) => {
+    connections++;
+    socket.once("close", () => connections--);
   });
   server.on("clientError", (error, socket) => {
     logger.debug("client error", { error: describeError(error) });
@@ -145,9 +159,16 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
       const grace = options.shutdownGraceMs ?? 10_000;
       const deadline = Date.now() + grace;
       stopping.abort();
+      for (const res of answering) if (!res.headersSent) res.setHeader("connection", "close");
+      const drained = options.drain?.().catch((error) => logger.error("drain failed", { error: describeError(error) }));
+      // Closing a kept-alive connection races with the client's next request on it, which then fails with a reset
+      // (connect: aborted) and no way to tell whether it was handled. So for a moment the server still answers, and
+      // every answer closes its connection: clients learn of the shutdown from an answer and reconnect, which is
+      // then refused (connect: unavailable). Only then does it stop listening and close what is still idle.
+      const lingerUntil = Math.min(deadline, Date.now() + DRAIN_LINGER_MS);
+      while (connections > 0 && Date.now() < lingerUntil) await new Promise((resolve) => setTimeout(resolve, 20));
       server.close();
       server.closeIdleConnections();
-      const drained = options.drain?.().catch((error) => logger.error("drain failed", { error: describeError(error) }));
       while (inFlight > 0 && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 50));
         server.closeIdleConnections();
