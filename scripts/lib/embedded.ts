@@ -6,14 +6,15 @@ import { chmodSync, existsSync, mkdirSync, statSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import type { ChildProcess } from "node:child_process";
+import type { Server } from "node:http";
 import S3rver from "s3rver";
 
 export interface EmbeddedPostgresHandle {
   url: string;
   port: number;
   stop(): Promise<void>;
-  /** Stops and starts the server again on the same port and data (fault tests). */
-  restart(): Promise<void>;
+  /** Stops and starts the server again on the same port and data (fault tests); `whileDown` runs in between. */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
 }
 
 /** MCSV_PG_DEBUG=1 shows the embedded server's own log on stderr. */
@@ -100,8 +101,9 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, optio
     url: `postgres://mcsv:${password}@127.0.0.1:${port}/mcsv`,
     port,
     stop,
-    async restart() {
+    async restart(whileDown) {
       await stop();
+      await whileDown?.();
       pg = make();
       await pg.start();
     },
@@ -113,17 +115,24 @@ export interface EmbeddedS3Handle {
   accessKeyId: string;
   secretAccessKey: string;
   stop(): Promise<void>;
+  /**
+   * Drops every connection and stops listening, then starts a new server on the same port and directory (fault
+   * tests: S3 unreachable, then back with the same objects); `whileDown` runs in between.
+   */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
 }
 
 export async function startEmbeddedS3(dataDir: string, port: number, buckets: string[]): Promise<EmbeddedS3Handle> {
   mkdirSync(dataDir, { recursive: true });
-  const server = new S3rver({
-    address: "127.0.0.1",
-    port,
-    silent: true,
-    directory: dataDir,
-    configureBuckets: buckets.map((name) => ({ name })),
-  });
+  const make = (listenOn: number) =>
+    new S3rver({
+      address: "127.0.0.1",
+      port: listenOn,
+      silent: true,
+      directory: dataDir,
+      configureBuckets: buckets.map((name) => ({ name })),
+    });
+  let server = make(port);
   const address = await server.run();
   return {
     endpoint: `http://127.0.0.1:${address.port}`,
@@ -131,5 +140,13 @@ export async function startEmbeddedS3(dataDir: string, port: number, buckets: st
     accessKeyId: "S3RVER",
     secretAccessKey: "S3RVER",
     stop: () => server.close(),
+    async restart(whileDown) {
+      // s3rver's close() waits for open (keep-alive) connections; an outage drops them.
+      (server as unknown as { httpServer?: Server }).httpServer?.closeAllConnections();
+      await server.close();
+      await whileDown?.();
+      server = make(address.port);
+      await server.run();
+    },
   };
 }
