@@ -1,11 +1,13 @@
 /**
  * The floor's ImageMagick: the same command the service runs, with the same arguments (services/image/imagemagick.ts
- * `pdfArguments`), reading the original file itself, as `convert photo.jpg … photo.pdf` would.
+ * `pdfArguments`) under the same security policy (services/image/policy.ts, which also caps its resources), reading
+ * the original file itself, as `convert photo.jpg … photo.pdf` would.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, openSync, readSync, closeSync } from "node:fs";
 import { Quality } from "@mcsv/sdk";
 import { detectImageMagickCommand, pdfArguments, runImageMagick, type ImageMagickLimits } from "../../services/image/imagemagick.js";
+import { DEFAULT_POLICY_DIR, imageMagickEnv } from "../../services/image/policy.js";
 import { qualityPreset } from "../../services/image/quality.js";
 import type { TestImage } from "./images.js";
 
@@ -65,7 +67,10 @@ export function floorArguments(image: TestImage, limits: ImageMagickLimits = DEF
   return args.map((arg) => (arg === "png:-" ? `${image.format}:-` : arg));
 }
 
+/** The environment of the service's ImageMagick (its default policy directory first on MAGICK_CONFIGURE_PATH). */
+export const POLICY_ENV = imageMagickEnv(DEFAULT_POLICY_DIR);
+
 /** One bare conversion: the original on stdin, the PDF on stdout. */
 export function bareConvert(command: string, image: TestImage): Promise<Buffer> {
-  return runImageMagick(command, floorArguments(image), image.bytes, { timeoutMs: 120_000, maxOutputBytes: 1024 * 1024 * 1024 });
+  return runImageMagick(command, floorArguments(image), image.bytes, { timeoutMs: 120_000, maxOutputBytes: 1024 * 1024 * 1024, env: POLICY_ENV });
 }

@@ -10,7 +10,7 @@ import sharp from "sharp";
 import { histogramTotals } from "../../bench/lib/bench-system.js";
 import { summariseProfile } from "../../bench/lib/cpu-profile.js";
 import { makeTestImage, photoLikePixels } from "../../bench/lib/images.js";
-import { bareConvert, DEFAULT_LIMITS, floorArguments, qualityFor, resolveImageMagick } from "../../bench/lib/imagemagick.js";
+import { bareConvert, DEFAULT_LIMITS, floorArguments, POLICY_ENV, qualityFor, resolveImageMagick } from "../../bench/lib/imagemagick.js";
 import { processTree, stat } from "../../bench/lib/procfs.js";
 import { renderMarkdown, type BenchResults } from "../../bench/lib/report.js";
 import { percentiles, pool, quantile } from "../../bench/lib/stats.js";
@@ -40,7 +40,7 @@ test("floor and service write the same image into the PDF (the test JPEGs are 4:
     const floorPdf = await bareConvert(command, image);
     const { data, info } = await sharp(image.bytes).raw().toBuffer({ resolveWithObject: true });
     const args = pdfArguments({ encoding: "raw", width: info.width, height: info.height, channels: info.channels as 3 | 4 }, qualityPreset(qualityFor(image))!, DEFAULT_LIMITS);
-    const servicePdf = await runImageMagick(command, args, data, { timeoutMs: 30_000, maxOutputBytes: 1 << 26 });
+    const servicePdf = await runImageMagick(command, args, data, { timeoutMs: 30_000, maxOutputBytes: 1 << 26, env: POLICY_ENV });
     const [a, b] = [await extractImages(floorPdf), await extractImages(servicePdf)];
     expect(a.map((i) => [i.width, i.height, i.channels])).toEqual(b.map((i) => [i.width, i.height, i.channels]));
     // The same work: output sizes agree closely (decoders may differ by a rounding here and there).
