@@ -12,6 +12,10 @@
  * calls, so a worker's death is rarely the job's doing. At most MAX_GIVEN_BACK times per job, so that a job that
  * does kill its worker every time still runs out of attempts; one that then has none left is discarded.
  *
+ * graphile 0.17 also neither awaits nor retries (on a lost connection) the write that completes or fails a job
+ * after its attempt; a Postgres outage at that moment leaves the job locked by a live pool. Such a stranded job is
+ * released by the pool's own process once its attempt has been over for JOB_WORKER_DEAD_AFTER_MS.
+ *
  * A pool that is only slow to beat (a long pause) may find a job released and run it a second time; the tasks are
  * idempotent (job keys, deterministic object keys, Resend idempotency keys), so a repeat does no harm. Nobody is
  * judged right after Postgres itself (re)started, or right after this process lost its own connection: no
@@ -63,6 +67,8 @@ interface LockedJob {
 
 export class CrashRecovery {
   private readonly pools = new Set<string>();
+  /** Graphile job ids whose attempt ended here, with when: graphile's write of the outcome follows, unawaited. */
+  private readonly ended = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> | undefined;
   private stopped = false;
@@ -86,6 +92,11 @@ export class CrashRecovery {
   async unregister(id: string): Promise<void> {
     this.pools.delete(id);
     await this.pool.query(`delete from mcsv_job.workers where id = $1`, [id]);
+  }
+
+  /** graphile's `job:complete`: the attempt ended (its outcome is being written; see releaseStranded). */
+  jobEnded(graphileJobId: string): void {
+    this.ended.set(graphileJobId, Date.now());
   }
 
   /** Beats and recovers now (start-up), then every heartbeat interval. */
@@ -135,9 +146,10 @@ export class CrashRecovery {
       this.recoverAfter = Date.now() + this.options.deadAfterMs;
       this.logger.info("worker heartbeat back");
     }
-    if (this.stopped || Date.now() < this.recoverAfter) return;
+    if (this.stopped) return;
     try {
-      await this.recover();
+      await this.releaseStranded();
+      if (Date.now() >= this.recoverAfter) await this.recover();
     } catch (error) {
       this.logger.warn("crash recovery round failed; it runs again at the next beat", { error: describeError(error) });
     }
@@ -187,31 +199,10 @@ export class CrashRecovery {
       );
       const deadWorkers = dead.rows.map((r) => r.id);
       if (deadWorkers.length === 0) return NOTHING;
-
-      const locked = await db.query<LockedJob>(
-        `select g.id as graphile_id, g.attempts, g.max_attempts, g.locked_by, t.identifier as task,
-                l.id as ledger_id, l.attempt_offset, l.abandoned_attempts, l.state
-         from graphile_worker._private_jobs g
-         join graphile_worker._private_tasks t on t.id = g.task_id
-         left join mcsv_job.jobs l on l.graphile_job_id = g.id
-         where g.locked_by = any($1::text[])
-         for update of g`,
-        [deadWorkers],
-      );
-      const result: RecoveryReport = { deadWorkers, givenBack: [], counted: [], discarded: [] };
-      const discardedGraphileIds: string[] = [];
-      for (const job of locked.rows) {
-        const outcome = await this.releaseOne(db, job);
-        result[outcome].push(job.ledger_id ?? `graphile:${job.graphile_id}`);
-        if (outcome === "discarded") discardedGraphileIds.push(job.graphile_id);
-        jobAttemptsTotal.inc({ task: job.task, outcome: "abandoned" });
-      }
+      const locked = await lockedJobs(db, `g.locked_by = any($1::text[])`, [deadWorkers]);
+      const result = { deadWorkers, ...(await this.release(db, locked, "abandoned")) };
       await db.query(`select graphile_worker.force_unlock_workers($1::text[])`, [deadWorkers]);
-      // The ledger holds their outcome; graphile's rows go, as the task wrapper lets them go after a last failure.
-      if (discardedGraphileIds.length > 0) await db.query(`select id from graphile_worker.complete_jobs($1::bigint[])`, [discardedGraphileIds]);
-      const released = locked.rows.length - discardedGraphileIds.length;
-      // Wakes idle workers of every replica now instead of at their next poll.
-      if (released > 0) await db.query(`select pg_notify('jobs:insert', $1)`, [JSON.stringify({ count: released })]);
+      await finishRelease(db, locked, result.discarded);
       return result;
     });
     if (report.deadWorkers.length > 0) {
@@ -226,28 +217,101 @@ export class CrashRecovery {
     return report;
   }
 
-  private async releaseOne(db: PoolClient, job: LockedJob): Promise<"givenBack" | "counted" | "discarded"> {
-    const pending = job.ledger_id !== null && job.state === "pending";
-    // A crontab job without a ledger row yet, or one that finished (or was cancelled) before its worker died:
-    // released as is; the task wrapper skips a finished one.
-    if (!pending) return "counted";
-    const attempt = (job.attempt_offset ?? 0) + job.attempts;
-    const giveBack = (job.abandoned_attempts ?? 0) < MAX_GIVEN_BACK && job.attempts > 0;
-    const final = !giveBack && job.attempts >= job.max_attempts;
-    const error = `attempt abandoned: its worker ${job.locked_by} stopped beating (the process died or lost Postgres)${
-      giveBack ? "; the attempt is given back" : final ? "; no attempts left" : ""
-    }`.slice(0, MAX_ERROR_LENGTH);
-    if (giveBack) await db.query(`update graphile_worker._private_jobs set attempts = attempts - 1 where id = $1`, [job.graphile_id]);
-    await db.query(
-      `update mcsv_job.jobs
-       set errors = errors || jsonb_build_array(jsonb_build_object('attempt', $2::int, 'error', $3::text, 'at', now())),
-           attempts = $4,
-           abandoned_attempts = abandoned_attempts + case when $5 then 1 else 0 end,
-           state = case when $6 then 'discarded' else state end,
-           discarded_at = case when $6 then now() else discarded_at end
-       where id = $1`,
-      [job.ledger_id, attempt, error, giveBack ? attempt - 1 : attempt, giveBack, final],
-    );
-    return giveBack ? "givenBack" : final ? "discarded" : "counted";
+  /**
+   * Releases the jobs whose attempt ended here more than the dead-after time ago but that are still locked by this
+   * process: graphile-worker 0.17 does not await (nor retry on a lost connection) the write that completes or
+   * fails a job, so a Postgres outage at that moment leaves the job locked by a live pool for 4 hours.
+   */
+  async releaseStranded(): Promise<RecoveryReport> {
+    const cutoff = Date.now() - this.options.deadAfterMs;
+    const due = [...this.ended].filter(([, at]) => at < cutoff).map(([id]) => id);
+    if (due.length === 0 || this.pools.size === 0) return NOTHING;
+    const report = await transaction(this.pool, async (db) => {
+      const locked = await lockedJobs(db, `g.id = any($1::bigint[]) and g.locked_by = any($2::text[])`, [due, [...this.pools]]);
+      const result = { deadWorkers: [], ...(await this.release(db, locked, "stranded")) };
+      await db.query(
+        `with released as (
+           update graphile_worker._private_jobs set locked_at = null, locked_by = null where id = any($1::bigint[]) returning job_queue_id
+         )
+         update graphile_worker._private_job_queues q set locked_at = null, locked_by = null
+         from released r where q.id = r.job_queue_id and q.locked_by = any($2::text[])`,
+        [locked.map((j) => j.graphile_id), [...this.pools]],
+      );
+      await finishRelease(db, locked, result.discarded);
+      return result;
+    });
+    for (const id of due) this.ended.delete(id);
+    const released = report.givenBack.length + report.counted.length + report.discarded.length;
+    if (released > 0) {
+      this.logger.warn("jobs whose end graphile-worker did not record are released", { counted: report.counted.length, discarded: report.discarded.length });
+    }
+    return report;
   }
+
+  /** Records each job's interrupted attempt in the ledger; returns the ledger ids by outcome. */
+  private async release(db: PoolClient, jobs: LockedJob[], why: "abandoned" | "stranded"): Promise<Omit<RecoveryReport, "deadWorkers">> {
+    const result: Omit<RecoveryReport, "deadWorkers"> = { givenBack: [], counted: [], discarded: [] };
+    for (const job of jobs) {
+      const outcome = await releaseOne(db, job, why);
+      result[outcome].push(job.ledger_id ?? `graphile:${job.graphile_id}`);
+      jobAttemptsTotal.inc({ task: job.task, outcome: why });
+    }
+    return result;
+  }
+}
+
+async function lockedJobs(db: PoolClient, where: string, values: unknown[]): Promise<LockedJob[]> {
+  const { rows } = await db.query<LockedJob>(
+    `select g.id as graphile_id, g.attempts, g.max_attempts, g.locked_by, t.identifier as task,
+            l.id as ledger_id, l.attempt_offset, l.abandoned_attempts, l.state
+     from graphile_worker._private_jobs g
+     join graphile_worker._private_tasks t on t.id = g.task_id
+     left join mcsv_job.jobs l on l.graphile_job_id = g.id
+     where ${where}
+     for update of g`,
+    values,
+  );
+  return rows;
+}
+
+/**
+ * The ledger's side of one released job. An abandoned attempt (its worker died) is given back, at most
+ * MAX_GIVEN_BACK times per job; a stranded one (it ran to its end; only graphile's record of that was lost) counts,
+ * as graphile already counted it, and keeps the error the task wrapper recorded if it could. A job with no attempt
+ * left is discarded. A crontab job without a ledger row yet, or a job that finished (or was cancelled) in the
+ * ledger, is released as is: the task wrapper skips a finished one and graphile lets it go.
+ */
+async function releaseOne(db: PoolClient, job: LockedJob, why: "abandoned" | "stranded"): Promise<"givenBack" | "counted" | "discarded"> {
+  if (job.ledger_id === null || job.state !== "pending") return "counted";
+  const attempt = (job.attempt_offset ?? 0) + job.attempts;
+  const giveBack = why === "abandoned" && (job.abandoned_attempts ?? 0) < MAX_GIVEN_BACK && job.attempts > 0;
+  const final = !giveBack && job.attempts >= job.max_attempts;
+  const outcome = giveBack ? "; the attempt is given back" : final ? "; no attempts left" : "";
+  const error = (
+    why === "abandoned"
+      ? `attempt abandoned: its worker ${job.locked_by} stopped beating (the process died or lost Postgres)${outcome}`
+      : `the end of the attempt was not recorded (Postgres unreachable at that moment); released${outcome}`
+  ).slice(0, MAX_ERROR_LENGTH);
+  if (giveBack) await db.query(`update graphile_worker._private_jobs set attempts = attempts - 1 where id = $1`, [job.graphile_id]);
+  await db.query(
+    `update mcsv_job.jobs
+     set errors = case when $7 and exists (select 1 from jsonb_array_elements(errors) e where (e->>'attempt')::int = $2) then errors
+                       else errors || jsonb_build_array(jsonb_build_object('attempt', $2::int, 'error', $3::text, 'at', now())) end,
+         attempts = $4,
+         abandoned_attempts = abandoned_attempts + case when $5 then 1 else 0 end,
+         state = case when $6 then 'discarded' else state end,
+         discarded_at = case when $6 then now() else discarded_at end
+     where id = $1`,
+    [job.ledger_id, attempt, error, giveBack ? attempt - 1 : attempt, giveBack, final, why === "stranded"],
+  );
+  return giveBack ? "givenBack" : final ? "discarded" : "counted";
+}
+
+/** Deletes graphile's rows of the discarded jobs (the ledger holds their outcome) and wakes the workers for the rest. */
+async function finishRelease(db: PoolClient, jobs: LockedJob[], discardedLedgerIds: string[]): Promise<void> {
+  const discarded = jobs.filter((j) => j.ledger_id !== null && discardedLedgerIds.includes(j.ledger_id)).map((j) => j.graphile_id);
+  if (discarded.length > 0) await db.query(`select id from graphile_worker.complete_jobs($1::bigint[])`, [discarded]);
+  const released = jobs.length - discarded.length;
+  // Wakes idle workers of every replica now instead of at their next poll.
+  if (released > 0) await db.query(`select pg_notify('jobs:insert', $1)`, [JSON.stringify({ count: released })]);
 }

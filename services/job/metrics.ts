@@ -34,11 +34,12 @@ export const queueJobs = new prom.Gauge({
 
 /**
  * Outcomes: completed, retry, discarded, cancelled (finished its attempt after CancelJob), interrupted (shutdown),
- * skipped (already finished), abandoned (its worker died; counted by the replica that released it).
+ * skipped (already finished), abandoned (its worker died; counted by the replica that released it), stranded (it
+ * ended, but graphile's record of that was lost to a Postgres outage; released by its own process).
  */
 export const jobAttemptsTotal = new prom.Counter({
   name: "mcsv_job_attempts_total",
-  help: "Job attempts by task and outcome (completed, retry, discarded, cancelled, interrupted, skipped, abandoned).",
+  help: "Job attempts by task and outcome (completed, retry, discarded, cancelled, interrupted, skipped, abandoned, stranded).",
   labelNames: ["task", "outcome"] as const,
   registers: [registry],
 });

@@ -8,7 +8,7 @@ import pg from "pg";
 import { JobState } from "@mcsv/sdk";
 import { ConfigError } from "../../services/shared/config.js";
 import { loadJobConfig } from "../../services/job/config.js";
-import { MAX_GIVEN_BACK } from "../../services/job/crash-recovery.js";
+import { CrashRecovery, MAX_GIVEN_BACK } from "../../services/job/crash-recovery.js";
 import { testAuthEnv } from "../support/credentials.js";
 import { eventually, startJobTestEnv, type JobTestEnv } from "./support.js";
 
@@ -148,4 +148,41 @@ test("the dead-after time must leave room for missed beats", () => {
   const base = { ...testAuthEnv, DATABASE_URL: "postgres://x@127.0.0.1/x" };
   expect(() => loadJobConfig({ ...base, JOB_WORKER_HEARTBEAT_MS: "5000", JOB_WORKER_DEAD_AFTER_MS: "6000" })).toThrow(ConfigError);
   expect(loadJobConfig(base)).toMatchObject({ JOB_WORKER_HEARTBEAT_MS: 5_000, JOB_WORKER_DEAD_AFTER_MS: 30_000 });
+});
+
+test("a job whose end graphile did not record (Postgres away at that moment) is released by its own process", async () => {
+  // This process's own recovery, as the service wires it: a pool that is alive and beating.
+  const recovery = new CrashRecovery(db, env.logger, { heartbeatMs: 200, deadAfterMs: 1000 });
+  recovery.register("pool-self");
+  try {
+    const succeeded = await parkedJob("stranded-succeeded");
+    const failed = await parkedJob("stranded-failed");
+    await takenBy(succeeded, "pool-self");
+    await takenBy(failed, "pool-self");
+    // The first ran to success and the wrapper recorded it; the second failed and the wrapper recorded the error.
+    await db.query(`update mcsv_job.jobs set state = 'completed', completed_at = now() where id = $1`, [succeeded.id]);
+    await db.query(`update mcsv_job.jobs set errors = '[{"attempt": 1, "error": "email service unavailable", "at": "2026-01-01T00:00:00Z"}]' where id = $1`, [failed.id]);
+    // Both attempts ended, but graphile's completing and failing writes were lost.
+    recovery.jobEnded(succeeded.graphileId);
+    recovery.jobEnded(failed.graphileId);
+
+    // Not before the dead-after time: the write may just be late.
+    expect(await recovery.releaseStranded()).toMatchObject({ counted: [], discarded: [] });
+    await new Promise((r) => setTimeout(r, 1_100));
+    const released = await recovery.releaseStranded();
+    expect([...released.counted].sort()).toEqual([succeeded.id, failed.id].sort());
+    expect(released.givenBack).toEqual([]);
+
+    // The completed one is not run again (the wrapper skips it and graphile lets it go); the failed one runs as attempt 2.
+    await eventually(() => lockOf(succeeded.graphileId), (row) => row === undefined);
+    expect(sendsFor("stranded-succeeded")).toBe(0);
+    const done = await env.waitForState(failed.id, JobState.COMPLETED);
+    expect(done.attempts).toBe(2);
+    expect(done.errors).toEqual([expect.objectContaining({ attempt: 1, error: "email service unavailable" })]);
+    expect(sendsFor("stranded-failed")).toBe(1);
+    // Each ended job is looked at once.
+    expect(await recovery.releaseStranded()).toMatchObject({ counted: [] });
+  } finally {
+    await recovery.stop();
+  }
 });
