@@ -64,6 +64,24 @@ function lockValueOf(schema: string): number {
   return hash | 0;
 }
 
+/** Network failures of the connection to Postgres. */
+const CONNECTION_ERROR_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
+/** SQLSTATEs of a server that is going away or not taking connections (class 08 is matched by prefix). */
+const UNAVAILABLE_SQLSTATES = new Set(["57P01", "57P02", "57P03", "53300"]);
+/** pg's own messages for a connection it lost or could not make in time. */
+const CONNECTION_LOST = /Connection terminated|timeout exceeded when trying to connect|not queryable|Client was closed/i;
+
+/**
+ * Whether `error` means that Postgres could not be reached (down, restarting, failing over, out of connections),
+ * as opposed to a query that failed: the first is worth retrying later, the second is a bug or bad input.
+ */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  if (typeof error !== "object" || error === null) return false;
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  if (typeof code === "string" && (CONNECTION_ERROR_CODES.has(code) || UNAVAILABLE_SQLSTATES.has(code) || /^08/.test(code))) return true;
+  return typeof message === "string" && CONNECTION_LOST.test(message);
+}
+
 export function databaseCheck(pool: pg.Pool): () => Promise<unknown> {
   return () => pool.query("select 1");
 }

@@ -1,5 +1,6 @@
 /** Connect interceptors shared by every server and client: RED metrics and log fields per RPC. */
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
+import { isDatabaseUnavailable } from "./database.js";
 import { withLogFields } from "./logger.js";
 import { rpcDuration, rpcInFlight, startDurationTimer } from "./metrics.js";
 
@@ -65,3 +66,34 @@ export function metricsInterceptor(side: "server" | "client"): Interceptor {
 /** Adds the procedure to every log line written while a server handles the RPC. */
 export const logFieldsInterceptor: Interceptor = (next) => (req) =>
   withLogFields({ rpc: `${req.service.typeName}/${req.method.name}` }, () => next(req));
+
+function unavailableDependency(error: unknown): unknown {
+  if (error instanceof ConnectError || !isDatabaseUnavailable(error)) return error;
+  // The cause stays for the logs and the span; the client learns only that retrying later helps.
+  return new ConnectError("the database is unavailable; retry later", Code.Unavailable, undefined, undefined, error);
+}
+
+/**
+ * Answers unavailable, instead of internal, when a handler failed because Postgres could not be reached (a
+ * restart, a fail-over): the request may be retried, and the database's address stays out of the answer.
+ */
+export const dependencyErrorsInterceptor: Interceptor = (next) => async (req) => {
+  let res: StreamResponse | UnaryResponse;
+  try {
+    res = await next(req);
+  } catch (error) {
+    throw unavailableDependency(error);
+  }
+  if (!res.stream) return res;
+  const messages = res.message;
+  return {
+    ...res,
+    message: (async function* () {
+      try {
+        yield* messages;
+      } catch (error) {
+        throw unavailableDependency(error);
+      }
+    })(),
+  };
+};

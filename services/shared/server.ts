@@ -8,7 +8,7 @@ import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@conne
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { authInterceptor, type AuthPolicy } from "./auth.js";
 import { describeError } from "./errors.js";
-import { logFieldsInterceptor, metricsInterceptor } from "./interceptors.js";
+import { dependencyErrorsInterceptor, logFieldsInterceptor, metricsInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
 import { renderMetrics } from "./metrics.js";
 import { flushSpans, serverTracingInterceptor } from "./tracing.js";
@@ -85,7 +85,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
   const connect = connectNodeAdapter({
     routes: options.routes,
     // Tracing outermost, so that logs and metric exemplars of the RPC see its span.
-    interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), authInterceptor(options.auth), ...(options.interceptors ?? [])],
+    interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), authInterceptor(options.auth), dependencyErrorsInterceptor, ...(options.interceptors ?? [])],
     // Unknown JSON fields are a client bug: reject them instead of silently dropping data.
     jsonOptions: { ignoreUnknownFields: false },
     readMaxBytes: options.readMaxBytes ?? 4 * 1024 * 1024,
