@@ -8,7 +8,7 @@
  */
 import { ConversionState } from "@mcsv/sdk";
 import type { BenchSystem } from "./lib/bench-system.js";
-import { cpuPerItem, cpuSnapshot } from "./lib/bench-system.js";
+import { cpuPerItem, cpuSnapshot, histogramTotals } from "./lib/bench-system.js";
 import type { BenchOptions } from "./lib/context.js";
 import type { TestImage } from "./lib/images.js";
 import { bareConvert } from "./lib/imagemagick.js";
@@ -32,6 +32,8 @@ export interface B2RateResult {
   queueDrained: boolean;
   /** CPU ms per conversion, by process. */
   cpuMsPerConversion: Record<string, number>;
+  /** Mean of each image-service stage during the pipeline run, ms: how much of e2e is the conversion itself. */
+  imageStagesMs: Record<string, number>;
   target?: { maxOverheadMs: number; met: boolean };
 }
 
@@ -61,14 +63,18 @@ async function openLoop<T>(perSecond: number, durationMs: number, fire: (i: numb
   return { settled: await Promise.allSettled(pending), lastArrival };
 }
 
+async function stageTotals(bench: BenchSystem) {
+  return histogramTotals(await bench.metrics("image"), "mcsv_conversion_stage_duration_seconds", "stage");
+}
+
 async function queueEmpty(bench: BenchSystem): Promise<boolean> {
   const { queues } = await bench.jobs.getQueueStats({});
   return queues.every((q) => q.available + q.scheduled + q.executing + q.retryable === 0n);
 }
 
-export async function runB2(bench: BenchSystem, image: TestImage, capacityPerSecond: number, options: BenchOptions & { imageMagick: string }): Promise<B2Result> {
+export async function runB2(bench: BenchSystem, image: TestImage, capacityPerSecond: number, options: BenchOptions & { imageMagick: string; loads?: number[] }): Promise<B2Result> {
   const windowMs = options.quick ? 3_000 : 12_000;
-  const fractions = [0.25, 0.5, 0.75, 0.9];
+  const fractions = options.loads ?? [0.25, 0.5, 0.75, 0.9];
   const rates: B2RateResult[] = [];
 
   const convertThroughPipeline = async (i: number): Promise<{ ms: number; state: ConversionState }> => {
@@ -99,6 +105,7 @@ export async function runB2(bench: BenchSystem, image: TestImage, capacityPerSec
     const perSecond = capacityPerSecond * fraction;
     const problemsBefore = bench.problemCount();
     const cpuBefore = cpuSnapshot(bench);
+    const stagesBefore = await stageTotals(bench);
     const pipeline = await openLoop(perSecond, windowMs, convertThroughPipeline);
     let drained = false;
     const drainDeadline = performance.now() + 120_000;
@@ -106,6 +113,12 @@ export async function runB2(bench: BenchSystem, image: TestImage, capacityPerSec
     const drainMs = performance.now() - pipeline.lastArrival;
     const cpuMsPerConversion = cpuPerItem(cpuBefore, cpuSnapshot(bench), pipeline.settled.length);
     const problemsLogged = bench.problemCount() - problemsBefore;
+    const stagesAfter = await stageTotals(bench);
+    const imageStagesMs: Record<string, number> = {};
+    for (const [stage, after] of stagesAfter) {
+      const before = stagesBefore.get(stage) ?? { sum: 0, count: 0 };
+      if (after.count > before.count) imageStagesMs[stage] = round(((after.sum - before.sum) * 1000) / (after.count - before.count), 1);
+    }
 
     const bare = await openLoop(perSecond, windowMs, convertBare);
 
@@ -131,6 +144,7 @@ export async function runB2(bench: BenchSystem, image: TestImage, capacityPerSec
       drainMs: Math.round(drainMs),
       queueDrained: drained,
       cpuMsPerConversion,
+      imageStagesMs,
       ...(fraction <= 0.75 ? { target: { maxOverheadMs: 30, met: overhead <= 30 && errors === 0 && failed === 0 && drained } } : {}),
     };
     rates.push(result);

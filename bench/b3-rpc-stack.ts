@@ -22,6 +22,12 @@ export interface B3Result {
   durationMsPerMeasurement: number;
   rounds: number;
   spansExported: number;
+  /**
+   * What each part costs (full runs only), requests/s at one concurrency: bare connect-node, then with the
+   * OpenTelemetry SDK loaded (its async context tracking), then adding the shared interceptors one at a time
+   * (tracing, log fields, metrics, auth; spans not exported), then runService itself.
+   */
+  breakdown?: { concurrency: number; rps: Array<{ variant: string; rps: number; ratio: number }> };
   byConcurrency: Array<{
     concurrency: number;
     rps: Record<Variant, number>;
@@ -82,6 +88,8 @@ export async function runB3(options: BenchOptions): Promise<B3Result> {
       }
     }
 
+    const breakdown = options.quick ? undefined : await measureBreakdown(base, body, headers, options);
+
     const rpsOf = (variant: Variant, c: number) => {
       const t = totals.get(`${variant}@${c}`)!;
       return t.requests / t.seconds;
@@ -95,6 +103,7 @@ export async function runB3(options: BenchOptions): Promise<B3Result> {
       durationMsPerMeasurement: durationMs,
       rounds,
       spansExported: receiver.requests.filter((r) => r.path === "/v1/traces").length,
+      ...(breakdown ? { breakdown } : {}),
       byConcurrency: concurrencies.map((c) => ({
         concurrency: c,
         rps: Object.fromEntries(VARIANTS.map((v) => [v, round(rpsOf(v, c), 0)])) as Record<Variant, number>,
@@ -107,5 +116,46 @@ export async function runB3(options: BenchOptions): Promise<B3Result> {
   } finally {
     await Promise.all(Object.values(servers).map((s) => s?.stop()));
     await receiver.close();
+  }
+}
+
+/** Each part of the stack added in turn, measured round-robin (B3's `breakdown`). */
+async function measureBreakdown(
+  base: Record<string, string | undefined>,
+  body: Uint8Array,
+  headers: Record<string, string>,
+  options: BenchOptions,
+): Promise<NonNullable<B3Result["breakdown"]>> {
+  const concurrency = 16;
+  const untraced = { ...base, OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9", OTEL_TRACES_EXPORTER: "none" };
+  const sdk = "./bench/lib/rpc-telemetry.ts";
+  const steps: Array<{ variant: string; args: string[]; preload?: string }> = [
+    { variant: "bare connect-node", args: ["bare"] },
+    { variant: "+ OpenTelemetry SDK", args: ["bare"], preload: sdk },
+    { variant: "+ tracing interceptor", args: ["parts", "tracing"], preload: sdk },
+    { variant: "+ log fields", args: ["parts", "tracing,logs"], preload: sdk },
+    { variant: "+ metrics", args: ["parts", "tracing,logs,metrics"], preload: sdk },
+    { variant: "+ auth", args: ["parts", "tracing,logs,metrics,auth"], preload: sdk },
+    { variant: "runService (all of it)", args: ["full"], preload: sdk },
+  ];
+  const servers: NodeChild[] = [];
+  try {
+    for (const step of steps) servers.push(await startNodeChild("bench/lib/rpc-server.ts", step.args, { env: untraced, ...(step.preload ? { preload: step.preload } : {}) }));
+    const measure = (i: number, ms: number) =>
+      runLoad({ url: `${servers[i]!.url}/mcsv.v1.ClientService/ListEvents`, body, headers, concurrency, durationMs: ms });
+    for (let i = 0; i < steps.length; i++) await measure(i, 400);
+    const totals = steps.map(() => ({ requests: 0, seconds: 0 }));
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < steps.length; i++) {
+        const r = await measure(i, 2_000);
+        totals[i]!.requests += r.requests;
+        totals[i]!.seconds += r.requests / r.rps;
+      }
+    }
+    const rps = totals.map((t) => t.requests / t.seconds);
+    options.log(`B3 breakdown at c=${concurrency}: ${steps.map((s, i) => `${s.variant} ${Math.round(rps[i]!)}/s`).join(", ")}`);
+    return { concurrency, rps: steps.map((s, i) => ({ variant: s.variant, rps: round(rps[i]!, 0), ratio: round(rps[i]! / rps[0]!) })) };
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
   }
 }

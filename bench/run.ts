@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only=b1,b3] [-- --profile]`: starts the real system on its embedded defaults (Resend replaced by
+ * `npm run bench [-- --quick] [-- --only=b1,b3] [-- --profile] [-- --env KEY=VALUE …]`: starts the real system on its embedded defaults (Resend replaced by
  * a local sink the real SDK talks to), runs the benchmarks, writes bench/results/latest.json (and latest.md) and
  * prints the tables. Every figure is a ratio against a floor measured in the same run, A and B alternating.
  *
@@ -10,7 +10,7 @@
  *   B5 peak memory per service during B1 at 12 MP and B4          bench/b5-memory.ts
  *
  * --profile also records a V8 CPU profile of every service (bench/results/profiles/, with a summary.md of where the
- * time went).
+ * time went). --env passes a variable to the services (a tuning experiment: the results record it).
  *
  * A full run takes about 6 minutes on 2 cores, --quick about 1. Run it on a quiet machine: the load average
  * before and after is recorded with the results.
@@ -34,6 +34,12 @@ import { renderMarkdown, type BenchResults } from "./lib/report.js";
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
 const profile = args.includes("--profile");
+/** `--b2-loads=0.25,0.5`: only these fractions of B1's capacity in B2. */
+const b2Loads = args.find((a) => a.startsWith("--b2-loads="))?.slice(11).split(",").map(Number);
+/** `--env KEY=VALUE` (repeatable): extra environment for the services, for tuning experiments. */
+const extraEnv = Object.fromEntries(
+  args.flatMap((a, i) => (a === "--env" && args[i + 1]?.includes("=") ? [args[i + 1]!.split(/=(.*)/s).slice(0, 2) as [string, string]] : [])),
+);
 const only = new Set((args.find((a) => a.startsWith("--only="))?.slice(7) ?? "b1,b2,b3,b4,b5").split(",").map((s) => s.trim().toLowerCase()));
 const outDir = join(ROOT, "bench", "results");
 const began = Date.now();
@@ -45,6 +51,7 @@ if (imageMagick.note) log(imageMagick.note);
 const results: BenchResults = {
   startedAt: new Date(began).toISOString(),
   mode: quick ? "quick" : "full",
+  ...(Object.keys(extraEnv).length ? { env: extraEnv } : {}),
   durationSeconds: 0,
   machine: {
     cpu: cpus()[0]?.model.trim() ?? "unknown",
@@ -87,7 +94,7 @@ if (needsSystem) {
   }
   const bench = await startBenchSystem({
     imageMagickCommand: imageMagick.command,
-    ...(profile ? { env: { NODE_OPTIONS: `--import ${join(ROOT, "bench/lib/cpu-profiler.mjs")}`, MCSV_CPU_PROFILE_DIR: profileDir } } : {}),
+    env: { ...extraEnv, ...(profile ? { NODE_OPTIONS: `--import ${join(ROOT, "bench/lib/cpu-profiler.mjs")}`, MCSV_CPU_PROFILE_DIR: profileDir } : {}) },
   });
   if (profile) for (const key of SERVICE_KEYS) process.kill(bench.pid(key), "SIGUSR2");
   try {
@@ -101,7 +108,7 @@ if (needsSystem) {
     }
     if (only.has("b2") && capacity) {
       const small = images.find((i) => i.name === "0.3MP-rgb")!;
-      results.b2 = await attempt("B2", () => runB2(bench, small, capacity, { ...options, imageMagick: imageMagick.command }));
+      results.b2 = await attempt("B2", () => runB2(bench, small, capacity, { ...options, imageMagick: imageMagick.command, ...(b2Loads ? { loads: b2Loads } : {}) }));
     }
     if (only.has("b4") || only.has("b5")) {
       results.b4 = await attempt("B4", () => runB4(bench, options));

@@ -23,6 +23,8 @@ export interface Machine {
 export interface BenchResults {
   startedAt: string;
   mode: "quick" | "full";
+  /** Extra service environment of a tuning experiment (--env). */
+  env?: Record<string, string>;
   durationSeconds: number;
   machine: Machine;
   b1?: B1Result;
@@ -47,6 +49,7 @@ export function renderMarkdown(results: BenchResults): string {
     `Run ${results.startedAt} (${results.mode}, ${Math.round(results.durationSeconds)} s) on ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node}, ${m.imageMagick}; load average ${m.loadBefore.toFixed(2)} before, ${m.loadAfter.toFixed(2)} after.`,
     "",
   );
+  if (results.env) lines.push(`Services' extra environment: ${Object.entries(results.env).map(([k, v]) => `\`${k}=${v}\``).join(", ")}.`, "");
   if (results.b1) {
     lines.push(`**B1 conversion efficiency**: ImageService.ConvertImage (S3 fetch and upload included) vs bare ImageMagick, images/s at concurrency ${results.b1.concurrency}`, "");
     lines.push("| image | quality | mcsv | ImageMagick | ratio | target | met | service stages p̄ (ms) |", "|---|---|---:|---:|---:|---|---|---|");
@@ -58,10 +61,11 @@ export function renderMarkdown(results: BenchResults): string {
   }
   if (results.b2) {
     lines.push(`**B2 pipeline under open-loop load**: UserService.ConvertImage → WatchConversion SUCCEEDED, ${results.b2.image}, capacity ${fmt(results.b2.capacityPerSecond)}/s (B1)`, "");
-    lines.push("| load | arrivals/s | e2e p50 | p95 | p99 | bare p50 | overhead p50 | target | met | errors | drained |", "|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|");
+    lines.push("| load | arrivals/s | e2e p50 | p95 | p99 | bare p50 | overhead p50 | target | met | errors | drained | image-svc p̄ (its ImageMagick) |", "|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|---|");
     for (const r of results.b2.rates) {
+      const inImage = Object.values(r.imageStagesMs ?? {}).reduce((a, b) => a + b, 0);
       lines.push(
-        `| ${Math.round(r.loadFraction * 100)} % | ${fmt(r.arrivalsPerSecond, 1)} | ${fmt(r.e2eMs.p50, 0)} ms | ${fmt(r.e2eMs.p95, 0)} ms | ${fmt(r.e2eMs.p99, 0)} ms | ${fmt(r.bareMs.p50, 0)} ms | **${fmt(r.overheadP50Ms, 0)} ms** | ${r.target ? "≤ 30 ms" : ""} | ${met(r.target?.met)} | ${r.errors + r.failed} | ${r.queueDrained ? `yes, ${(r.drainMs / 1000).toFixed(1)} s` : "no"} |`,
+        `| ${Math.round(r.loadFraction * 100)} % | ${fmt(r.arrivalsPerSecond, 1)} | ${fmt(r.e2eMs.p50, 0)} ms | ${fmt(r.e2eMs.p95, 0)} ms | ${fmt(r.e2eMs.p99, 0)} ms | ${fmt(r.bareMs.p50, 0)} ms | **${fmt(r.overheadP50Ms, 0)} ms** | ${r.target ? "≤ 30 ms" : ""} | ${met(r.target?.met)} | ${r.errors + r.failed} | ${r.queueDrained ? `yes, ${(r.drainMs / 1000).toFixed(1)} s` : "no"} | ${fmt(inImage, 0)} ms (${fmt(r.imageStagesMs?.["pdf"] ?? Number.NaN, 0)} ms) |`,
       );
     }
     lines.push("");
@@ -73,6 +77,10 @@ export function renderMarkdown(results: BenchResults): string {
       lines.push(`| ${r.concurrency} | ${r.rps.bare} | ${r.rps.traced} | **${fmt(r.traced.ratio)}** | ${r.rps.untraced} | **${fmt(r.untraced.ratio)}** | ≥ 0.7 | ${met(r.traced.met)} ${met(r.untraced.met)} |`);
     }
     lines.push("");
+    const parts = results.b3.breakdown;
+    if (parts) {
+      lines.push(`What each part costs (requests/s at concurrency ${parts.concurrency}, spans not exported): ${parts.rps.map((p) => `${p.variant} ${p.rps} (${fmt(p.ratio)})`).join(" → ")}`, "");
+    }
   }
   if (results.b4) {
     const b = results.b4;

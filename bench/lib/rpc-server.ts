@@ -2,19 +2,21 @@
  * B3's servers, each its own process: one trivial unary RPC (ClientService.ListEvents answering an empty list),
  * served either through the full mcsv stack (`full`: runService with tracing, logging, metrics and auth
  * interceptors, /metrics and health routes; start it with `--import ./bench/lib/rpc-telemetry.ts` for the
- * OpenTelemetry SDK) or on bare connect-node (`bare`: connectNodeAdapter on node:http, no interceptors). Prints
+ * OpenTelemetry SDK) or on bare connect-node (`bare`: connectNodeAdapter on node:http, no interceptors), or with
+ * only some of the shared interceptors (`parts tracing,logs,metrics,auth`: what each one costs). Prints
  * `listening <url>` once it accepts requests; SIGTERM stops it.
  */
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ClientService } from "@mcsv/sdk";
-import { internalOnly } from "../../services/shared/auth.js";
+import { authInterceptor, internalOnly } from "../../services/shared/auth.js";
+import { logFieldsInterceptor, metricsInterceptor } from "../../services/shared/interceptors.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { initMetrics } from "../../services/shared/metrics.js";
 import { runService } from "../../services/shared/server.js";
-import { flushSpans } from "../../services/shared/tracing.js";
+import { flushSpans, serverTracingInterceptor } from "../../services/shared/tracing.js";
 
 const mode = process.argv[2];
 const routes = (router: ConnectRouter) => router.service(ClientService, { listEvents: () => ({ events: [] }) });
@@ -26,8 +28,19 @@ if (mode === "full") {
   const running = await runService({ name: "bench-svc", port: 0, host: "127.0.0.1", logger, routes, auth: internalOnly(token), readiness: {} });
   process.stdout.write(`listening ${running.url}\n`);
   process.once("SIGTERM", () => void running.shutdown().then(() => flushSpans()).then(() => process.exit(0)));
-} else if (mode === "bare") {
-  const handler = connectNodeAdapter({ routes });
+} else if (mode === "bare" || mode === "parts") {
+  // The shared interceptors in runService's order, those named on the command line only.
+  const wanted = new Set((process.argv[3] ?? "").split(","));
+  const token = process.env["MCSV_INTERNAL_TOKEN"] ?? "";
+  if (wanted.has("metrics")) initMetrics("bench-svc");
+  const available: Array<[string, () => Interceptor]> = [
+    ["tracing", () => serverTracingInterceptor],
+    ["logs", () => logFieldsInterceptor],
+    ["metrics", () => metricsInterceptor("server")],
+    ["auth", () => authInterceptor(internalOnly(token))],
+  ];
+  const interceptors = mode === "parts" ? available.filter(([name]) => wanted.has(name)).map(([, make]) => make()) : [];
+  const handler = connectNodeAdapter({ routes, interceptors });
   const server = createServer({ keepAliveTimeout: 65_000 }, handler);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   process.stdout.write(`listening http://127.0.0.1:${(server.address() as AddressInfo).port}\n`);
@@ -36,6 +49,6 @@ if (mode === "full") {
     server.close(() => process.exit(0));
   });
 } else {
-  process.stderr.write("usage: rpc-server.ts full|bare\n");
+  process.stderr.write("usage: rpc-server.ts full|bare|parts <tracing,logs,metrics,auth>\n");
   process.exit(2);
 }
