@@ -38,7 +38,7 @@ test("SIGKILL of the job service with 30 conversions in flight: after a restart 
   ids.forEach((id) => conversionIds.add(id));
 
   // Conversions are inside ImageMagick (held there), so the job service has attempts running when it dies.
-  await imageMagickStarted(system, before, 2);
+  await imageMagickStarted(system, before);
   const { rows: pools } = await system.db.query<{ id: string }>(`select id from mcsv_job.workers`);
   expect(pools).toHaveLength(1);
   await system.stopService("job", "SIGKILL");
@@ -55,7 +55,7 @@ test("SIGKILL of the job service with 30 conversions in flight: after a restart 
   const convertJobs = await Promise.all(ids.map((id) => jobByKey(system, "convert_image", `convert_image:${id}`)));
   expect(convertJobs.map((j) => j?.state)).toEqual(ids.map(() => JobState.COMPLETED));
   const abandoned = convertJobs.filter((j) => j!.errors.some((e) => e.error.includes(`its worker ${pools[0]!.id} stopped beating`)));
-  expect(abandoned.length).toBeGreaterThanOrEqual(2);
+  expect(abandoned.length).toBeGreaterThanOrEqual(1);
   for (const job of abandoned) expect(job!.attempts).toBe(job!.errors.length);
   const { rows: after } = await system.db.query<{ id: string }>(`select id from mcsv_job.workers`);
   expect(after.map((r) => r.id)).not.toContain(pools[0]!.id);
