@@ -67,8 +67,11 @@ interface LockedJob {
 
 export class CrashRecovery {
   private readonly pools = new Set<string>();
-  /** Graphile job ids whose attempt ended here, with when: graphile's write of the outcome follows, unawaited. */
-  private readonly ended = new Map<string, number>();
+  /**
+   * Jobs whose attempt ended here (graphile job id → when, and graphile's attempt count of that attempt, which tells
+   * its lock from the lock of a later attempt): graphile's write of the outcome follows, unawaited.
+   */
+  private readonly ended = new Map<string, { at: number; attempts: number }>();
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> | undefined;
   private stopped = false;
@@ -95,8 +98,8 @@ export class CrashRecovery {
   }
 
   /** graphile's `job:complete`: the attempt ended (its outcome is being written; see releaseStranded). */
-  jobEnded(graphileJobId: string): void {
-    this.ended.set(graphileJobId, Date.now());
+  jobEnded(job: { id: string; attempts: number }): void {
+    this.ended.set(job.id, { at: Date.now(), attempts: job.attempts });
   }
 
   /** Beats and recovers now (start-up), then every heartbeat interval. */
@@ -224,10 +227,15 @@ export class CrashRecovery {
    */
   async releaseStranded(): Promise<RecoveryReport> {
     const cutoff = Date.now() - this.options.deadAfterMs;
-    const due = [...this.ended].filter(([, at]) => at < cutoff).map(([id]) => id);
+    const due = [...this.ended].filter(([, ended]) => ended.at < cutoff);
     if (due.length === 0 || this.pools.size === 0) return NOTHING;
     const report = await transaction(this.pool, async (db) => {
-      const locked = await lockedJobs(db, `g.id = any($1::bigint[]) and g.locked_by = any($2::text[])`, [due, [...this.pools]]);
+      // Still locked by this process for the attempt that ended (a later attempt of the same job counts one more).
+      const locked = await lockedJobs(
+        db,
+        `g.locked_by = any($3::text[]) and (g.id, g.attempts) in (select * from unnest($1::bigint[], $2::int[]))`,
+        [due.map(([id]) => id), due.map(([, ended]) => ended.attempts), [...this.pools]],
+      );
       const result = { deadWorkers: [], ...(await this.release(db, locked, "stranded")) };
       await db.query(
         `with released as (
@@ -240,7 +248,7 @@ export class CrashRecovery {
       await finishRelease(db, locked, result.discarded);
       return result;
     });
-    for (const id of due) this.ended.delete(id);
+    for (const [id, ended] of due) if (this.ended.get(id) === ended) this.ended.delete(id);
     const released = report.givenBack.length + report.counted.length + report.discarded.length;
     if (released > 0) {
       this.logger.warn("jobs whose end graphile-worker did not record are released", { counted: report.counted.length, discarded: report.discarded.length });

@@ -76,7 +76,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
   const recovery = new CrashRecovery(pool, logger, { heartbeatMs: config.JOB_WORKER_HEARTBEAT_MS, deadAfterMs: config.JOB_WORKER_DEAD_AFTER_MS });
   const events = new EventEmitter() as WorkerEvents;
   events.on("pool:create", ({ workerPool }) => recovery.register(workerPool.id));
-  events.on("job:complete", ({ job }) => recovery.jobEnded(job.id));
+  events.on("job:complete", ({ job }) => recovery.jobEnded(job));
   events.on("pool:release", ({ workerPool }) => {
     recovery.unregister(workerPool.id).catch((error: unknown) => logger.debug("worker registration not removed", { error: describeError(error) }));
   });

@@ -154,17 +154,25 @@ test("a job whose end graphile did not record (Postgres away at that moment) is 
   // This process's own recovery, as the service wires it: a pool that is alive and beating.
   const recovery = new CrashRecovery(db, env.logger, { heartbeatMs: 200, deadAfterMs: 1000 });
   recovery.register("pool-self");
+  // Its beats (not started: the test calls releaseStranded itself), so that the service does not find it dead.
+  const beating = setInterval(() => void db.query(`update mcsv_job.workers set heartbeat_at = now() where id = 'pool-self'`).catch(() => undefined), 100);
+  let runningAgain: { id: string; graphileId: string } | undefined;
   try {
     const succeeded = await parkedJob("stranded-succeeded");
     const failed = await parkedJob("stranded-failed");
+    runningAgain = await parkedJob("stranded-running-again");
     await takenBy(succeeded, "pool-self");
     await takenBy(failed, "pool-self");
+    // Its first attempt ended and was recorded; this process runs its second attempt now.
+    await takenBy(runningAgain, "pool-self");
+    recovery.jobEnded({ id: runningAgain.graphileId, attempts: 1 });
+    await takenBy(runningAgain, "pool-self");
     // The first ran to success and the wrapper recorded it; the second failed and the wrapper recorded the error.
     await db.query(`update mcsv_job.jobs set state = 'completed', completed_at = now() where id = $1`, [succeeded.id]);
     await db.query(`update mcsv_job.jobs set errors = '[{"attempt": 1, "error": "email service unavailable", "at": "2026-01-01T00:00:00Z"}]' where id = $1`, [failed.id]);
     // Both attempts ended, but graphile's completing and failing writes were lost.
-    recovery.jobEnded(succeeded.graphileId);
-    recovery.jobEnded(failed.graphileId);
+    recovery.jobEnded({ id: succeeded.graphileId, attempts: 1 });
+    recovery.jobEnded({ id: failed.graphileId, attempts: 1 });
 
     // Not before the dead-after time: the write may just be late.
     expect(await recovery.releaseStranded()).toMatchObject({ counted: [], discarded: [] });
@@ -180,9 +188,13 @@ test("a job whose end graphile did not record (Postgres away at that moment) is 
     expect(done.attempts).toBe(2);
     expect(done.errors).toEqual([expect.objectContaining({ attempt: 1, error: "email service unavailable" })]);
     expect(sendsFor("stranded-failed")).toBe(1);
+    expect(await lockOf(runningAgain.graphileId)).toEqual({ locked_by: "pool-self", attempts: 2 });
     // Each ended job is looked at once.
     expect(await recovery.releaseStranded()).toMatchObject({ counted: [] });
   } finally {
+    clearInterval(beating);
     await recovery.stop();
   }
+  // With the pretend process gone (unregistered), the job it was running is an orphan, released and run.
+  await env.waitForState(runningAgain!.id, JobState.COMPLETED);
 });
