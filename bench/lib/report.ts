@@ -60,7 +60,7 @@ export function renderMarkdown(results: BenchResults): string {
     lines.push("");
   }
   if (results.b2) {
-    lines.push(`**B2 pipeline under open-loop load**: UserService.ConvertImage → WatchConversion SUCCEEDED, ${results.b2.image}, capacity ${fmt(results.b2.capacityPerSecond)}/s (B1)`, "");
+    lines.push(`**B2 pipeline under open-loop load**: UserService.ConvertImage → WatchConversion SUCCEEDED, ${results.b2.image}, capacity ${fmt(results.b2.capacityPerSecond)}/s (B1); the whole pipeline's CPU per conversion allows about ${fmt(results.b2.pipelineCapacityPerSecond)}/s`, "");
     lines.push("| load | arrivals/s | e2e p50 | p95 | p99 | bare p50 | overhead p50 | target | met | errors | drained | image-svc p̄ (its ImageMagick) |", "|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|---|");
     for (const r of results.b2.rates) {
       const inImage = Object.values(r.imageStagesMs ?? {}).reduce((a, b) => a + b, 0);
