@@ -3,6 +3,7 @@
  * S3-compatible server (s3rver), each keeping its data under one directory so that it survives a restart.
  */
 import { chmodSync, existsSync, mkdirSync, statSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import type { ChildProcess } from "node:child_process";
@@ -122,16 +123,37 @@ export interface EmbeddedS3Handle {
   restart(whileDown?: () => Promise<void>): Promise<void>;
 }
 
+interface S3rverStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  deleteObject(bucket: string, key: string): Promise<void>;
+}
+
+/**
+ * s3rver removes a key's "directory" once its last object is deleted. A PUT under the same prefix at that moment
+ * (one conversion's original stored while the clean-up job deletes another's) then cannot open its file, and the
+ * stream error, which s3rver does not handle, ends the whole process. Deletes here remove the object's files and
+ * keep the directories (an empty directory lists nothing).
+ */
+function keepDirectoriesOnDelete(server: S3rver): S3rver {
+  const store = (server as unknown as { store: S3rverStore }).store;
+  store.deleteObject = async (bucket, key) => {
+    await Promise.all(["object", "object.md5", "metadata.json"].map((resource) => rm(store.getResourcePath(bucket, key, resource), { force: true })));
+  };
+  return server;
+}
+
 export async function startEmbeddedS3(dataDir: string, port: number, buckets: string[]): Promise<EmbeddedS3Handle> {
   mkdirSync(dataDir, { recursive: true });
   const make = (listenOn: number) =>
-    new S3rver({
-      address: "127.0.0.1",
-      port: listenOn,
-      silent: true,
-      directory: dataDir,
-      configureBuckets: buckets.map((name) => ({ name })),
-    });
+    keepDirectoriesOnDelete(
+      new S3rver({
+        address: "127.0.0.1",
+        port: listenOn,
+        silent: true,
+        directory: dataDir,
+        configureBuckets: buckets.map((name) => ({ name })),
+      }),
+    );
   let server = make(port);
   const address = await server.run();
   return {
