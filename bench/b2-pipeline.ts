@@ -9,7 +9,8 @@
 import { availableParallelism } from "node:os";
 import { ConversionState } from "@mcsv/sdk";
 import type { BenchSystem } from "./lib/bench-system.js";
-import { cpuPerItem, cpuSnapshot, histogramTotals } from "./lib/bench-system.js";
+import pg from "pg";
+import { cpuPerItem, cpuSnapshot, histogramTotals, rpcCounts } from "./lib/bench-system.js";
 import type { BenchOptions } from "./lib/context.js";
 import type { TestImage } from "./lib/images.js";
 import { bareConvert } from "./lib/imagemagick.js";
@@ -35,6 +36,8 @@ export interface B2RateResult {
   cpuMsPerConversion: Record<string, number>;
   /** Mean of each image-service stage during the pipeline run, ms: how much of e2e is the conversion itself. */
   imageStagesMs: Record<string, number>;
+  /** What one conversion costs in hops: RPCs served (by method) and Postgres transactions, per conversion. */
+  perConversion: { rpcs: number; rpcsByMethod: Record<string, number>; postgresTransactions: number };
   target?: { maxOverheadMs: number; met: boolean };
 }
 
@@ -74,6 +77,12 @@ async function stageTotals(bench: BenchSystem) {
   return histogramTotals(await bench.metrics("image"), "mcsv_conversion_stage_duration_seconds", "stage");
 }
 
+/** Transactions committed or rolled back in the whole Postgres server so far. */
+async function transactions(db: pg.Client): Promise<number> {
+  const { rows } = await db.query<{ n: string }>("select sum(xact_commit + xact_rollback)::bigint as n from pg_stat_database");
+  return Number(rows[0]?.n ?? 0);
+}
+
 async function queueEmpty(bench: BenchSystem): Promise<boolean> {
   const { queues } = await bench.jobs.getQueueStats({});
   return queues.every((q) => q.available + q.scheduled + q.executing + q.retryable === 0n);
@@ -107,58 +116,81 @@ export async function runB2(bench: BenchSystem, image: TestImage, capacityPerSec
 
   // Warm-up (untimed): the gateway's, job service's and image service's paths once each.
   await convertThroughPipeline(-1);
+  const db = new pg.Client({ connectionString: bench.system.env["DATABASE_URL"] });
+  await db.connect();
+  try {
+    for (const fraction of fractions) {
+      const perSecond = capacityPerSecond * fraction;
+      const problemsBefore = bench.problemCount();
+      const cpuBefore = cpuSnapshot(bench);
+      const stagesBefore = await stageTotals(bench);
+      const rpcsBefore = await rpcCounts(bench);
+      const xactsBefore = await transactions(db);
+      const pipeline = await openLoop(perSecond, windowMs, convertThroughPipeline);
+      let drained = false;
+      const drainDeadline = performance.now() + 120_000;
+      while (!(drained = await queueEmpty(bench)) && performance.now() < drainDeadline) await sleep(100);
+      const drainMs = performance.now() - pipeline.lastArrival;
+      const cpuMsPerConversion = cpuPerItem(cpuBefore, cpuSnapshot(bench), pipeline.settled.length);
+      const problemsLogged = bench.problemCount() - problemsBefore;
+      const conversions = pipeline.settled.length;
+      const xacts = (await transactions(db)) - xactsBefore;
+      const rpcsAfter = await rpcCounts(bench);
+      const rpcsByMethod: Record<string, number> = {};
+      for (const [name, after] of rpcsAfter) {
+        const n = after - (rpcsBefore.get(name) ?? 0);
+        // The benchmark's own queue checks are not the pipeline's.
+        if (n > 0 && name !== "JobService/GetQueueStats") rpcsByMethod[name] = round(n / conversions, 2);
+      }
+      const perConversion = {
+        rpcs: round(Object.values(rpcsByMethod).reduce((a, b) => a + b, 0), 1),
+        rpcsByMethod,
+        // Background polling (graphile-worker, the outbox relay) and the queue checks included: a few per second.
+        postgresTransactions: round(xacts / conversions, 1),
+      };
+      const stagesAfter = await stageTotals(bench);
+      const imageStagesMs: Record<string, number> = {};
+      for (const [stage, after] of stagesAfter) {
+        const before = stagesBefore.get(stage) ?? { sum: 0, count: 0 };
+        if (after.count > before.count) imageStagesMs[stage] = round(((after.sum - before.sum) * 1000) / (after.count - before.count), 1);
+      }
 
-  for (const fraction of fractions) {
-    const perSecond = capacityPerSecond * fraction;
-    const problemsBefore = bench.problemCount();
-    const cpuBefore = cpuSnapshot(bench);
-    const stagesBefore = await stageTotals(bench);
-    const pipeline = await openLoop(perSecond, windowMs, convertThroughPipeline);
-    let drained = false;
-    const drainDeadline = performance.now() + 120_000;
-    while (!(drained = await queueEmpty(bench)) && performance.now() < drainDeadline) await sleep(100);
-    const drainMs = performance.now() - pipeline.lastArrival;
-    const cpuMsPerConversion = cpuPerItem(cpuBefore, cpuSnapshot(bench), pipeline.settled.length);
-    const problemsLogged = bench.problemCount() - problemsBefore;
-    const stagesAfter = await stageTotals(bench);
-    const imageStagesMs: Record<string, number> = {};
-    for (const [stage, after] of stagesAfter) {
-      const before = stagesBefore.get(stage) ?? { sum: 0, count: 0 };
-      if (after.count > before.count) imageStagesMs[stage] = round(((after.sum - before.sum) * 1000) / (after.count - before.count), 1);
+      const bare = await openLoop(perSecond, windowMs, convertBare);
+
+      const e2e = pipeline.settled.flatMap((s) => (s.status === "fulfilled" && s.value.state === ConversionState.SUCCEEDED ? [s.value.ms] : []));
+      const failed = pipeline.settled.filter((s) => s.status === "fulfilled" && s.value.state !== ConversionState.SUCCEEDED).length;
+      const errors = pipeline.settled.filter((s) => s.status === "rejected").length + bare.settled.filter((s) => s.status === "rejected").length;
+      const bareMs = bare.settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+      const e2eP = percentiles(e2e);
+      const bareP = percentiles(bareMs);
+      const overhead = e2eP.p50 - bareP.p50;
+      const firstError = pipeline.settled.find((s): s is PromiseRejectedResult => s.status === "rejected")?.reason;
+      const result: B2RateResult = {
+        loadFraction: fraction,
+        arrivalsPerSecond: round(perSecond, 2),
+        requests: pipeline.settled.length,
+        e2eMs: roundAll(e2eP),
+        bareMs: roundAll(bareP),
+        overheadP50Ms: round(overhead, 1),
+        latencyRatio: round(e2eP.p50 / bareP.p50),
+        errors,
+        failed,
+        problemsLogged,
+        drainMs: Math.round(drainMs),
+        queueDrained: drained,
+        cpuMsPerConversion,
+        imageStagesMs,
+        perConversion,
+        ...(fraction <= 0.75 ? { target: { maxOverheadMs: 30, met: overhead <= 30 && errors === 0 && failed === 0 && drained } } : {}),
+      };
+      rates.push(result);
+      options.log(
+        `B2 ${Math.round(fraction * 100)} % (${perSecond.toFixed(1)}/s): e2e p50 ${e2eP.p50.toFixed(0)} p95 ${e2eP.p95.toFixed(0)} p99 ${e2eP.p99.toFixed(0)} ms, bare p50 ${bareP.p50.toFixed(0)} ms, overhead ${overhead.toFixed(0)} ms, errors ${errors}, failed ${failed}, drained ${drained} in ${Math.round(drainMs)} ms` +
+          (firstError ? ` (first error: ${String(firstError).slice(0, 200)})` : ""),
+      );
     }
-
-    const bare = await openLoop(perSecond, windowMs, convertBare);
-
-    const e2e = pipeline.settled.flatMap((s) => (s.status === "fulfilled" && s.value.state === ConversionState.SUCCEEDED ? [s.value.ms] : []));
-    const failed = pipeline.settled.filter((s) => s.status === "fulfilled" && s.value.state !== ConversionState.SUCCEEDED).length;
-    const errors = pipeline.settled.filter((s) => s.status === "rejected").length + bare.settled.filter((s) => s.status === "rejected").length;
-    const bareMs = bare.settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
-    const e2eP = percentiles(e2e);
-    const bareP = percentiles(bareMs);
-    const overhead = e2eP.p50 - bareP.p50;
-    const firstError = pipeline.settled.find((s): s is PromiseRejectedResult => s.status === "rejected")?.reason;
-    const result: B2RateResult = {
-      loadFraction: fraction,
-      arrivalsPerSecond: round(perSecond, 2),
-      requests: pipeline.settled.length,
-      e2eMs: roundAll(e2eP),
-      bareMs: roundAll(bareP),
-      overheadP50Ms: round(overhead, 1),
-      latencyRatio: round(e2eP.p50 / bareP.p50),
-      errors,
-      failed,
-      problemsLogged,
-      drainMs: Math.round(drainMs),
-      queueDrained: drained,
-      cpuMsPerConversion,
-      imageStagesMs,
-      ...(fraction <= 0.75 ? { target: { maxOverheadMs: 30, met: overhead <= 30 && errors === 0 && failed === 0 && drained } } : {}),
-    };
-    rates.push(result);
-    options.log(
-      `B2 ${Math.round(fraction * 100)} % (${perSecond.toFixed(1)}/s): e2e p50 ${e2eP.p50.toFixed(0)} p95 ${e2eP.p95.toFixed(0)} p99 ${e2eP.p99.toFixed(0)} ms, bare p50 ${bareP.p50.toFixed(0)} ms, overhead ${overhead.toFixed(0)} ms, errors ${errors}, failed ${failed}, drained ${drained} in ${Math.round(drainMs)} ms` +
-        (firstError ? ` (first error: ${String(firstError).slice(0, 200)})` : ""),
-    );
+  } finally {
+    await db.end();
   }
   const cpuPerConversion = Math.min(...rates.map((r) => Object.values(r.cpuMsPerConversion).reduce((a, b) => a + b, 0)));
   const pipelineCapacityPerSecond = round((availableParallelism() * 1000) / cpuPerConversion, 2);

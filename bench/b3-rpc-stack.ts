@@ -12,6 +12,7 @@ import { startOtlpReceiver } from "../test/support/otlp-receiver.js";
 import { startNodeChild, type NodeChild } from "./lib/child.js";
 import { ratio, type BenchOptions, type Ratio } from "./lib/context.js";
 import { runLoad, type LoadResult } from "./lib/http-load.js";
+import { stat } from "./lib/procfs.js";
 import { round } from "./lib/stats.js";
 
 const VARIANTS = ["bare", "traced", "untraced"] as const;
@@ -32,6 +33,8 @@ export interface B3Result {
     concurrency: number;
     rps: Record<Variant, number>;
     p50Ms: Record<Variant, number>;
+    /** CPU time of the server process per request, µs: what the stack costs, free of the load generator's share. */
+    serverCpuUsPerRequest: Record<Variant, number>;
     errors: number;
     traced: Ratio;
     untraced: Ratio;
@@ -58,8 +61,18 @@ export async function runB3(options: BenchOptions): Promise<B3Result> {
     });
     const body = toBinary(ListEventsRequestSchema, create(ListEventsRequestSchema, { limit: 10 }));
     const headers = { "content-type": "application/proto", "connect-protocol-version": "1", authorization: `Bearer ${token}` };
-    const measure = (variant: Variant, concurrency: number, ms: number) =>
-      runLoad({ url: `${servers[variant]!.url}/mcsv.v1.ClientService/ListEvents`, body, headers, concurrency, durationMs: ms });
+    const serverCpu = new Map<string, { seconds: number; requests: number }>();
+    const measure = async (variant: Variant, concurrency: number, ms: number) => {
+      const pid = servers[variant]!.child.pid!;
+      const before = stat(pid)?.cpu ?? 0;
+      const result = await runLoad({ url: `${servers[variant]!.url}/mcsv.v1.ClientService/ListEvents`, body, headers, concurrency, durationMs: ms });
+      const key = `${variant}@${concurrency}`;
+      const entry = serverCpu.get(key) ?? { seconds: 0, requests: 0 };
+      entry.seconds += (stat(pid)?.cpu ?? 0) - before;
+      entry.requests += result.requests;
+      serverCpu.set(key, entry);
+      return result;
+    };
 
     // Warm-up: JIT, connection pools, the exporter's first batch.
     for (const variant of VARIANTS) await measure(variant, 16, 500);
@@ -108,6 +121,12 @@ export async function runB3(options: BenchOptions): Promise<B3Result> {
         concurrency: c,
         rps: Object.fromEntries(VARIANTS.map((v) => [v, round(rpsOf(v, c), 0)])) as Record<Variant, number>,
         p50Ms: Object.fromEntries(VARIANTS.map((v) => [v, p50Of(v, c)])) as Record<Variant, number>,
+        serverCpuUsPerRequest: Object.fromEntries(
+          VARIANTS.map((v) => {
+            const e = serverCpu.get(`${v}@${c}`)!;
+            return [v, round((e.seconds * 1e6) / Math.max(e.requests, 1), 0)];
+          }),
+        ) as Record<Variant, number>,
         errors: VARIANTS.reduce((sum, v) => sum + totals.get(`${v}@${c}`)!.errors, 0),
         traced: ratio(rpsOf("traced", c), rpsOf("bare", c), "requests/s", { min: 0.7 }, perRound.get(`traced@${c}`)),
         untraced: ratio(rpsOf("untraced", c), rpsOf("bare", c), "requests/s", { min: 0.7 }, perRound.get(`untraced@${c}`)),

@@ -155,6 +155,24 @@ export function cpuPerItem(before: CpuSnapshot, after: CpuSnapshot, items: numbe
   return out;
 }
 
+/** Server-side RPCs handled so far, by `Service/Method`, across every service (from their /metrics). */
+export async function rpcCounts(bench: BenchSystem): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const key of SERVICE_KEYS) {
+    const text = await bench.metrics(key);
+    for (const match of text.matchAll(/^mcsv_rpc_duration_seconds_count\{([^}]*)\} ([0-9.eE+-]+)/gm)) {
+      const labels = match[1]!;
+      if (!labels.includes('side="server"')) continue;
+      const service = /rpc_service="mcsv\.v1\.([^"]+)"/.exec(labels)?.[1];
+      const method = /rpc_method="([^"]+)"/.exec(labels)?.[1];
+      if (!service || !method) continue;
+      const name = `${service}/${method}`;
+      out.set(name, (out.get(name) ?? 0) + Number(match[2]));
+    }
+  }
+  return out;
+}
+
 /** Sum and count of a histogram, per value of one label, from a Prometheus text scrape. */
 export function histogramTotals(text: string, name: string, label: string): Map<string, { sum: number; count: number }> {
   const out = new Map<string, { sum: number; count: number }>();

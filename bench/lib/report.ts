@@ -68,13 +68,16 @@ export function renderMarkdown(results: BenchResults): string {
         `| ${Math.round(r.loadFraction * 100)} % | ${fmt(r.arrivalsPerSecond, 1)} | ${fmt(r.e2eMs.p50, 0)} ms | ${fmt(r.e2eMs.p95, 0)} ms | ${fmt(r.e2eMs.p99, 0)} ms | ${fmt(r.bareMs.p50, 0)} ms | **${fmt(r.overheadP50Ms, 0)} ms** | ${r.target ? "≤ 30 ms" : ""} | ${met(r.target?.met)} | ${r.errors + r.failed} | ${r.queueDrained ? `yes, ${(r.drainMs / 1000).toFixed(1)} s` : "no"} | ${fmt(inImage, 0)} ms (${fmt(r.imageStagesMs?.["pdf"] ?? Number.NaN, 0)} ms) |`,
       );
     }
+    const hops = results.b2.rates[0]?.perConversion;
+    if (hops) lines.push(`One conversion through the pipeline: ${hops.rpcs} RPCs served and ${hops.postgresTransactions} Postgres transactions (background polling included), CPU per conversion by process in latest.json.`, "");
     lines.push("");
   }
   if (results.b3) {
     lines.push(`**B3 server stack per RPC**: ${results.b3.rpc}, requests/s, full mcsv stack vs bare connect-node`, "");
-    lines.push("| concurrency | bare | traced (100 %, OTLP) | ratio | untraced (exporter none) | ratio | target | met |", "|---:|---:|---:|---:|---:|---:|---|---|");
+    lines.push("| concurrency | bare | traced (100 %, OTLP) | ratio | untraced (exporter none) | ratio | target | met | server CPU µs/RPC: bare, traced, untraced |", "|---:|---:|---:|---:|---:|---:|---|---|---|");
     for (const r of results.b3.byConcurrency) {
-      lines.push(`| ${r.concurrency} | ${r.rps.bare} | ${r.rps.traced} | **${fmt(r.traced.ratio)}** | ${r.rps.untraced} | **${fmt(r.untraced.ratio)}** | ≥ 0.7 | ${met(r.traced.met)} ${met(r.untraced.met)} |`);
+      const cpu = r.serverCpuUsPerRequest;
+      lines.push(`| ${r.concurrency} | ${r.rps.bare} | ${r.rps.traced} | **${fmt(r.traced.ratio)}** | ${r.rps.untraced} | **${fmt(r.untraced.ratio)}** | ≥ 0.7 | ${met(r.traced.met)} ${met(r.untraced.met)} | ${cpu ? `${cpu.bare}, ${cpu.traced}, ${cpu.untraced}` : ""} |`);
     }
     lines.push("");
     const parts = results.b3.breakdown;
