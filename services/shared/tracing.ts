@@ -5,7 +5,7 @@
  * internal steps (sharp, ImageMagick, the presigned fetch, the Resend call).
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type TextMapGetter, type TextMapSetter } from "@opentelemetry/api";
+import { context, propagation, type Context, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type TextMapGetter, type TextMapSetter } from "@opentelemetry/api";
 import { untilFinished } from "./interceptors.js";
 import { SERVICE_VERSION } from "./topology.js";
 
@@ -51,12 +51,30 @@ function traced(kind: SpanKind): Interceptor {
     const active = trace.setSpan(parent, span);
     if (kind === SpanKind.CLIENT) propagation.inject(active, req.header, headerSetter);
     return untilFinished(
-      () => context.with(active, () => next(req)),
+      async () => {
+        const res = await context.with(active, () => next(req));
+        // A server stream's handler runs as its messages are pulled, after next() returned: pull them in the span.
+        return res.stream ? { ...res, message: inContext(active, res.message) } : res;
+      },
       (error) => {
         if (error === undefined) span.end();
         else endWithError(span, error);
       },
     );
+  };
+}
+
+/** `messages`, each pulled inside `ctx`. */
+function inContext<T>(ctx: Context, messages: AsyncIterable<T>): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator]() {
+      const iterator = messages[Symbol.asyncIterator]();
+      return {
+        next: () => context.with(ctx, () => iterator.next()),
+        return: (value?: unknown) => context.with(ctx, () => iterator.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined })),
+        throw: (error?: unknown) => context.with(ctx, () => iterator.throw?.(error) ?? Promise.reject(error)),
+      };
+    },
   };
 }
 
