@@ -41,11 +41,12 @@ export interface B1Result {
   memory12MP?: MemoryPhase;
 }
 
-function batchSize(image: TestImage, quick: boolean): number {
+/** Images per batch; small batches and many rounds, so that A and B alternate often on a noisy machine. */
+function batchSize(image: TestImage, quick: boolean, concurrency: number): number {
   const mp = (image.size.width * image.size.height) / 1e6;
-  if (mp < 1) return quick ? 8 : 24;
-  if (mp < 5) return image.channels === 3 ? (quick ? 4 : 12) : quick ? 2 : 8;
-  return image.channels === 3 ? (quick ? 2 : 6) : quick ? 2 : 4;
+  if (mp < 1) return quick ? 6 : 12;
+  if (mp < 5) return image.channels === 3 ? (quick ? 2 : 6) : quick ? 2 : 4;
+  return concurrency;
 }
 
 async function stageTotals(bench: BenchSystem) {
@@ -54,7 +55,7 @@ async function stageTotals(bench: BenchSystem) {
 
 export async function runB1(bench: BenchSystem, images: TestImage[], options: BenchOptions & { imageMagick: string }): Promise<B1Result> {
   const concurrency = availableParallelism();
-  const rounds = options.quick ? 1 : 3;
+  const rounds = options.quick ? 2 : 6;
   const results: B1ImageResult[] = [];
   let memory12MP: ReturnType<typeof startMemoryProbe> | undefined;
 
@@ -85,7 +86,7 @@ export async function runB1(bench: BenchSystem, images: TestImage[], options: Be
   }
 
   for (const image of images) {
-    const n = batchSize(image, options.quick);
+    const n = Math.max(batchSize(image, options.quick, concurrency), concurrency);
     const large = image.size.width * image.size.height >= 10e6;
     if (large) memory12MP ??= startMemoryProbe(bench, "B1 at 12 MP");
     let serviceSeconds = 0;

@@ -14,6 +14,7 @@ import { bareConvert, DEFAULT_LIMITS, floorArguments, POLICY_ENV, qualityFor, re
 import { processTree, stat } from "../../bench/lib/procfs.js";
 import { renderMarkdown, type BenchResults } from "../../bench/lib/report.js";
 import { percentiles, pool, quantile } from "../../bench/lib/stats.js";
+import { ratio } from "../../bench/lib/context.js";
 import { pdfArguments, runImageMagick } from "../../services/image/imagemagick.js";
 import { qualityPreset } from "../../services/image/quality.js";
 import { extractImages } from "../support/pdf.js";
@@ -71,6 +72,13 @@ test("statistics: quantiles interpolate, pool keeps order and bounds concurrency
   });
   expect(out).toEqual([0, 2, 4, 6, 8, 10, 12, 14, 16, 18]);
   expect(most).toBe(3);
+});
+
+test("a ratio is the median of its A/B rounds, so one disturbed round moves it least; a target says whether it is met", () => {
+  const r = ratio(10, 12, "images/s", { min: 0.9 }, [0.5, 0.95, 0.92]);
+  expect(r.ratio).toBe(0.92);
+  expect(r.met).toBe(true);
+  expect(ratio(10, 20, "users/s").ratio).toBe(0.5);
 });
 
 test("stage histograms are read from a Prometheus scrape, summed per label value", () => {
