@@ -69,7 +69,7 @@ export function renderMarkdown(results: BenchResults): string {
       );
     }
     const hops = results.b2.rates[0]?.perConversion;
-    if (hops) lines.push(`One conversion through the pipeline: ${hops.rpcs} RPCs served and ${hops.postgresTransactions} Postgres transactions (background polling included), CPU per conversion by process in latest.json.`, "");
+    if (hops) lines.push(`One conversion through the pipeline: ${hops.rpcs} RPCs served and ${hops.postgresTransactions} Postgres transactions (background polling included), CPU per conversion by process in latest.json.`);
     lines.push("");
   }
   if (results.b3) {
