@@ -1,7 +1,8 @@
 /**
- * `npm run bench [-- --quick] [-- --only=b1,b3] [-- --profile] [-- --env KEY=VALUE …]`: starts the real system on its embedded defaults (Resend replaced by
- * a local sink the real SDK talks to), runs the benchmarks, writes bench/results/latest.json (and latest.md) and
- * prints the tables. Every figure is a ratio against a floor measured in the same run, A and B alternating.
+ * `npm run bench [-- --quick] [--only=b1,b3] [--profile] [--b2-loads=0.25,0.5] [--env KEY=VALUE …]`: starts the
+ * real system on its embedded defaults (Resend replaced by a local sink the real SDK talks to), runs the benchmarks,
+ * writes bench/results/latest.json (and latest.md) and prints the tables. Every figure is a ratio against a floor
+ * measured in the same run, A and B alternating.
  *
  *   B1 conversion efficiency (ImageService vs bare ImageMagick)     bench/b1-conversion.ts
  *   B2 pipeline under open-loop load (e2e vs bare ImageMagick)      bench/b2-pipeline.ts
@@ -12,8 +13,8 @@
  * --profile also records a V8 CPU profile of every service (bench/results/profiles/, with a summary.md of where the
  * time went). --env passes a variable to the services (a tuning experiment: the results record it).
  *
- * A full run takes about 6 minutes on 2 cores, --quick about 1. Run it on a quiet machine: the load average
- * before and after is recorded with the results.
+ * A full run takes about 6½ minutes on 2 cores, --quick about 1½. Run it on a quiet machine: the load average
+ * before and after is recorded with the results. The process exits 1 when a benchmark failed (the results say why).
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, release, totalmem, type } from "node:os";
