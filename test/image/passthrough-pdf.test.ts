@@ -1,0 +1,120 @@
+/**
+ * The lossless fast-path PDF writer: JPEGs go in byte for byte, PNGs as their own IDAT stream (or split into colour
+ * and an SMask when they carry alpha), every sample exact, the file valid for qpdf and poppler; what it cannot take
+ * unchanged it declines.
+ */
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import sharp from "sharp";
+import { passthroughPdf } from "../../services/image/passthrough-pdf.js";
+import { decode, extractImages, gradientPixels, listImages, meanAbsoluteError, pageSize, qpdfCheck, renderPage, splitAlpha, streamData } from "./support.js";
+
+const W = 97;
+const H = 61;
+const rgb = gradientPixels(W, H, 3);
+const rgba = gradientPixels(W, H, 4);
+
+const run = promisify(execFile);
+
+/** `qpdf --show-object` with `--raw-stream-data` (the bytes as stored) or the dictionary alone. */
+async function showObject(pdf: Uint8Array, objectId: number, rawStream: boolean): Promise<Buffer> {
+  const dir = mkdtempSync(join(tmpdir(), "mcsv-pt-"));
+  try {
+    writeFileSync(join(dir, "in.pdf"), pdf);
+    const args = [`--show-object=${objectId}`, ...(rawStream ? ["--raw-stream-data"] : []), join(dir, "in.pdf")];
+    return (await run("qpdf", args, { encoding: "buffer", maxBuffer: 64 * 1024 * 1024 })).stdout;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function pdfOf(file: Buffer) {
+  const result = await passthroughPdf(file);
+  if (!result) throw new Error("declined");
+  await qpdfCheck(result.pdf);
+  const [image, ...rest] = await listImages(result.pdf);
+  return { ...result, image: image!, rest };
+}
+
+test("a JPEG goes in byte for byte (baseline, progressive, 4:2:0 and 4:4:4, grey, Adobe CMYK), on a page of its size", async () => {
+  const raw = sharp(rgb, { raw: { width: W, height: H, channels: 3 } });
+  const cases = [
+    { jpeg: await raw.clone().jpeg({ quality: 80 }).toBuffer(), color: "rgb" },
+    { jpeg: await raw.clone().jpeg({ quality: 92, chromaSubsampling: "4:4:4", progressive: true }).toBuffer(), color: "rgb" },
+    { jpeg: await raw.clone().toColourspace("b-w").jpeg().toBuffer(), color: "gray" },
+    { jpeg: await raw.clone().toColourspace("cmyk").jpeg().toBuffer(), color: "cmyk" },
+  ];
+  for (const { jpeg, color } of cases) {
+    const { pdf, mode, image } = await pdfOf(jpeg);
+    expect(mode).toBe("dct");
+    expect([image.enc, image.color, image.width, image.height]).toEqual(["jpeg", color, W, H]);
+    expect((await showObject(pdf, image.objectId, true)).equals(jpeg)).toBe(true);
+    expect(await pageSize(pdf)).toEqual({ width: W, height: H });
+    if (color === "cmyk") {
+      // Adobe's inverted CMYK samples come out the right way round (inverted they would be off by ~115 on average;
+      // what remains is poppler's plain CMYK conversion against libvips' colour-managed one).
+      const page = await decode(await renderPage(pdf));
+      expect(meanAbsoluteError(page.data, await sharp(jpeg).toColourspace("srgb").raw().toBuffer())).toBeLessThan(25);
+    }
+  }
+});
+
+test("a PNG without alpha goes in as its own IDAT stream with its predictors: every sample exact", async () => {
+  const cases = [
+    { png: await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer(), channels: 3 },
+    { png: await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).toColourspace("b-w").png().toBuffer(), channels: 1 },
+    { png: await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png({ palette: true, colours: 16 }).toBuffer(), channels: 3 },
+  ];
+  for (const { png, channels } of cases) {
+    const { pdf, mode, image } = await pdfOf(png);
+    expect(mode).toBe("png-idat");
+    // sharp hands out grey as RGB unless asked for the one channel.
+    const expected = await (channels === 1 ? sharp(png).extractChannel(0) : sharp(png)).raw().toBuffer({ resolveWithObject: true });
+    expect(expected.info.channels).toBe(channels);
+    if (image.color === "index") {
+      // A palette image stays indexed (its stream holds indices); poppler's colours must be the original's.
+      const [extracted] = await extractImages(pdf);
+      expect((await decode(extracted!)).data.equals(expected.data)).toBe(true);
+      continue;
+    }
+    expect((await streamData(pdf, image.objectId)).equals(expected.data)).toBe(true);
+  }
+});
+
+test("a 16-bit grey PNG keeps its 16 bits", async () => {
+  const png = await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).greyscale().toColourspace("grey16").png().toBuffer();
+  const { mode, image } = await pdfOf(png);
+  expect(mode).toBe("png-idat");
+  expect([image.color, image.bpc]).toEqual(["gray", 16]);
+});
+
+test("an RGBA PNG becomes colour plus an SMask, both exact", async () => {
+  const png = await sharp(rgba, { raw: { width: W, height: H, channels: 4 } }).png().toBuffer();
+  const { pdf, mode, image, rest } = await pdfOf(png);
+  expect(mode).toBe("png-split");
+  expect(rest.map((r) => r.type)).toEqual(["smask"]);
+  const { rgb: colour, alpha } = splitAlpha(rgba);
+  expect((await streamData(pdf, image.objectId)).equals(colour)).toBe(true);
+  const smask = Number(/\/SMask (\d+) 0 R/.exec((await showObject(pdf, image.objectId, false)).toString("latin1"))?.[1]);
+  expect((await streamData(pdf, smask)).equals(alpha)).toBe(true);
+});
+
+test("declines what it cannot take unchanged: a turned JPEG, an interlaced PNG, tRNS transparency, other formats", async () => {
+  const raw = () => sharp(rgb, { raw: { width: W, height: H, channels: 3 } });
+  expect(await passthroughPdf(await raw().jpeg().withMetadata({ orientation: 6 }).toBuffer())).toBeUndefined();
+  expect(await passthroughPdf(await raw().png({ progressive: true }).toBuffer())).toBeUndefined();
+  expect(await passthroughPdf(await raw().png({ palette: true, colours: 4 }).ensureAlpha(0.5).toBuffer())).toBeUndefined();
+  expect(await passthroughPdf(await raw().webp().toBuffer())).toBeUndefined();
+  expect(await passthroughPdf(Buffer.from("not an image"))).toBeUndefined();
+});
+
+test("a page never exceeds 200 inches: a very long image gets more dots per inch, its pixels untouched", async () => {
+  const png = await sharp({ create: { width: 20_000, height: 4, channels: 3, background: "#336699" } }).png().toBuffer();
+  const { pdf } = await pdfOf(png);
+  const size = await pageSize(pdf);
+  expect(size.width).toBeLessThanOrEqual(14_400);
+  expect(size.width / size.height).toBeCloseTo(20_000 / 4, 0);
+});
