@@ -9,6 +9,7 @@
  *   B3 server stack per RPC (runService vs bare connect-node)      bench/b3-rpc-stack.ts
  *   B4 email fan-out (CreateUser → welcome email vs INSERT + send)  bench/b4-email-fanout.ts
  *   B5 peak memory per service during B1 at 12 MP and B4          bench/b5-memory.ts
+ *   B6 the lossless fast-path PDF writer vs ImageMagick, img2pdf   bench/b6-passthrough.ts
  *
  * --profile also records a V8 CPU profile of every service (bench/results/profiles/, with a summary.md of where the
  * time went). --env passes a variable to the services (a tuning experiment: the results record it).
@@ -25,6 +26,7 @@ import { runB1 } from "./b1-conversion.js";
 import { runB2 } from "./b2-pipeline.js";
 import { runB3 } from "./b3-rpc-stack.js";
 import { runB4 } from "./b4-email-fanout.js";
+import { runB6 } from "./b6-passthrough.js";
 import { startBenchSystem } from "./lib/bench-system.js";
 import { renderProfiles, summariseProfiles } from "./lib/cpu-profile.js";
 import type { BenchOptions } from "./lib/context.js";
@@ -41,7 +43,7 @@ const b2Loads = args.find((a) => a.startsWith("--b2-loads="))?.slice(11).split("
 const extraEnv = Object.fromEntries(
   args.flatMap((a, i) => (a === "--env" && args[i + 1]?.includes("=") ? [args[i + 1]!.split(/=(.*)/s).slice(0, 2) as [string, string]] : [])),
 );
-const only = new Set((args.find((a) => a.startsWith("--only="))?.slice(7) ?? "b1,b2,b3,b4,b5").split(",").map((s) => s.trim().toLowerCase()));
+const only = new Set((args.find((a) => a.startsWith("--only="))?.slice(7) ?? "b1,b2,b3,b4,b5,b6").split(",").map((s) => s.trim().toLowerCase()));
 const outDir = join(ROOT, "bench", "results");
 const began = Date.now();
 const log = (message: string) => process.stderr.write(`[bench ${((Date.now() - began) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
@@ -79,8 +81,9 @@ async function attempt<T>(name: string, run: () => Promise<T>): Promise<T | unde
   }
 }
 
-// B3 runs first, on its own servers, before the system starts: nothing else is then competing for the cores.
+// B3 and B6 run first, before the system starts: nothing else is then competing for the cores.
 if (only.has("b3")) results.b3 = await attempt("B3", () => runB3(options));
+if (only.has("b6")) results.b6 = await attempt("B6", () => runB6({ ...options, imageMagick: imageMagick.command }));
 
 const needsSystem = ["b1", "b2", "b4", "b5"].some((b) => only.has(b));
 if (needsSystem) {

@@ -4,6 +4,7 @@ import type { B2Result } from "../b2-pipeline.js";
 import type { B3Result } from "../b3-rpc-stack.js";
 import type { B4Result } from "../b4-email-fanout.js";
 import type { MemoryPhase } from "../b5-memory.js";
+import type { B6Result } from "../b6-passthrough.js";
 import type { Ratio } from "./context.js";
 
 export interface Machine {
@@ -32,6 +33,7 @@ export interface BenchResults {
   b3?: B3Result;
   b4?: B4Result;
   b5?: { phases: MemoryPhase[] };
+  b6?: B6Result;
   errors: Record<string, string>;
 }
 
@@ -97,6 +99,20 @@ export function renderMarkdown(results: BenchResults): string {
     lines.push(`| phase | ${keys.join(" | ")} | image-svc tree | largest ImageMagick | image-svc target | met |`, `|---|${keys.map(() => "---:").join("|")}|---:|---:|---|---|`);
     for (const p of results.b5.phases) {
       lines.push(`| ${p.phase} | ${keys.map((k) => p.peakRssMb[k]).join(" | ")} | ${p.imageTreePeakMb} | ${p.imageMagickPeakMb} | < ${p.target.maxMb} | ${met(p.target.met)} |`);
+    }
+    lines.push("");
+  }
+  if (results.b6) {
+    lines.push(
+      `**B6 lossless fast path** (services/image/passthrough-pdf.ts, not selectable per request yet) vs ImageMagick (JPEG: the default HIGH re-encoding; PNG: LOSSLESS) and ${results.b6.img2pdf ?? "img2pdf (not installed)"}, one at a time, ms per image and PDF size`,
+      "",
+    );
+    lines.push("| image | fast path | ms | ImageMagick ms | img2pdf ms | × faster than ImageMagick | PDF MB: fast path, ImageMagick, img2pdf |", "|---|---|---:|---:|---:|---:|---|");
+    const mb = (n: number | undefined) => (n === undefined ? "–" : (n / 2 ** 20).toFixed(2));
+    for (const r of results.b6.images) {
+      lines.push(
+        `| ${r.image} | ${r.mode} | ${fmt(r.msPerImage.passthrough ?? Number.NaN, 1)} | ${fmt(r.msPerImage.imagemagick ?? Number.NaN, 1)} | ${fmt(r.msPerImage.img2pdf ?? Number.NaN, 1)} | **${fmt(r.speedupOverImageMagick ?? Number.NaN, 1)}** | ${mb(r.pdfBytes.passthrough)}, ${mb(r.pdfBytes.imagemagick)}, ${mb(r.pdfBytes.img2pdf)} |`,
+      );
     }
     lines.push("");
   }

@@ -3,7 +3,8 @@
  * - a JPEG (baseline or progressive, 8-bit, grey, YCbCr/RGB or CMYK) goes in byte for byte as a DCTDecode image;
  * - a non-interlaced PNG without transparency (grey, RGB or palette, any bit depth PDF allows) goes in as its own
  *   concatenated IDAT stream, a FlateDecode image whose DecodeParms name the PNG predictors;
- * - an 8-bit PNG with an alpha channel is decoded once, its colour and alpha deflated separately, alpha as an SMask.
+ * - an 8-bit PNG with an alpha channel is split by libvips into a colour PNG and an alpha PNG, both exact, whose IDAT
+ *   streams go in the same way, alpha as the SMask.
  * An embedded ICC profile (JPEG APP2, PNG iCCP) becomes the image's ICCBased colour space. The page is the image's
  * size at 72 dpi (more dots per inch past 200 inches, as the ImageMagick path does).
  *
@@ -11,7 +12,7 @@
  * alpha, 12-bit JPEG, arithmetic coding) gets `undefined`: the caller converts it the usual way. Not wired to an RPC
  * option yet; bench/b6-passthrough.ts measures it against ImageMagick and img2pdf.
  */
-import { deflateSync, inflateSync } from "node:zlib";
+import { inflateSync } from "node:zlib";
 import sharp from "sharp";
 import { pageDensity } from "./imagemagick.js";
 
@@ -171,26 +172,23 @@ async function pngImage(png: Buffer): Promise<{ object: ImageObject; mode: "png-
       },
     };
   }
-  // Grey or RGB with alpha: decoded once, colour and alpha stored apart (PDF has no interleaved alpha).
-  if ((colorType !== 4 && colorType !== 6) || depth !== 8) return undefined;
-  const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
-  const channels = info.channels;
-  const pixels = width * height;
-  const colour = Buffer.allocUnsafe(pixels * (channels - 1));
-  const alpha = Buffer.allocUnsafe(pixels);
-  for (let p = 0, c = 0, s = 0; p < pixels; p++) {
-    for (let k = 0; k < channels - 1; k++) colour[c++] = data[s++]!;
-    alpha[p] = data[s++]!;
-  }
+  // Grey or RGB with alpha: PDF has no interleaved alpha, so libvips splits colour and alpha into two PNGs (exact
+  // samples, its own adaptive filtering and zlib), whose IDAT streams go in as they are, alpha as the SMask. An ICC
+  // profile is declined here: libvips would convert the samples to sRGB on the way.
+  if ((colorType !== 4 && colorType !== 6) || depth !== 8 || icc) return undefined;
+  const encode = { compressionLevel: 6, adaptiveFiltering: true, palette: false } as const;
+  const [colourPng, alphaPng] = await Promise.all([
+    (colorType === 4 ? sharp(png).extractChannel(0) : sharp(png).removeAlpha()).png(encode).toBuffer(),
+    sharp(png).extractChannel(colorType === 4 ? 1 : 3).png(encode).toBuffer(),
+  ]);
+  const colour = await pngImage(colourPng);
+  const alpha = await pngImage(alphaPng);
+  if (colour?.mode !== "png-idat" || alpha?.mode !== "png-idat" || typeof alpha.object.colorSpace !== "string") return undefined;
   return {
     mode: "png-split",
     object: {
-      width,
-      height,
-      colorSpace: colorSpace(channels === 2 ? "/DeviceGray" : "/DeviceRGB"),
-      entries: "/BitsPerComponent 8 /Filter /FlateDecode",
-      data: deflateSync(colour, { level: 6 }),
-      smask: { data: deflateSync(alpha, { level: 6 }), entries: "/ColorSpace /DeviceGray /BitsPerComponent 8 /Filter /FlateDecode" },
+      ...colour.object,
+      smask: { data: alpha.object.data, entries: `/ColorSpace ${alpha.object.colorSpace} ${alpha.object.entries}` },
     },
   };
 }

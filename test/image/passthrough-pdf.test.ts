@@ -100,6 +100,16 @@ test("an RGBA PNG becomes colour plus an SMask, both exact", async () => {
   expect((await streamData(pdf, image.objectId)).equals(colour)).toBe(true);
   const smask = Number(/\/SMask (\d+) 0 R/.exec((await showObject(pdf, image.objectId, false)).toString("latin1"))?.[1]);
   expect((await streamData(pdf, smask)).equals(alpha)).toBe(true);
+
+  // Grey with alpha too.
+  const greyAlpha = Buffer.alloc(W * H * 2);
+  for (let i = 0; i < W * H; i++) [greyAlpha[2 * i], greyAlpha[2 * i + 1]] = [rgb[3 * i]!, rgba[4 * i + 3]!];
+  const greyPng = await sharp(greyAlpha, { raw: { width: W, height: H, channels: 2 } }).toColourspace("b-w").png().toBuffer();
+  expect((await sharp(greyPng).metadata()).channels).toBe(2);
+  const grey = await pdfOf(greyPng);
+  expect([grey.mode, grey.image.color, grey.rest.map((r) => r.type)]).toEqual(["png-split", "gray", ["smask"]]);
+  const greyPixels = Buffer.from(greyAlpha.filter((_, i) => i % 2 === 0));
+  expect((await streamData(grey.pdf, grey.image.objectId)).equals(greyPixels)).toBe(true);
 });
 
 test("declines what it cannot take unchanged: a turned JPEG, an interlaced PNG, tRNS transparency, other formats", async () => {

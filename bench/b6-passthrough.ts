@@ -1,0 +1,135 @@
+/**
+ * B6 (moonshot): the lossless fast-path PDF writer (services/image/passthrough-pdf.ts) against ImageMagick and
+ * Debian's img2pdf, on the same files, one conversion at a time, the three in turn within each round. JPEGs are
+ * compared with what the service does today by default (ImageMagick re-encoding at HIGH), PNGs with its LOSSLESS
+ * preset; img2pdf, like the fast path, copies a JPEG as it is. Reports time per image and PDF size. The fast path is
+ * not selectable per request yet (that needs a ConversionOptions field, buf generate and contract tests).
+ */
+import { spawn } from "node:child_process";
+import { Quality } from "@mcsv/sdk";
+import sharp from "sharp";
+import { pdfArguments, runImageMagick } from "../services/image/imagemagick.js";
+import { passthroughPdf } from "../services/image/passthrough-pdf.js";
+import { qualityPreset } from "../services/image/quality.js";
+import type { BenchOptions } from "./lib/context.js";
+import { photoLikePixels, SIZES, type TestImage } from "./lib/images.js";
+import { DEFAULT_LIMITS, POLICY_ENV } from "./lib/imagemagick.js";
+import { median, round } from "./lib/stats.js";
+
+type Engine = "passthrough" | "imagemagick" | "img2pdf";
+
+export interface B6ImageResult {
+  image: string;
+  inputBytes: number;
+  /** The fast path's mode, or why it declined. */
+  mode: string;
+  imageMagickPreset: "high" | "lossless";
+  msPerImage: Partial<Record<Engine, number>>;
+  pdfBytes: Partial<Record<Engine, number>>;
+  /** ImageMagick's time per image over the fast path's: how many times faster the fast path is. */
+  speedupOverImageMagick?: number;
+  errors: Partial<Record<Engine, string>>;
+}
+
+export interface B6Result {
+  rounds: number;
+  img2pdf: string | undefined;
+  images: B6ImageResult[];
+}
+
+function runImg2pdf(input: Uint8Array): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("img2pdf", ["-"], { stdio: ["pipe", "pipe", "pipe"] });
+    const out: Buffer[] = [];
+    let err = "";
+    child.stdout.on("data", (c: Buffer) => out.push(c));
+    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    child.stdin.on("error", () => undefined);
+    child.once("error", reject);
+    child.once("close", (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`img2pdf exited ${code}: ${err.split("\n")[0]}`))));
+    child.stdin.end(input);
+  });
+}
+
+async function img2pdfVersion(): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const child = spawn("img2pdf", ["--version"], { stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    child.once("error", () => resolve(undefined));
+    child.once("close", (code) => resolve(code === 0 ? out.trim() : undefined));
+  });
+}
+
+async function images(): Promise<TestImage[]> {
+  const out: TestImage[] = [];
+  for (const size of [SIZES.small, SIZES.medium, SIZES.large]) {
+    for (const kind of ["jpeg-rgb", "png-rgb", "png-rgba"] as const) {
+      const channels = kind === "png-rgba" ? 4 : 3;
+      const raw = sharp(photoLikePixels(size.width, size.height, channels), { raw: { width: size.width, height: size.height, channels } });
+      const format = kind === "jpeg-rgb" ? "jpeg" : "png";
+      const bytes = format === "jpeg" ? await raw.jpeg({ quality: 92, chromaSubsampling: "4:4:4" }).toBuffer() : await raw.png({ compressionLevel: 6 }).toBuffer();
+      out.push({ name: `${size.label}-${kind}`, size, channels, format, bytes });
+    }
+  }
+  return out;
+}
+
+export async function runB6(options: BenchOptions & { imageMagick: string }): Promise<B6Result> {
+  const rounds = options.quick ? 1 : 3;
+  const version = await img2pdfVersion();
+  if (!version) options.log("B6: img2pdf is not installed (apt-get install img2pdf); its column stays empty");
+  const results: B6ImageResult[] = [];
+  for (const image of await images()) {
+    const preset = image.format === "jpeg" ? Quality.HIGH : Quality.LOSSLESS;
+    const args = pdfArguments({ encoding: "png", width: image.size.width, height: image.size.height, channels: image.channels }, qualityPreset(preset)!, DEFAULT_LIMITS).map((a) =>
+      a === "png:-" ? `${image.format}:-` : a,
+    );
+    const engines: Record<Engine, (() => Promise<Buffer>) | undefined> = {
+      passthrough: async () => {
+        const result = await passthroughPdf(image.bytes);
+        if (!result) throw new Error("declined");
+        return result.pdf;
+      },
+      imagemagick: () => runImageMagick(options.imageMagick, args, image.bytes, { timeoutMs: 120_000, maxOutputBytes: 1 << 30, env: POLICY_ENV }),
+      img2pdf: version ? () => runImg2pdf(image.bytes) : undefined,
+    };
+    const mode = (await passthroughPdf(image.bytes))?.mode ?? "declined";
+    const times: Partial<Record<Engine, number[]>> = {};
+    const sizes: Partial<Record<Engine, number>> = {};
+    const errors: Partial<Record<Engine, string>> = {};
+    const perRound = image.size.width * image.size.height < 1e6 ? 5 : image.size.width * image.size.height < 5e6 ? 2 : 1;
+    for (let r = 0; r < rounds; r++) {
+      for (const engine of Object.keys(engines) as Engine[]) {
+        const run = engines[engine];
+        if (!run || errors[engine]) continue;
+        try {
+          const started = performance.now();
+          let pdf: Buffer | undefined;
+          for (let i = 0; i < perRound; i++) pdf = await run();
+          (times[engine] ??= []).push((performance.now() - started) / perRound);
+          sizes[engine] = pdf!.byteLength;
+        } catch (error) {
+          errors[engine] = error instanceof Error ? error.message.slice(0, 200) : String(error);
+        }
+      }
+    }
+    const msPerImage = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, round(median(v), 1)])) as B6ImageResult["msPerImage"];
+    const result: B6ImageResult = {
+      image: image.name,
+      inputBytes: image.bytes.byteLength,
+      mode,
+      imageMagickPreset: preset === Quality.HIGH ? "high" : "lossless",
+      msPerImage,
+      pdfBytes: sizes,
+      errors,
+    };
+    if (msPerImage.passthrough && msPerImage.imagemagick) result.speedupOverImageMagick = round(msPerImage.imagemagick / msPerImage.passthrough, 1);
+    results.push(result);
+    options.log(
+      `B6 ${image.name} (${mode}): ${Object.entries(msPerImage).map(([k, v]) => `${k} ${v} ms`).join(", ")}; PDF bytes ${Object.entries(sizes).map(([k, v]) => `${k} ${v}`).join(", ")}` +
+        (Object.keys(errors).length ? `; errors ${JSON.stringify(errors)}` : ""),
+    );
+  }
+  return { rounds, img2pdf: version, images: results };
+}
