@@ -13,7 +13,7 @@ import { startNodeChild, type NodeChild } from "./lib/child.js";
 import { ratio, type BenchOptions, type Ratio } from "./lib/context.js";
 import { runLoad, type LoadResult } from "./lib/http-load.js";
 import { stat } from "./lib/procfs.js";
-import { round } from "./lib/stats.js";
+import { median, round } from "./lib/stats.js";
 
 const VARIANTS = ["bare", "traced", "untraced"] as const;
 type Variant = (typeof VARIANTS)[number];
@@ -163,17 +163,15 @@ async function measureBreakdown(
     const measure = (i: number, ms: number) =>
       runLoad({ url: `${servers[i]!.url}/mcsv.v1.ClientService/ListEvents`, body, headers, concurrency, durationMs: ms });
     for (let i = 0; i < steps.length; i++) await measure(i, 400);
-    const totals = steps.map(() => ({ requests: 0, seconds: 0 }));
-    for (let round = 0; round < 2; round++) {
-      for (let i = 0; i < steps.length; i++) {
-        const r = await measure(i, 2_000);
-        totals[i]!.requests += r.requests;
-        totals[i]!.seconds += r.requests / r.rps;
-      }
+    // Each round measures every step once; a step's ratio is the median over rounds of its rate over the same
+    // round's bare rate, so that a disturbed round moves it least.
+    const rates: number[][] = steps.map(() => []);
+    for (let r = 0; r < 4; r++) {
+      for (let i = 0; i < steps.length; i++) rates[i]!.push((await measure(i, 1_200)).rps);
     }
-    const rps = totals.map((t) => t.requests / t.seconds);
-    options.log(`B3 breakdown at c=${concurrency}: ${steps.map((s, i) => `${s.variant} ${Math.round(rps[i]!)}/s`).join(", ")}`);
-    return { concurrency, rps: steps.map((s, i) => ({ variant: s.variant, rps: round(rps[i]!, 0), ratio: round(rps[i]! / rps[0]!) })) };
+    const ratios = rates.map((perRound) => median(perRound.map((rps, r) => rps / rates[0]![r]!)));
+    options.log(`B3 breakdown at c=${concurrency}: ${steps.map((s, i) => `${s.variant} ${ratios[i]!.toFixed(2)}`).join(", ")}`);
+    return { concurrency, rps: steps.map((s, i) => ({ variant: s.variant, rps: round(median(rates[i]!), 0), ratio: round(ratios[i]!) })) };
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
   }
