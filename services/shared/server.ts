@@ -4,12 +4,13 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type Interceptor } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { authInterceptor, type AuthPolicy } from "./auth.js";
 import { describeError } from "./errors.js";
 import { dependencyErrorsInterceptor, logFieldsInterceptor, metricsInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
+import { correctParseErrors } from "./parse-errors.js";
 import { renderMetrics } from "./metrics.js";
 import { flushSpans, serverTracingInterceptor } from "./tracing.js";
 
@@ -82,15 +83,17 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
   const checks = options.readiness ?? {};
   let inFlight = 0;
 
-  const connect = connectNodeAdapter({
+  const connect = connectHandler({
     routes: options.routes,
     // Tracing outermost, so that logs and metric exemplars of the RPC see its span.
     interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), authInterceptor(options.auth), dependencyErrorsInterceptor, ...(options.interceptors ?? [])],
     // Unknown JSON fields are a client bug: reject them instead of silently dropping data.
     jsonOptions: { ignoreUnknownFields: false },
     readMaxBytes: options.readMaxBytes ?? 4 * 1024 * 1024,
+    acceptCompression: [compressionGzip, compressionBrotli],
     shutdownSignal: shutdownSignal.signal,
-    fallback: (req, res) => void handlePlain(req as IncomingMessage, res as ServerResponse),
+    fallback: (req, res) => void handlePlain(req, res),
+    logger,
   });
 
   async function handlePlain(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -186,6 +189,30 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
   }
 
   return { server, url, stopping: stopping.signal, shutdown };
+}
+
+/**
+ * connectNodeAdapter's routing, with one change: each answer passes through correctParseErrors (parse-errors.ts)
+ * before it is written.
+ */
+function connectHandler(options: ConnectRouterOptions & { routes: (router: ConnectRouter) => void; fallback: (req: IncomingMessage, res: ServerResponse) => void; logger: Logger }) {
+  const router = createConnectRouter(options);
+  options.routes(router);
+  const handlers = new Map(router.handlers.map((handler) => [handler.requestPath, handler]));
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const handler = handlers.get((req.url ?? "").split("?", 1)[0] ?? "");
+    if (!handler) return options.fallback(req, res);
+    handler(universalRequestFromNodeRequest(req, res, undefined, undefined))
+      .then(correctParseErrors)
+      .then((answer) => universalResponseToNodeResponse(answer, res))
+      .catch((reason: unknown) => {
+        // A client that went away mid-answer; anything else is worth a log line.
+        if (ConnectError.from(reason).code === Code.Aborted) return;
+        options.logger.error("writing an RPC's answer failed", { rpc: `${handler.service.typeName}/${handler.method.name}`, error: describeError(reason) });
+        if (!res.headersSent) res.writeHead(500).end();
+        else res.destroy();
+      });
+  };
 }
 
 /**

@@ -301,9 +301,8 @@ const rows: Row[] = [
   { name: "an unknown JSON field (at the gateway)", request: raw("user", "CreateUser", JSON.stringify({ name: "Ada", email: "ada-admin@example.com", isAdmin: true })), code: "invalid_argument", message: /key "isAdmin" is unknown/ },
   { name: "an unknown JSON field (at an internal service)", request: raw("job", "EnqueueJob", JSON.stringify({ task: "cleanup_storage", args: { sweep: true }, runAsRoot: true })), code: "invalid_argument", message: /key "runAsRoot" is unknown/ },
   { name: "malformed JSON", request: raw("user", "CreateUser", '{"name": "Ada", "email": '), code: "invalid_argument", message: /cannot decode message mcsv.v1.CreateUserRequest from JSON/ },
-  // connect-es 2.1.2 answers a binary body it cannot parse with internal (a JSON one with invalid_argument), before
-  // any interceptor or handler runs; connect-go says invalid_argument. Refused all the same, and nothing crashes.
-  { name: "malformed binary protobuf", request: raw("email", "SendEmail", Uint8Array.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x41]), "application/proto"), code: "internal", message: /^parse binary: / },
+  // connect-es 2.1.2 alone would answer internal; services/shared/parse-errors.ts corrects it (test/shared/parse-errors.test.ts).
+  { name: "malformed binary protobuf", request: raw("email", "SendEmail", Uint8Array.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x41]), "application/proto"), code: "invalid_argument", message: /^parse binary: / },
 
   // -- format sniffing: nothing but a raster image is stored, queued, or shown to ImageMagick --
   ...Object.entries(DISGUISED).map(
