@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcsv/v1/common.proto.
  */
 export const file_mcsv_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChRtY3N2L3YxL2NvbW1vbi5wcm90bxIHbWNzdi52MSJ1ChFDb252ZXJzaW9uT3B0aW9ucxIhCgdxdWFsaXR5GAEgASgOMhAubWNzdi52MS5RdWFsaXR5EhYKDnN0cmlwX21ldGFkYXRhGAIgASgIEhEKCW1heF93aWR0aBgDIAEoDRISCgptYXhfaGVpZ2h0GAQgASgNIqoDCgpDb252ZXJzaW9uEgoKAmlkGAEgASgJEhIKCnVzZXJfZW1haWwYAiABKAkSJwoFc3RhdGUYAyABKA4yGC5tY3N2LnYxLkNvbnZlcnNpb25TdGF0ZRIQCghmaWxlbmFtZRgEIAEoCRISCgppbnB1dF9zaXplGAUgASgDEhMKC291dHB1dF9zaXplGAYgASgDEg0KBXdpZHRoGAcgASgNEg4KBmhlaWdodBgIIAEoDRIPCgdwZGZfdXJsGAkgASgJEjYKEnBkZl91cmxfZXhwaXJlc19hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYCyABKAkSLgoKY3JlYXRlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHb3B0aW9ucxgOIAEoCzIaLm1jc3YudjEuQ29udmVyc2lvbk9wdGlvbnMSFAoMaW5wdXRfZm9ybWF0GA8gASgJIj4KD1ZhbGlkYXRpb25FcnJvchIrCgp2aW9sYXRpb25zGAEgAygLMhcubWNzdi52MS5GaWVsZFZpb2xhdGlvbiI0Cg5GaWVsZFZpb2xhdGlvbhINCgVmaWVsZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSpvCgdRdWFsaXR5EhcKE1FVQUxJVFlfVU5TUEVDSUZJRUQQABIPCgtRVUFMSVRZX0xPVxABEhIKDlFVQUxJVFlfTUVESVVNEAISEAoMUVVBTElUWV9ISUdIEAMSFAoQUVVBTElUWV9MT1NTTEVTUxAEKq4BCg9Db252ZXJzaW9uU3RhdGUSIAocQ09OVkVSU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0NPTlZFUlNJT05fU1RBVEVfUVVFVUVEEAESHwobQ09OVkVSU0lPTl9TVEFURV9QUk9DRVNTSU5HEAISHgoaQ09OVkVSU0lPTl9TVEFURV9TVUNDRUVERUQQAxIbChdDT05WRVJTSU9OX1NUQVRFX0ZBSUxFRBAEKoABCglFbWFpbFR5cGUSGgoWRU1BSUxfVFlQRV9VTlNQRUNJRklFRBAAEhYKEkVNQUlMX1RZUEVfV0VMQ09NRRABEhsKF0VNQUlMX1RZUEVfTk9USUZJQ0FUSU9OEAISIgoeRU1BSUxfVFlQRV9DT05WRVJTSU9OX0NPTVBMRVRFEANiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChRtY3N2L3YxL2NvbW1vbi5wcm90bxIHbWNzdi52MSKZAQoRQ29udmVyc2lvbk9wdGlvbnMSIQoHcXVhbGl0eRgBIAEoDjIQLm1jc3YudjEuUXVhbGl0eRIWCg5zdHJpcF9tZXRhZGF0YRgCIAEoCBIRCgltYXhfd2lkdGgYAyABKA0SEgoKbWF4X2hlaWdodBgEIAEoDRIiCgZlbmdpbmUYBSABKA4yEi5tY3N2LnYxLlBkZkVuZ2luZSKqAwoKQ29udmVyc2lvbhIKCgJpZBgBIAEoCRISCgp1c2VyX2VtYWlsGAIgASgJEicKBXN0YXRlGAMgASgOMhgubWNzdi52MS5Db252ZXJzaW9uU3RhdGUSEAoIZmlsZW5hbWUYBCABKAkSEgoKaW5wdXRfc2l6ZRgFIAEoAxITCgtvdXRwdXRfc2l6ZRgGIAEoAxINCgV3aWR0aBgHIAEoDRIOCgZoZWlnaHQYCCABKA0SDwoHcGRmX3VybBgJIAEoCRI2ChJwZGZfdXJsX2V4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGAsgASgJEi4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB29wdGlvbnMYDiABKAsyGi5tY3N2LnYxLkNvbnZlcnNpb25PcHRpb25zEhQKDGlucHV0X2Zvcm1hdBgPIAEoCSI+Cg9WYWxpZGF0aW9uRXJyb3ISKwoKdmlvbGF0aW9ucxgBIAMoCzIXLm1jc3YudjEuRmllbGRWaW9sYXRpb24iNAoORmllbGRWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkqbwoHUXVhbGl0eRIXChNRVUFMSVRZX1VOU1BFQ0lGSUVEEAASDwoLUVVBTElUWV9MT1cQARISCg5RVUFMSVRZX01FRElVTRACEhAKDFFVQUxJVFlfSElHSBADEhQKEFFVQUxJVFlfTE9TU0xFU1MQBCpfCglQZGZFbmdpbmUSGgoWUERGX0VOR0lORV9VTlNQRUNJRklFRBAAEhoKFlBERl9FTkdJTkVfSU1BR0VNQUdJQ0sQARIaChZQREZfRU5HSU5FX1BBU1NUSFJPVUdIEAIqrgEKD0NvbnZlcnNpb25TdGF0ZRIgChxDT05WRVJTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXQ09OVkVSU0lPTl9TVEFURV9RVUVVRUQQARIfChtDT05WRVJTSU9OX1NUQVRFX1BST0NFU1NJTkcQAhIeChpDT05WRVJTSU9OX1NUQVRFX1NVQ0NFRURFRBADEhsKF0NPTlZFUlNJT05fU1RBVEVfRkFJTEVEEAQqgAEKCUVtYWlsVHlwZRIaChZFTUFJTF9UWVBFX1VOU1BFQ0lGSUVEEAASFgoSRU1BSUxfVFlQRV9XRUxDT01FEAESGwoXRU1BSUxfVFlQRV9OT1RJRklDQVRJT04QAhIiCh5FTUFJTF9UWVBFX0NPTlZFUlNJT05fQ09NUExFVEUQA2IGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * ConversionOptions tune how an image becomes a PDF.
@@ -47,6 +47,13 @@ export type ConversionOptions = Message<"mcsv.v1.ConversionOptions"> & {
    * @generated from field: uint32 max_height = 4;
    */
   maxHeight: number;
+
+  /**
+   * The engine that writes the PDF; PDF_ENGINE_UNSPECIFIED means the service's configured default.
+   *
+   * @generated from field: mcsv.v1.PdfEngine engine = 5;
+   */
+  engine: PdfEngine;
 };
 
 /**
@@ -273,6 +280,50 @@ export const QualitySchema: GenEnum<Quality> = /*@__PURE__*/
   enumDesc(file_mcsv_v1_common, 0);
 
 /**
+ * PdfEngine selects how the image service writes the PDF.
+ *
+ * @generated from enum mcsv.v1.PdfEngine
+ */
+export enum PdfEngine {
+  /**
+   * No engine given; the image service uses its configured default (IMAGE_PDF_ENGINE, ImageMagick unless set).
+   *
+   * @generated from enum value: PDF_ENGINE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Decode the image, normalise it (orientation, size, colour) and have ImageMagick encode it at the quality preset.
+   *
+   * @generated from enum value: PDF_ENGINE_IMAGEMAGICK = 1;
+   */
+  IMAGEMAGICK = 1,
+
+  /**
+   * Put the original's encoded data into the PDF without decoding it: a JPEG's DCT stream as it is, a non-interlaced
+   * PNG's compressed rows as they are (8-bit alpha split off as a soft mask). The pixels are exactly the original's,
+   * whatever the quality preset: re-encoding could only lose more. It applies only when the request needs no pixel
+   * change; otherwise the conversion falls back to PDF_ENGINE_IMAGEMAGICK: any format other than JPEG or PNG, an
+   * EXIF orientation to apply, an image larger than max_width or max_height, alpha under a preset that flattens it
+   * (every one but QUALITY_LOSSLESS), strip_metadata on an image with an ICC profile (removing it would change the
+   * colours), and what PDF cannot hold as it is (interlaced PNG, tRNS transparency, 16-bit alpha, a PNG with both
+   * an ICC profile and alpha, 12-bit or arithmetic-coded JPEG) or what fails the structure and checksum checks.
+   * With strip_metadata, a JPEG's APPn and COM segments are dropped except JFIF (APP0) and Adobe (APP14), which
+   * decoders need; without it the JPEG goes in byte for byte. Only the header is read before the PDF is written:
+   * the image's size and pixel limit, and the format, are checked as for ImageMagick.
+   *
+   * @generated from enum value: PDF_ENGINE_PASSTHROUGH = 2;
+   */
+  PASSTHROUGH = 2,
+}
+
+/**
+ * Describes the enum mcsv.v1.PdfEngine.
+ */
+export const PdfEngineSchema: GenEnum<PdfEngine> = /*@__PURE__*/
+  enumDesc(file_mcsv_v1_common, 1);
+
+/**
  * ConversionState is where a conversion is in its life cycle.
  *
  * @generated from enum mcsv.v1.ConversionState
@@ -318,7 +369,7 @@ export enum ConversionState {
  * Describes the enum mcsv.v1.ConversionState.
  */
 export const ConversionStateSchema: GenEnum<ConversionState> = /*@__PURE__*/
-  enumDesc(file_mcsv_v1_common, 1);
+  enumDesc(file_mcsv_v1_common, 2);
 
 /**
  * EmailType selects the template of an email.
@@ -359,5 +410,5 @@ export enum EmailType {
  * Describes the enum mcsv.v1.EmailType.
  */
 export const EmailTypeSchema: GenEnum<EmailType> = /*@__PURE__*/
-  enumDesc(file_mcsv_v1_common, 2);
+  enumDesc(file_mcsv_v1_common, 3);
 

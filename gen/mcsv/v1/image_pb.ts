@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { ConversionOptions } from "./common_pb.js";
+import type { ConversionOptions, PdfEngine } from "./common_pb.js";
 import { file_mcsv_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcsv/v1/image.proto.
  */
 export const file_mcsv_v1_image: GenFile = /*@__PURE__*/
-  fileDesc("ChNtY3N2L3YxL2ltYWdlLnByb3RvEgdtY3N2LnYxIo4BCh9JbWFnZVNlcnZpY2VDb252ZXJ0SW1hZ2VSZXF1ZXN0EhUKDWNvbnZlcnNpb25faWQYASABKAkSEQoJaW1hZ2VfdXJsGAIgASgJEhQKDGlucHV0X2Zvcm1hdBgDIAEoCRIrCgdvcHRpb25zGAQgASgLMhoubWNzdi52MS5Db252ZXJzaW9uT3B0aW9ucyLZAQogSW1hZ2VTZXJ2aWNlQ29udmVydEltYWdlUmVzcG9uc2USDwoHcGRmX2tleRgBIAEoCRIPCgdwZGZfdXJsGAIgASgJEhIKCmlucHV0X3NpemUYAyABKAMSEwoLb3V0cHV0X3NpemUYBCABKAMSDQoFd2lkdGgYBSABKA0SDgoGaGVpZ2h0GAYgASgNEhMKC2R1cmF0aW9uX21zGAcgASgDEjYKEnBkZl91cmxfZXhwaXJlc19hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyeAoMSW1hZ2VTZXJ2aWNlEmgKDENvbnZlcnRJbWFnZRIoLm1jc3YudjEuSW1hZ2VTZXJ2aWNlQ29udmVydEltYWdlUmVxdWVzdBopLm1jc3YudjEuSW1hZ2VTZXJ2aWNlQ29udmVydEltYWdlUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_mcsv_v1_common]);
+  fileDesc("ChNtY3N2L3YxL2ltYWdlLnByb3RvEgdtY3N2LnYxIo4BCh9JbWFnZVNlcnZpY2VDb252ZXJ0SW1hZ2VSZXF1ZXN0EhUKDWNvbnZlcnNpb25faWQYASABKAkSEQoJaW1hZ2VfdXJsGAIgASgJEhQKDGlucHV0X2Zvcm1hdBgDIAEoCRIrCgdvcHRpb25zGAQgASgLMhoubWNzdi52MS5Db252ZXJzaW9uT3B0aW9ucyL9AQogSW1hZ2VTZXJ2aWNlQ29udmVydEltYWdlUmVzcG9uc2USDwoHcGRmX2tleRgBIAEoCRIPCgdwZGZfdXJsGAIgASgJEhIKCmlucHV0X3NpemUYAyABKAMSEwoLb3V0cHV0X3NpemUYBCABKAMSDQoFd2lkdGgYBSABKA0SDgoGaGVpZ2h0GAYgASgNEhMKC2R1cmF0aW9uX21zGAcgASgDEjYKEnBkZl91cmxfZXhwaXJlc19hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIgoGZW5naW5lGAkgASgOMhIubWNzdi52MS5QZGZFbmdpbmUyeAoMSW1hZ2VTZXJ2aWNlEmgKDENvbnZlcnRJbWFnZRIoLm1jc3YudjEuSW1hZ2VTZXJ2aWNlQ29udmVydEltYWdlUmVxdWVzdBopLm1jc3YudjEuSW1hZ2VTZXJ2aWNlQ29udmVydEltYWdlUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_mcsv_v1_common]);
 
 /**
  * ImageServiceConvertImageRequest asks for one conversion.
@@ -119,6 +119,14 @@ export type ImageServiceConvertImageResponse = Message<"mcsv.v1.ImageServiceConv
    * @generated from field: google.protobuf.Timestamp pdf_url_expires_at = 8;
    */
   pdfUrlExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The engine that wrote the PDF: PDF_ENGINE_PASSTHROUGH, or PDF_ENGINE_IMAGEMAGICK (also when passthrough was
+   * requested but the image needed a change); never PDF_ENGINE_UNSPECIFIED.
+   *
+   * @generated from field: mcsv.v1.PdfEngine engine = 9;
+   */
+  engine: PdfEngine;
 };
 
 /**
