@@ -88,3 +88,19 @@ export function serviceUrl(config: TopologyConfig, key: ServiceKey): string {
 }
 
 export const listFromEnv = commaList;
+
+/** One host name, optionally with a leading `*.` wildcard (one or more labels), or an IP address. */
+const hostPattern = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$|^\[?[0-9a-f:.]+\]?$/i;
+
+/** The callback allowlist: the gateway checks callback_url with it, the job service again before each POST. */
+export const callbackEnv = {
+  /**
+   * Hosts a callback_url may name, comma-separated; `*.example.com` allows any subdomain of example.com. Empty
+   * allows none. A host that resolves to a private, loopback or link-local address is refused unless it is listed
+   * here by name (not through a wildcard).
+   */
+  CALLBACK_ALLOWED_HOSTS: commaList
+    .default([])
+    .pipe(z.array(z.string().regex(hostPattern, "must be host names such as hooks.example.com or *.example.com")))
+    .transform((hosts) => hosts.map((host) => host.toLowerCase())),
+};

@@ -1,27 +1,16 @@
 /** Configuration of the user service (the public gateway), validated once at start-up. */
 import { z } from "zod";
 import { apiKeysEnv } from "../shared/auth.js";
-import { commonEnv, databaseEnv, listFromEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
+import { callbackEnv, commonEnv, databaseEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
 import { SERVICES } from "../shared/topology.js";
 
 const MiB = 1024 * 1024;
-
-/** One host name, optionally with a leading `*.` wildcard (one or more labels). */
-const hostPattern = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$|^\[?[0-9a-f:.]+\]?$/i;
 
 export const userEnv = {
   /** Largest image accepted inline in ConvertImage, in bytes; bigger images go through CreateUploadUrl. */
   GATEWAY_MAX_IMAGE_BYTES: positiveInt(25 * MiB),
   /** Largest image accepted through CreateUploadUrl, in bytes. */
   UPLOAD_MAX_BYTES: positiveInt(100 * MiB),
-  /**
-   * Hosts a callback_url may name, comma-separated; `*.example.com` allows any subdomain of example.com. Empty
-   * allows none. A host that resolves to a private, loopback or link-local address is refused unless it is listed
-   * here by name (not through a wildcard).
-   */
-  CALLBACK_ALLOWED_HOSTS: listFromEnv
-    .default([])
-    .pipe(z.array(z.string().regex(hostPattern, "must be host names such as hooks.example.com or *.example.com"))),
   /** Lifetime of the PDF link in the conversion-complete email and client callback (SigV4 allows up to 7 days). */
   NOTIFICATION_PDF_URL_TTL_SECONDS: z.coerce.number().int().min(60).max(604_800).default(604_800),
   /** How often the outbox is polled for jobs whose enqueue failed and is due again. */
@@ -33,8 +22,7 @@ export const userEnv = {
 };
 
 export function loadUserConfig(env: NodeJS.ProcessEnv = process.env) {
-  const config = loadConfig(SERVICES.user.name, { ...commonEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...apiKeysEnv, ...userEnv }, env);
-  return { ...config, CALLBACK_ALLOWED_HOSTS: config.CALLBACK_ALLOWED_HOSTS.map((host) => host.toLowerCase()) };
+  return loadConfig(SERVICES.user.name, { ...commonEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...apiKeysEnv, ...callbackEnv, ...userEnv }, env);
 }
 
 export type UserConfig = ReturnType<typeof loadUserConfig>;

@@ -6,7 +6,7 @@ import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@conn
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ConversionState, UserService, type Conversion } from "@mcsv/sdk";
 import { Violations } from "../shared/errors.js";
-import type { CallbackPolicy } from "./callback-url.js";
+import type { CallbackPolicy } from "../shared/callback-policy.js";
 import type { ConversionReport, Conversions, ImageSource } from "./conversions.js";
 import { IMAGE_MIME_TYPES } from "./image-format.js";
 import { decodePageToken } from "./page-token.js";

@@ -15,7 +15,7 @@ import { publicWithInternal } from "../shared/auth.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
 import { withTraceContext } from "../shared/tracing.js";
-import { CallbackPolicy, systemResolver, type HostResolver } from "./callback-url.js";
+import { CallbackPolicy, systemResolver, type HostResolver } from "../shared/callback-policy.js";
 import type { UserConfig } from "./config.js";
 import { ConversionChanges } from "./conversion-changes.js";
 import { Conversions } from "./conversions.js";

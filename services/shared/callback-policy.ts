@@ -1,7 +1,9 @@
 /**
- * The callback_url check: the client names a URL that the job service will POST to later, so the gateway must not
- * become a way to reach internal hosts (SSRF). The host must match the configured allowlist, and every address it
- * resolves to must be public, unless the allowlist names that host exactly (a deliberate internal receiver).
+ * The callback_url check: the client names a URL that the job service will POST to later, so neither the gateway
+ * nor the job service may become a way to reach internal hosts (SSRF). The host must match the configured
+ * allowlist, and every address it resolves to must be public, unless the allowlist names that host exactly (a
+ * deliberate internal receiver). The gateway checks when it accepts the URL; the job service checks again when it
+ * sends, and connects only to the addresses that check returned (DNS may answer differently by then: rebinding).
  */
 import { lookup } from "node:dns/promises";
 import { BlockList, isIP } from "node:net";
@@ -63,6 +65,19 @@ export function isPublicAddress(address: string): boolean {
   return !nonPublic.check(address, "ipv6");
 }
 
+/** Why a callback URL is refused; only `unresolvable` may pass with time (a DNS failure). */
+export type CallbackRefusal = "invalid" | "not_allowed" | "unresolvable" | "non_public";
+
+/** An accepted URL with the addresses that passed the check (connect to these, never resolve again). */
+export interface AcceptedCallback {
+  url: string;
+  /** Lower case, without IPv6 brackets or a trailing dot. */
+  host: string;
+  addresses: string[];
+}
+
+export type CallbackCheck = AcceptedCallback | { problem: string; refusal: CallbackRefusal };
+
 export class CallbackPolicy {
   private readonly exact: Set<string>;
   private readonly suffixes: string[];
@@ -75,38 +90,41 @@ export class CallbackPolicy {
     this.suffixes = allowedHosts.filter((h) => h.startsWith("*.")).map((h) => `.${normaliseHost(h.slice(2))}`);
   }
 
-  /** The normalised URL when it may be called back, else what is wrong with it. */
-  async check(raw: string): Promise<{ url: string } | { problem: string }> {
-    if (raw.length > MAX_CALLBACK_URL_LENGTH) return { problem: `must be at most ${MAX_CALLBACK_URL_LENGTH} characters` };
+  /**
+   * The normalised URL and the addresses to connect to when it may be called back, else what is wrong with it.
+   * The host is resolved exactly once per check.
+   */
+  async check(raw: string): Promise<CallbackCheck> {
+    if (raw.length > MAX_CALLBACK_URL_LENGTH) return { problem: `must be at most ${MAX_CALLBACK_URL_LENGTH} characters`, refusal: "invalid" };
     let url: URL;
     try {
       url = new URL(raw);
     } catch {
-      return { problem: "must be an absolute http(s) URL" };
+      return { problem: "must be an absolute http(s) URL", refusal: "invalid" };
     }
-    if (url.protocol !== "https:" && url.protocol !== "http:") return { problem: "must be an https or http URL" };
-    if (url.username || url.password) return { problem: "must not carry credentials" };
+    if (url.protocol !== "https:" && url.protocol !== "http:") return { problem: "must be an https or http URL", refusal: "invalid" };
+    if (url.username || url.password) return { problem: "must not carry credentials", refusal: "invalid" };
     const host = normaliseHost(url.hostname);
     const named = this.exact.has(host);
     if (!named && !this.suffixes.some((suffix) => host.endsWith(suffix))) {
-      return { problem: `host ${host} is not allowed for callbacks` };
+      return { problem: `host ${host} is not allowed for callbacks`, refusal: "not_allowed" };
     }
     let addresses: string[];
     try {
       addresses = isIP(host) ? [host] : await withTimeout(this.resolve(host), RESOLVE_TIMEOUT_MS);
     } catch {
-      return { problem: `host ${host} cannot be resolved` };
+      return { problem: `host ${host} cannot be resolved`, refusal: "unresolvable" };
     }
-    if (addresses.length === 0) return { problem: `host ${host} cannot be resolved` };
+    if (addresses.length === 0) return { problem: `host ${host} cannot be resolved`, refusal: "unresolvable" };
     // An internal address is only reachable when an operator listed the host by name.
-    if (!named && !addresses.every(isPublicAddress)) return { problem: `host ${host} resolves to a non-public address` };
+    if (!named && !addresses.every(isPublicAddress)) return { problem: `host ${host} resolves to a non-public address`, refusal: "non_public" };
     url.hash = "";
-    return { url: url.toString() };
+    return { url: url.toString(), host, addresses: [...addresses] };
   }
 }
 
 /** Lower case, without the brackets of an IPv6 literal and without a trailing dot. */
-function normaliseHost(host: string): string {
+export function normaliseHost(host: string): string {
   return host.toLowerCase().replace(/^\[(.*)\]$/, "$1").replace(/\.$/, "");
 }
 
