@@ -21,12 +21,24 @@ export const apiKeysEnv = {
 
 const digest = (value: string) => createHash("sha256").update(value).digest();
 
-/** Whether `presented` equals one of `secrets`, taking the same time whichever matches (or none). */
-export function matchesSecret(presented: string, secrets: readonly string[]): boolean {
-  const candidate = digest(presented);
-  let match = false;
-  for (const secret of secrets) match = timingSafeEqual(candidate, digest(secret)) || match;
-  return match;
+/**
+ * Accepted secrets, as the SHA-256 digests that are compared: digests have one length whatever the secret's, so
+ * timingSafeEqual can compare them, and they are computed once rather than on every RPC.
+ */
+export class SecretSet {
+  private readonly digests: readonly Buffer[];
+
+  constructor(secrets: readonly string[]) {
+    this.digests = secrets.map(digest);
+  }
+
+  /** Whether `presented` is one of the secrets, taking the same time whichever matches (or none). */
+  matches(presented: string): boolean {
+    const candidate = digest(presented);
+    let match = false;
+    for (const accepted of this.digests) match = timingSafeEqual(candidate, accepted) || match;
+    return match;
+  }
 }
 
 function bearer(header: string | null): string | undefined {
@@ -36,7 +48,7 @@ function bearer(header: string | null): string | undefined {
 
 export interface AuthPolicy {
   /** Secrets accepted for a method: API keys or the internal token. */
-  secretsFor(serviceTypeName: string, methodName: string): readonly string[];
+  secretsFor(serviceTypeName: string, methodName: string): SecretSet;
 }
 
 /** Refuses, with unauthenticated, any RPC that does not carry a credential the policy accepts for it. */
@@ -44,7 +56,7 @@ export function authInterceptor(policy: AuthPolicy): Interceptor {
   return (next) => (req) => {
     const token = bearer(req.header.get("authorization"));
     if (token === undefined) throw new ConnectError("missing credentials: send Authorization: Bearer <key>", Code.Unauthenticated);
-    if (!matchesSecret(token, policy.secretsFor(req.service.typeName, req.method.name))) {
+    if (!policy.secretsFor(req.service.typeName, req.method.name).matches(token)) {
       throw new ConnectError("invalid credentials", Code.Unauthenticated);
     }
     return next(req);
@@ -53,12 +65,15 @@ export function authInterceptor(policy: AuthPolicy): Interceptor {
 
 /** Every RPC of the service is internal. */
 export function internalOnly(internalToken: string): AuthPolicy {
-  return { secretsFor: () => [internalToken] };
+  const internal = new SecretSet([internalToken]);
+  return { secretsFor: () => internal };
 }
 
 /** Public RPCs take API keys; the named internal methods take the internal token. */
 export function publicWithInternal(apiKeys: readonly string[], internalToken: string, internalMethods: readonly string[]): AuthPolicy {
-  return { secretsFor: (_service, method) => (internalMethods.includes(method) ? [internalToken] : apiKeys) };
+  const internal = new SecretSet([internalToken]);
+  const keys = new SecretSet(apiKeys);
+  return { secretsFor: (_service, method) => (internalMethods.includes(method) ? internal : keys) };
 }
 
 /** Sends a bearer credential on every call (for createServiceClient and tests). */
