@@ -6,8 +6,9 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import type { Violation } from "../shared/errors.js";
 import { TASK_NAMES } from "../shared/tasks.js";
 import { injectTraceContext } from "../shared/tracing.js";
-import { argsOfPayload, type JobLedger } from "./ledger.js";
-import { InvalidJobError, type EnqueueResult } from "./model.js";
+import type { PoolClient } from "../shared/database.js";
+import { argsOfPayload, enqueueInTransaction, type JobLedger } from "./ledger.js";
+import { InvalidJobError, type EnqueueResult, type EnqueueSpec } from "./model.js";
 import { decodeTaskArgs, DEFAULT_MAX_ATTEMPTS, isTaskName } from "./payloads.js";
 
 export const MAX_ATTEMPTS_LIMIT = 25;
@@ -55,11 +56,11 @@ export function checkEnqueueInput(input: EnqueueInput): Violation[] {
   return violations;
 }
 
-/** Adds the job (or finds the one with the same job key); throws InvalidJobError listing every bad field. */
-export async function enqueueJob(ledger: JobLedger, input: EnqueueInput): Promise<EnqueueResult> {
+/** The ledger's spec of a checked `input`; throws InvalidJobError listing every bad field. */
+export function enqueueSpec(input: EnqueueInput, trace: Record<string, string> | undefined): EnqueueSpec {
   const violations = checkEnqueueInput(input);
   if (violations.length > 0 || !isTaskName(input.task)) throw new InvalidJobError(violations);
-  return ledger.enqueue({
+  return {
     task: input.task,
     args: argsOfPayload(input.args),
     queue: input.queue || undefined,
@@ -67,6 +68,23 @@ export async function enqueueJob(ledger: JobLedger, input: EnqueueInput): Promis
     maxAttempts: input.maxAttempts || DEFAULT_MAX_ATTEMPTS[input.task],
     runAt: input.runAt,
     jobKey: input.jobKey || undefined,
-    trace: injectTraceContext(),
-  });
+    trace,
+  };
+}
+
+/** Adds the job (or finds the one with the same job key); throws InvalidJobError listing every bad field. */
+export async function enqueueJob(ledger: JobLedger, input: EnqueueInput): Promise<EnqueueResult> {
+  return ledger.enqueue(enqueueSpec(input, injectTraceContext()));
+}
+
+/**
+ * Adds the job within the caller's transaction `client` (see enqueueInTransaction), continuing the trace `trace`
+ * (the job it follows) rather than the caller's; throws InvalidJobError listing every bad field.
+ */
+export async function enqueueJobInTransaction(
+  client: PoolClient,
+  input: EnqueueInput,
+  trace: Record<string, string> | undefined,
+): Promise<{ id: string; duplicate: boolean }> {
+  return enqueueInTransaction(client, enqueueSpec(input, trace));
 }

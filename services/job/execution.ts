@@ -17,10 +17,9 @@ import type { JobHelpers, Task, TaskList } from "graphile-worker";
 import { describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { withLogFields } from "../shared/logger.js";
-import { traceCarrier } from "../shared/tasks.js";
 import { withSpan, withTraceContext } from "../shared/tracing.js";
 import type { EnqueueInput } from "./enqueue.js";
-import { argsOfPayload, TRACE_KEY, type JobLedger } from "./ledger.js";
+import { argsOfPayload, traceOfPayload, type JobLedger } from "./ledger.js";
 import { startDurationTimer } from "../shared/metrics.js";
 import { jobAttemptsTotal, jobDurationSeconds } from "./metrics.js";
 import type { EnqueueResult } from "./model.js";
@@ -33,12 +32,6 @@ export interface ExecutionDeps {
 }
 
 type Outcome = "completed" | "retry" | "discarded" | "cancelled" | "interrupted" | "skipped";
-
-function traceOf(payload: unknown): Record<string, string> | undefined {
-  const carrier = (payload as Record<string, unknown> | null)?.[TRACE_KEY];
-  const parsed = traceCarrier.safeParse(carrier);
-  return parsed.success ? parsed.data : undefined;
-}
 
 export function wrapTask(task: string, definition: AnyTaskDefinition, deps: ExecutionDeps): Task {
   const { ledger, logger } = deps;
@@ -59,7 +52,7 @@ export function wrapTask(task: string, definition: AnyTaskDefinition, deps: Exec
     const fields = { job_id: claimed.id, task, attempt: claimed.attempt, max_attempts: claimed.maxAttempts };
 
     await withLogFields(fields, () =>
-      withTraceContext(traceOf(payload), () => withSpan(`job ${task}`, { "mcsv.job.id": claimed.id, "mcsv.job.task": task, "mcsv.job.attempt": claimed.attempt }, async () => {
+      withTraceContext(traceOfPayload(payload), () => withSpan(`job ${task}`, { "mcsv.job.id": claimed.id, "mcsv.job.task": task, "mcsv.job.attempt": claimed.attempt }, async () => {
         if (claimed.state !== "pending") {
           logger.info(`job not run: already ${claimed.state}`);
           jobAttemptsTotal.inc({ task, outcome: "skipped" });

@@ -9,6 +9,7 @@
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import { transaction, type Pool, type PoolClient } from "../shared/database.js";
+import { traceCarrier } from "../shared/tasks.js";
 import {
   JobNotFoundError,
   JobStateError,
@@ -98,6 +99,12 @@ function graphilePayload(args: JsonObject, trace: Record<string, string> | null 
   return trace && Object.keys(trace).length > 0 ? { ...args, [TRACE_KEY]: trace } : args;
 }
 
+/** The W3C trace context in a graphile payload, if it carries one. */
+export function traceOfPayload(payload: unknown): Record<string, string> | undefined {
+  const parsed = traceCarrier.safeParse((payload as Record<string, unknown> | null)?.[TRACE_KEY]);
+  return parsed.success && parsed.data && Object.keys(parsed.data).length > 0 ? parsed.data : undefined;
+}
+
 /** The task arguments of a graphile payload (what the ledger shows). */
 export function argsOfPayload(payload: unknown): JsonObject {
   if (payload === null || typeof payload !== "object" || Array.isArray(payload)) return {};
@@ -116,6 +123,35 @@ async function addGraphileJob(
   const id = rows[0]?.id;
   if (!id) throw new Error(`graphile_worker.add_job returned no job for task ${job.task}`);
   return id;
+}
+
+/** Inserts the ledger row and graphile's job in `client`'s transaction; undefined when the job key was used before. */
+async function insertJob(client: PoolClient, spec: EnqueueSpec): Promise<string | undefined> {
+  const inserted = await client.query<{ id: string; run_at: Date }>(
+    `insert into mcsv_job.jobs (task, queue, args, trace, priority, max_attempts, job_key, run_at)
+     values ($1, $2, $3, $4, $5, $6, $7, coalesce($8::timestamptz, now()))
+     on conflict (job_key) do nothing
+     returning id, run_at`,
+    [spec.task, spec.queue ?? null, JSON.stringify(spec.args), spec.trace && Object.keys(spec.trace).length > 0 ? JSON.stringify(spec.trace) : null, spec.priority ?? 0, spec.maxAttempts, spec.jobKey ?? null, spec.runAt ?? null],
+  );
+  const row = inserted.rows[0];
+  if (!row) return undefined;
+  const graphileId = await addGraphileJob(client, { ...spec, runAt: row.run_at, priority: spec.priority ?? 0 });
+  await client.query(`update mcsv_job.jobs set graphile_job_id = $2 where id = $1`, [row.id, graphileId]);
+  return row.id;
+}
+
+/**
+ * Adds a job inside the caller's transaction, so that it exists exactly if the caller's other writes commit (crash
+ * recovery's follow-up of a discarded job). With a job key that was used before, nothing is added and the id of
+ * that job is returned (a concurrent insert of the same key waits for the other transaction to end).
+ */
+export async function enqueueInTransaction(client: PoolClient, spec: EnqueueSpec): Promise<{ id: string; duplicate: boolean }> {
+  const id = await insertJob(client, spec);
+  if (id !== undefined) return { id, duplicate: false };
+  const { rows } = await client.query<{ id: string }>(`select id from mcsv_job.jobs where job_key = $1`, [spec.jobKey]);
+  if (!rows[0]) throw new Error(`job key ${spec.jobKey} conflicted, but its job is gone`);
+  return { id: rows[0].id, duplicate: true };
 }
 
 export interface ListFilter {
@@ -163,20 +199,7 @@ export class JobLedger {
 
   /** Adds a job, or with a job key that was used before, returns that job. */
   async enqueue(spec: EnqueueSpec): Promise<EnqueueResult> {
-    const id = await transaction(this.pool, async (client) => {
-      const inserted = await client.query<{ id: string; run_at: Date }>(
-        `insert into mcsv_job.jobs (task, queue, args, trace, priority, max_attempts, job_key, run_at)
-         values ($1, $2, $3, $4, $5, $6, $7, coalesce($8::timestamptz, now()))
-         on conflict (job_key) do nothing
-         returning id, run_at`,
-        [spec.task, spec.queue ?? null, JSON.stringify(spec.args), spec.trace && Object.keys(spec.trace).length > 0 ? JSON.stringify(spec.trace) : null, spec.priority ?? 0, spec.maxAttempts, spec.jobKey ?? null, spec.runAt ?? null],
-      );
-      const row = inserted.rows[0];
-      if (!row) return undefined;
-      const graphileId = await addGraphileJob(client, { ...spec, runAt: row.run_at, priority: spec.priority ?? 0 });
-      await client.query(`update mcsv_job.jobs set graphile_job_id = $2 where id = $1`, [row.id, graphileId]);
-      return row.id;
-    });
+    const id = await transaction(this.pool, (client) => insertJob(client, spec));
     if (id !== undefined) return { job: await this.get(id), duplicate: false };
     const existing = await this.pool.query<JobRow>(`${SELECT_JOB} where l.job_key = $1`, [spec.jobKey]);
     if (!existing.rows[0]) throw new Error(`job key ${spec.jobKey} conflicted, but its job is gone`);
