@@ -24,6 +24,9 @@ export const DEFAULT_MAX_ATTEMPTS: Record<TaskName, number> = {
   convert_image: 5,
   notify_client: 10,
   cleanup_storage: 5,
+  // A conversion must not stay PROCESSING because the gateway was away for a while: graphile's back-off reaches
+  // its ~6 h ceiling at the 10th attempt, so 25 attempts keep trying for about four days.
+  report_conversion_failed: 25,
 };
 
 export function isTaskName(name: string): name is TaskName {
@@ -35,6 +38,7 @@ export interface DecodedPayloads {
   convert_image: Omit<TaskPayload<"convert_image">, "request"> & { request: ImageServiceConvertImageRequest };
   notify_client: { pdfReady?: NotifyPdfReadyRequest; emailSent?: NotifyEmailSentRequest; callbackUrl?: string };
   cleanup_storage: TaskPayload<"cleanup_storage">;
+  report_conversion_failed: TaskPayload<"report_conversion_failed">;
 }
 
 type Decode<T extends TaskName> = (payload: TaskPayload<T>, bad: (field: string, error: unknown) => void) => DecodedPayloads[T];
@@ -58,6 +62,7 @@ const decoders: { [T in TaskName]: Decode<T> } = {
     ...(p.callbackUrl ? { callbackUrl: p.callbackUrl } : {}),
   }),
   cleanup_storage: (p) => p,
+  report_conversion_failed: (p) => p,
 };
 
 export type DecodeResult<T extends TaskName> = { ok: true; payload: DecodedPayloads[T] } | { ok: false; violations: Violation[] };

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 
-export const TASK_NAMES = ["send_email", "convert_image", "notify_client", "cleanup_storage"] as const;
+export const TASK_NAMES = ["send_email", "convert_image", "notify_client", "cleanup_storage", "report_conversion_failed"] as const;
 export type TaskName = (typeof TASK_NAMES)[number];
 
 /** W3C trace context of the enqueueing span, so that the task continues the same trace. */
@@ -44,6 +44,14 @@ export const taskPayloads = {
       sweep: z.boolean().optional(),
     })
     .refine((p) => Boolean(p.objectKey) !== Boolean(p.sweep), "exactly one of objectKey and sweep"),
+  /**
+   * Tell the gateway that a conversion failed (NotifyImageConverted FAILED with `error`): enqueued by the job service
+   * when a convert_image job ended without being able to say so itself (its worker died on every attempt).
+   */
+  report_conversion_failed: z.object({
+    conversionId: z.string().min(1),
+    error: z.string().min(1).max(2_000),
+  }),
 } satisfies Record<TaskName, z.ZodType>;
 
 export type TaskPayload<T extends TaskName> = z.infer<(typeof taskPayloads)[T]>;
@@ -56,6 +64,7 @@ export const jobKeys = {
   pdfReady: (conversionId: string) => `notify_client:pdf_ready:${conversionId}`,
   emailSent: (idempotencyKey: string) => `notify_client:email_sent:${idempotencyKey}`,
   cleanupOriginal: (conversionId: string) => `cleanup_storage:${conversionId}`,
+  conversionFailed: (conversionId: string) => `report_conversion_failed:${conversionId}`,
 };
 
 /** Object keys are deterministic, so that a retried write overwrites instead of duplicating. */
