@@ -16,6 +16,10 @@
  * after its attempt; a Postgres outage at that moment leaves the job locked by a live pool. Such a stranded job is
  * released by the pool's own process once its attempt has been over for JOB_WORKER_DEAD_AFTER_MS.
  *
+ * No task code sees a job discarded here, so a task whose discard must be answered (convert_image: the gateway must
+ * hear FAILED) declares a follow-up job (TaskDefinition.onDiscarded). It is added in the transaction that records
+ * the discard, with a job key from the discarded job: a crash cannot lose it, and a second recovery cannot repeat it.
+ *
  * A pool that is only slow to beat (a long pause) may find a job released and run it a second time; the tasks are
  * idempotent (job keys, deterministic object keys, Resend idempotency keys), so a repeat does no harm. Nobody is
  * judged right after Postgres itself (re)started, or right after this process lost its own connection: no
@@ -25,7 +29,10 @@ import { hostname } from "node:os";
 import { transaction, type Pool, type PoolClient } from "../shared/database.js";
 import { describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { deadWorkerPoolsTotal, jobAttemptsTotal } from "./metrics.js";
+import { checkEnqueueInput, enqueueJobInTransaction, type EnqueueInput } from "./enqueue.js";
+import { argsOfPayload, traceOfPayload } from "./ledger.js";
+import { deadWorkerPoolsTotal, discardFollowUpsTotal, jobAttemptsTotal } from "./metrics.js";
+import type { AnyTaskDefinition, DiscardedJob } from "./tasks/context.js";
 
 /** Abandoned attempts given back per job; later ones count. */
 export const MAX_GIVEN_BACK = 3;
@@ -39,6 +46,8 @@ const RECOVERY_LOCK = 0x6d637376; // "mcsv"
 export interface CrashRecoveryOptions {
   heartbeatMs: number;
   deadAfterMs: number;
+  /** The task definitions by identifier, for their onDiscarded follow-ups. */
+  tasks?: Readonly<Record<string, Pick<AnyTaskDefinition, "decode" | "onDiscarded">>> | undefined;
 }
 
 /** What one recovery round did. */
@@ -49,9 +58,31 @@ export interface RecoveryReport {
   givenBack: string[];
   counted: string[];
   discarded: string[];
+  /** The follow-up jobs added for discarded jobs (TaskDefinition.onDiscarded). */
+  followUps: FollowUp[];
 }
 
-const NOTHING: RecoveryReport = { deadWorkers: [], givenBack: [], counted: [], discarded: [] };
+/** A follow-up job of a discarded job; `duplicate` when its job key had been used (an earlier round added it). */
+export interface FollowUp {
+  discardedJobId: string;
+  task: string;
+  jobId: string;
+  duplicate: boolean;
+}
+
+const NOTHING: RecoveryReport = { deadWorkers: [], givenBack: [], counted: [], discarded: [], followUps: [] };
+
+type Released = Omit<RecoveryReport, "deadWorkers">;
+
+/** A job discarded in this round (for the log, after the commit). */
+interface DiscardNote {
+  jobId: string;
+  task: string;
+  graphileJobId: string;
+  cause: DiscardedJob["cause"];
+  followUp?: FollowUp;
+  followUpError?: string;
+}
 
 interface LockedJob {
   graphile_id: string;
@@ -59,6 +90,8 @@ interface LockedJob {
   attempts: number;
   max_attempts: number;
   locked_by: string;
+  payload: unknown;
+  trace: Record<string, string> | null;
   ledger_id: string | null;
   attempt_offset: number | null;
   abandoned_attempts: number | null;
@@ -171,14 +204,14 @@ export class CrashRecovery {
   /** Declares silent pools dead and releases their jobs (one round; exposed for tests). */
   async recover(): Promise<RecoveryReport> {
     const deadAfterSeconds = this.options.deadAfterMs / 1000;
-    const report = await transaction(this.pool, async (db) => {
+    const { report, notes } = await transaction(this.pool, async (db): Promise<{ report: RecoveryReport; notes: DiscardNote[] }> => {
       const lock = await db.query<{ locked: boolean; settled: boolean }>(
         `select pg_try_advisory_xact_lock($1) as locked,
                 pg_postmaster_start_time() < now() - make_interval(secs => $2) as settled`,
         [RECOVERY_LOCK, deadAfterSeconds],
       );
       // Another replica is recovering, or Postgres (re)started too recently to tell the dead from the silent.
-      if (!lock.rows[0]?.locked || !lock.rows[0].settled) return NOTHING;
+      if (!lock.rows[0]?.locked || !lock.rows[0].settled) return { report: NOTHING, notes: [] };
 
       const dead = await db.query<{ id: string }>(
         `with stale as (
@@ -201,13 +234,14 @@ export class CrashRecovery {
         [deadAfterSeconds, [...this.pools]],
       );
       const deadWorkers = dead.rows.map((r) => r.id);
-      if (deadWorkers.length === 0) return NOTHING;
+      if (deadWorkers.length === 0) return { report: NOTHING, notes: [] };
       const locked = await lockedJobs(db, `g.locked_by = any($1::text[])`, [deadWorkers]);
-      const result = { deadWorkers, ...(await this.release(db, locked, "abandoned")) };
+      const { released, notes } = await this.release(db, locked, "abandoned");
       await db.query(`select graphile_worker.force_unlock_workers($1::text[])`, [deadWorkers]);
-      await finishRelease(db, locked, result.discarded);
-      return result;
+      await finishRelease(db, locked, released.discarded);
+      return { report: { deadWorkers, ...released }, notes };
     });
+    this.logDiscards(notes);
     if (report.deadWorkers.length > 0) {
       deadWorkerPoolsTotal.inc(report.deadWorkers.length);
       this.logger.warn("dead job workers found; their jobs are released", {
@@ -229,14 +263,14 @@ export class CrashRecovery {
     const cutoff = Date.now() - this.options.deadAfterMs;
     const due = [...this.ended].filter(([, ended]) => ended.at < cutoff);
     if (due.length === 0 || this.pools.size === 0) return NOTHING;
-    const report = await transaction(this.pool, async (db) => {
+    const { report, notes } = await transaction(this.pool, async (db): Promise<{ report: RecoveryReport; notes: DiscardNote[] }> => {
       // Still locked by this process for the attempt that ended (a later attempt of the same job counts one more).
       const locked = await lockedJobs(
         db,
         `g.locked_by = any($3::text[]) and (g.id, g.attempts) in (select * from unnest($1::bigint[], $2::int[]))`,
         [due.map(([id]) => id), due.map(([, ended]) => ended.attempts), [...this.pools]],
       );
-      const result = { deadWorkers: [], ...(await this.release(db, locked, "stranded")) };
+      const { released, notes } = await this.release(db, locked, "stranded");
       await db.query(
         `with released as (
            update graphile_worker._private_jobs set locked_at = null, locked_by = null where id = any($1::bigint[]) returning job_queue_id
@@ -245,9 +279,10 @@ export class CrashRecovery {
          from released r where q.id = r.job_queue_id and q.locked_by = any($2::text[])`,
         [locked.map((j) => j.graphile_id), [...this.pools]],
       );
-      await finishRelease(db, locked, result.discarded);
-      return result;
+      await finishRelease(db, locked, released.discarded);
+      return { report: { deadWorkers: [], ...released }, notes };
     });
+    this.logDiscards(notes);
     for (const [id, ended] of due) if (this.ended.get(id) === ended) this.ended.delete(id);
     const released = report.givenBack.length + report.counted.length + report.discarded.length;
     if (released > 0) {
@@ -256,22 +291,91 @@ export class CrashRecovery {
     return report;
   }
 
-  /** Records each job's interrupted attempt in the ledger; returns the ledger ids by outcome. */
-  private async release(db: PoolClient, jobs: LockedJob[], why: "abandoned" | "stranded"): Promise<Omit<RecoveryReport, "deadWorkers">> {
-    const result: Omit<RecoveryReport, "deadWorkers"> = { givenBack: [], counted: [], discarded: [] };
+  /**
+   * Records each job's interrupted attempt in the ledger and adds the follow-ups of the jobs it discards; returns
+   * the ledger ids by outcome.
+   */
+  private async release(db: PoolClient, jobs: LockedJob[], why: "abandoned" | "stranded"): Promise<{ released: Released; notes: DiscardNote[] }> {
+    const released: Released = { givenBack: [], counted: [], discarded: [], followUps: [] };
+    const notes: DiscardNote[] = [];
     for (const job of jobs) {
-      const outcome = await releaseOne(db, job, why);
-      result[outcome].push(job.ledger_id ?? `graphile:${job.graphile_id}`);
+      const result = await releaseOne(db, job, why);
+      released[result.outcome].push(job.ledger_id ?? `graphile:${job.graphile_id}`);
       jobAttemptsTotal.inc({ task: job.task, outcome: why });
+      if (result.outcome === "discarded" && job.ledger_id !== null) {
+        const discarded: DiscardedJob = {
+          jobId: job.ledger_id,
+          cause: why === "abandoned" ? "worker_died" : "outcome_lost",
+          attempts: result.attempts,
+          maxAttempts: (job.attempt_offset ?? 0) + job.max_attempts,
+          givenBack: result.givenBack,
+          interruptions: result.interruptions,
+        };
+        const note: DiscardNote = { jobId: job.ledger_id, task: job.task, graphileJobId: job.graphile_id, cause: discarded.cause };
+        const input = this.followUpOf(job, discarded);
+        if ("error" in input) {
+          // A follow-up the task cannot describe must not block the release of every other job.
+          note.followUpError = input.error;
+        } else if (input.followUp) {
+          // In this transaction: the discard and its follow-up commit together, or neither does (next round).
+          const added = await enqueueJobInTransaction(db, input.followUp, traceOfPayload(job.payload) ?? job.trace ?? undefined);
+          note.followUp = { discardedJobId: discarded.jobId, task: input.followUp.task, jobId: added.id, duplicate: added.duplicate };
+          released.followUps.push(note.followUp);
+        }
+        notes.push(note);
+      }
     }
-    return result;
+    return { released, notes };
+  }
+
+  /**
+   * The follow-up that the discarded job's task declares (TaskDefinition.onDiscarded), checked, with a job key (its
+   * own, or one derived from the discarded job and its attempt); or why there cannot be one.
+   */
+  private followUpOf(job: LockedJob, discarded: DiscardedJob): { followUp: EnqueueInput | undefined } | { error: string } {
+    const definition = this.options.tasks?.[job.task];
+    if (!definition?.onDiscarded) return { followUp: undefined };
+    try {
+      const decoded = definition.decode(argsOfPayload(job.payload));
+      if (!decoded.ok) return { error: `its arguments do not decode: ${decoded.violations.map((v) => `${v.field}: ${v.description}`).join("; ")}` };
+      const input = definition.onDiscarded(decoded.payload, discarded);
+      if (!input) return { followUp: undefined };
+      const followUp = { ...input, jobKey: input.jobKey || `${input.task}:after-discard:${discarded.jobId}:${discarded.attempts}` };
+      const violations = checkEnqueueInput(followUp);
+      if (violations.length > 0) return { error: `its follow-up ${input.task} is invalid: ${violations.map((v) => `${v.field}: ${v.description}`).join("; ")}` };
+      return { followUp };
+    } catch (error) {
+      return { error: `onDiscarded failed: ${describeError(error)}` };
+    }
+  }
+
+  /** One line per job discarded without a final attempt of its own, with its follow-up (ids only, no payload). */
+  private logDiscards(notes: DiscardNote[]): void {
+    for (const note of notes) {
+      const fields = { job_id: note.jobId, task: note.task, graphile_job_id: note.graphileJobId, cause: note.cause };
+      if (note.followUpError !== undefined) {
+        discardFollowUpsTotal.inc({ task: note.task, outcome: "failed" });
+        this.logger.error("job discarded by crash recovery: no attempts left; its follow-up could not be added", { ...fields, error: note.followUpError });
+      } else if (note.followUp) {
+        discardFollowUpsTotal.inc({ task: note.task, outcome: note.followUp.duplicate ? "duplicate" : "added" });
+        this.logger.error("job discarded by crash recovery: no attempts left", fields);
+        this.logger.warn("follow-up of a discarded job added", {
+          ...fields,
+          follow_up_job_id: note.followUp.jobId,
+          follow_up_task: note.followUp.task,
+          duplicate: note.followUp.duplicate,
+        });
+      } else {
+        this.logger.error("job discarded by crash recovery: no attempts left", fields);
+      }
+    }
   }
 }
 
 async function lockedJobs(db: PoolClient, where: string, values: unknown[]): Promise<LockedJob[]> {
   const { rows } = await db.query<LockedJob>(
-    `select g.id as graphile_id, g.attempts, g.max_attempts, g.locked_by, t.identifier as task,
-            l.id as ledger_id, l.attempt_offset, l.abandoned_attempts, l.state
+    `select g.id as graphile_id, g.attempts, g.max_attempts, g.locked_by, g.payload, t.identifier as task,
+            l.id as ledger_id, l.trace, l.attempt_offset, l.abandoned_attempts, l.state
      from graphile_worker._private_jobs g
      join graphile_worker._private_tasks t on t.id = g.task_id
      left join mcsv_job.jobs l on l.graphile_job_id = g.id
@@ -289,8 +393,12 @@ async function lockedJobs(db: PoolClient, where: string, values: unknown[]): Pro
  * left is discarded. A crontab job without a ledger row yet, or a job that finished (or was cancelled) in the
  * ledger, is released as is: the task wrapper skips a finished one and graphile lets it go.
  */
-async function releaseOne(db: PoolClient, job: LockedJob, why: "abandoned" | "stranded"): Promise<"givenBack" | "counted" | "discarded"> {
-  if (job.ledger_id === null || job.state !== "pending") return "counted";
+async function releaseOne(
+  db: PoolClient,
+  job: LockedJob,
+  why: "abandoned" | "stranded",
+): Promise<{ outcome: "givenBack" | "counted" | "discarded"; attempts: number; givenBack: number; interruptions: number }> {
+  if (job.ledger_id === null || job.state !== "pending") return { outcome: "counted", attempts: job.attempts, givenBack: 0, interruptions: 0 };
   const attempt = (job.attempt_offset ?? 0) + job.attempts;
   const giveBack = why === "abandoned" && (job.abandoned_attempts ?? 0) < MAX_GIVEN_BACK && job.attempts > 0;
   const final = !giveBack && job.attempts >= job.max_attempts;
@@ -301,7 +409,7 @@ async function releaseOne(db: PoolClient, job: LockedJob, why: "abandoned" | "st
       : `the end of the attempt was not recorded (Postgres unreachable at that moment); released${outcome}`
   ).slice(0, MAX_ERROR_LENGTH);
   if (giveBack) await db.query(`update graphile_worker._private_jobs set attempts = attempts - 1 where id = $1`, [job.graphile_id]);
-  await db.query(
+  const { rows } = await db.query<{ attempts: number; abandoned_attempts: number; interruptions: number }>(
     `update mcsv_job.jobs
      set errors = case when $7 and exists (select 1 from jsonb_array_elements(errors) e where (e->>'attempt')::int = $2) then errors
                        else errors || jsonb_build_array(jsonb_build_object('attempt', $2::int, 'error', $3::text, 'at', now())) end,
@@ -309,10 +417,13 @@ async function releaseOne(db: PoolClient, job: LockedJob, why: "abandoned" | "st
          abandoned_attempts = abandoned_attempts + case when $5 then 1 else 0 end,
          state = case when $6 then 'discarded' else state end,
          discarded_at = case when $6 then now() else discarded_at end
-     where id = $1`,
+     where id = $1
+     returning attempts, abandoned_attempts,
+               (select count(*) from jsonb_array_elements(errors) e where e->>'error' like 'attempt abandoned:%')::int as interruptions`,
     [job.ledger_id, attempt, error, giveBack ? attempt - 1 : attempt, giveBack, final, why === "stranded"],
   );
-  return giveBack ? "givenBack" : final ? "discarded" : "counted";
+  const row = rows[0] ?? { attempts: attempt, abandoned_attempts: 0, interruptions: 0 };
+  return { outcome: giveBack ? "givenBack" : final ? "discarded" : "counted", attempts: row.attempts, givenBack: row.abandoned_attempts, interruptions: row.interruptions };
 }
 
 /** Deletes graphile's rows of the discarded jobs (the ledger holds their outcome) and wakes the workers for the rest. */

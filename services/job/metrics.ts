@@ -65,3 +65,18 @@ export const deadWorkerPoolsTotal = new prom.Counter({
   help: "Job worker pools declared dead (no heartbeat within JOB_WORKER_DEAD_AFTER_MS) and whose jobs were released.",
   registers: [registry],
 });
+
+/** Callbacks refused at send time by the allowlist check (reason: invalid, not_allowed, non_public). */
+export const callbackRefusalsTotal = new prom.Counter({
+  name: "mcsv_callback_refusals_total",
+  help: "Callback POSTs refused at send time by CALLBACK_ALLOWED_HOSTS, by reason (invalid, not_allowed, non_public).",
+  labelNames: ["reason"] as const,
+  registers: [registry],
+});
+
+export const discardFollowUpsTotal = new prom.Counter({
+  name: "mcsv_job_discard_follow_ups_total",
+  help: "Jobs discarded by crash recovery whose task declares a follow-up (onDiscarded), by task and outcome (added; duplicate: added by an earlier round; failed: could not be described, see the log).",
+  labelNames: ["task", "outcome"] as const,
+  registers: [registry],
+});

@@ -6,6 +6,7 @@ import { EventEmitter } from "node:events";
 import { fileURLToPath } from "node:url";
 import type { WorkerEvents } from "graphile-worker";
 import { ClientService, EmailService, ImageService, JobService, UserService } from "@mcsv/sdk";
+import { CallbackPolicy, systemResolver, type HostResolver } from "../shared/callback-policy.js";
 import { createServiceClient } from "../shared/clients.js";
 import { serviceUrl } from "../shared/config.js";
 import { createPool, databaseCheck, migrate } from "../shared/database.js";
@@ -33,6 +34,8 @@ const DAY_MS = 24 * HOUR_MS;
 export interface JobServiceOverrides {
   logger?: Logger;
   store?: ObjectStore;
+  /** Resolves callback hosts (tests: there is no public DNS in the sandbox). */
+  resolveHost?: HostResolver;
 }
 
 export async function startJobService(config: JobConfig, overrides: JobServiceOverrides = {}): Promise<RunningService> {
@@ -67,13 +70,18 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
     rpcTimeoutMs: config.RPC_TIMEOUT_MS,
     convertTimeoutMs: config.CONVERT_TIMEOUT_MS,
     callbackTimeoutMs: config.CALLBACK_TIMEOUT_MS,
+    callbacks: new CallbackPolicy(config.CALLBACK_ALLOWED_HOSTS, overrides.resolveHost ?? systemResolver),
     uploadMaxAgeMs: config.UPLOAD_RETENTION_HOURS * HOUR_MS,
     pdfMaxAgeMs: config.PDF_RETENTION_DAYS * DAY_MS,
     jobRetentionMs: config.JOB_RETENTION_DAYS * DAY_MS,
   });
 
   // Registers each worker pool graphile creates, beats for it, and releases the jobs of pools that died.
-  const recovery = new CrashRecovery(pool, logger, { heartbeatMs: config.JOB_WORKER_HEARTBEAT_MS, deadAfterMs: config.JOB_WORKER_DEAD_AFTER_MS });
+  const recovery = new CrashRecovery(pool, logger, {
+    heartbeatMs: config.JOB_WORKER_HEARTBEAT_MS,
+    deadAfterMs: config.JOB_WORKER_DEAD_AFTER_MS,
+    tasks: definitions,
+  });
   const events = new EventEmitter() as WorkerEvents;
   events.on("pool:create", ({ workerPool }) => recovery.register(workerPool.id));
   events.on("job:complete", ({ job }) => recovery.jobEnded(job));

@@ -20,10 +20,34 @@ export interface TaskContext {
   enqueue(input: EnqueueInput): Promise<EnqueueResult>;
 }
 
+/** A job that was discarded without a final attempt of its own (crash-recovery.ts): no task code saw it end. */
+export interface DiscardedJob {
+  /** Id of the job in the ledger. */
+  jobId: string;
+  /**
+   * worker_died: its last attempt's worker stopped beating (killed mid-attempt); outcome_lost: its last attempt
+   * ended, but neither the wrapper nor graphile could record how (Postgres unreachable at that moment).
+   */
+  cause: "worker_died" | "outcome_lost";
+  /** Attempts counted, and the most it had. */
+  attempts: number;
+  maxAttempts: number;
+  /** Attempts given back after their worker died (not counted in `attempts`). */
+  givenBack: number;
+  /** Attempts whose worker died, all told (those given back included). */
+  interruptions: number;
+}
+
 /** A task: how to decode its payload, and how to run it. Throwing fails the attempt. */
 export interface TaskDefinition<P> {
   decode(args: unknown): { ok: true; payload: P } | { ok: false; violations: Violation[] };
   run(payload: P, ctx: TaskContext): Promise<void>;
+  /**
+   * What must still happen when the job is discarded without a final attempt of its own (a worker that dies on
+   * every attempt): a follow-up job, added in the transaction that records the discard. Without a job key, one is
+   * derived from the discarded job, so the follow-up is added once however often recovery runs.
+   */
+  onDiscarded?(payload: P, job: DiscardedJob): EnqueueInput | undefined;
 }
 
 /**

@@ -4,14 +4,21 @@
  * the PDF's facts. A permanent failure, or a failure of the last attempt, is reported as FAILED first.
  * The gateway answers failed_precondition for a conversion that has already finished: then there is nothing left
  * to do (a retry after the result was recorded), and the job completes without converting again.
+ *
+ * When this job cannot report FAILED itself, a report_conversion_failed job does, with retries of its own: when the
+ * gateway is unreachable at the moment of the FAILED report (or, on the last attempt, of the PROCESSING one), and
+ * when crash recovery discards the job because its worker died on every attempt (onDiscarded), so that a
+ * conversion never stays PROCESSING for good.
  */
 import type { Client } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ConversionState, type ImageService, type UserService } from "@mcsv/sdk";
 import { describeError } from "../../shared/errors.js";
 import type { ObjectStore } from "../../shared/storage.js";
+import { jobKeys } from "../../shared/tasks.js";
+import type { EnqueueInput } from "../enqueue.js";
 import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
-import { isPermanentFailure, type TaskDefinition } from "./context.js";
+import { isPermanentFailure, type DiscardedJob, type TaskContext, type TaskDefinition } from "./context.js";
 
 /** A presigned URL with less time left than this is replaced before the image service fetches it. */
 export const PRESIGN_REFRESH_MARGIN_MS = 60_000;
@@ -28,6 +35,38 @@ function alreadyFinished(error: unknown): boolean {
   return error instanceof ConnectError && error.code === Code.FailedPrecondition;
 }
 
+/** Longest error text reported (the report_conversion_failed payload's limit). */
+const MAX_REPORTED_ERROR_LENGTH = 2_000;
+
+/** The job that reports FAILED for this conversion when this job cannot (one per conversion: its job key). */
+export function conversionFailedReport(conversionId: string, error: string): EnqueueInput {
+  return {
+    task: "report_conversion_failed",
+    args: { conversionId, error: error.slice(0, MAX_REPORTED_ERROR_LENGTH) || "the conversion failed" },
+    jobKey: jobKeys.conversionFailed(conversionId),
+  };
+}
+
+/** Why a conversion whose job was discarded by crash recovery failed, in words for its owner. */
+export function discardedConversionError(job: DiscardedJob): string {
+  if (job.cause === "outcome_lost") return "the conversion's last attempt ended, but its outcome was lost (the job database was unreachable); given up";
+  const tries = job.attempts + job.givenBack;
+  const times = `${job.interruptions} ${job.interruptions === 1 ? "time" : "times"}`;
+  return job.interruptions >= tries
+    ? `the conversion was interrupted ${times} (its worker died each time); given up`
+    : `the conversion was interrupted ${times} in ${tries} attempts (its worker died), the last attempt included; given up`;
+}
+
+/** Has report_conversion_failed report FAILED later, after the gateway did not take the report now. */
+async function reportLater(ctx: TaskContext, conversionId: string, message: string, reportError: unknown): Promise<void> {
+  const { job, duplicate } = await ctx.enqueue(conversionFailedReport(conversionId, message));
+  ctx.logger.warn("conversion failure not reported (the gateway did not take it); a report_conversion_failed job retries it", {
+    error: describeError(reportError),
+    follow_up_job_id: job?.id,
+    duplicate,
+  });
+}
+
 export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<DecodedPayloads["convert_image"]> {
   return {
     decode: (args) => decodeTaskArgs("convert_image", args),
@@ -39,7 +78,12 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
       } catch (error) {
         // The gateway's answer for a conversion that already finished (a retry after the result was reported).
         if (alreadyFinished(error)) return void ctx.logger.info("conversion already finished; nothing left to do");
-        throw error; // Unknown conversion (permanent) or the gateway unreachable (retried); no FAILED report.
+        // The gateway away on the last attempt: the job ends here, and the conversion must not stay QUEUED.
+        if (ctx.isLastAttempt && !isPermanentFailure(error)) {
+          const message = `the conversion could not start: the gateway did not take its progress report (${error instanceof ConnectError ? error.rawMessage : describeError(error)})`;
+          await reportLater(ctx, conversionId, message, error);
+        }
+        throw error; // Unknown conversion (permanent, nothing to report to) or the gateway unreachable (retried).
       }
       try {
         let imageUrl = request.imageUrl;
@@ -68,13 +112,13 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
       } catch (error) {
         if (isPermanentFailure(error) || ctx.isLastAttempt) {
           const message = error instanceof ConnectError ? error.rawMessage : describeError(error);
-          // If this report fails transiently, its error replaces the permanent one: the job retries and reports again.
-          await deps.user.notifyImageConverted({ conversionId, state: ConversionState.FAILED, error: message }, call).catch((reportError: unknown) => {
-            if (!alreadyFinished(reportError)) throw reportError;
+          await deps.user.notifyImageConverted({ conversionId, state: ConversionState.FAILED, error: message }, call).catch(async (reportError: unknown) => {
+            if (!alreadyFinished(reportError)) await reportLater(ctx, conversionId, message, reportError);
           });
         }
         throw error;
       }
     },
+    onDiscarded: ({ request }, job) => conversionFailedReport(request.conversionId, discardedConversionError(job)),
   };
 }
