@@ -6,26 +6,14 @@
  * the freshness gate (test/contract/gates.test.ts) compares that output with the committed files.
  */
 import { execFileSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { generatedFiles } from "./lib/generated-files.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-
-/** The generated files under dir: gen/**\/*.ts (not dist/ or node_modules/) and openapi/*.yaml, relative to dir. */
-function generatedFiles(dir: string): string[] {
-  const walk = (sub: string): string[] =>
-    !existsSync(join(dir, sub))
-      ? []
-      : readdirSync(join(dir, sub), { withFileTypes: true }).flatMap((entry) => {
-          const path = join(sub, entry.name);
-          if (entry.isDirectory()) return entry.name === "dist" || entry.name === "node_modules" ? [] : walk(path);
-          return /\.(ts|yaml)$/.test(entry.name) ? [path] : [];
-        });
-  return [...walk("gen"), ...walk("openapi")].sort();
-}
 
 const { values } = parseArgs({ options: { out: { type: "string" } } });
 const out = values.out === undefined ? mkdtempSync(join(tmpdir(), "mcsv-generate-")) : resolve(values.out);

@@ -3,8 +3,9 @@
  * are exactly what the protos generate, and no change breaks the released baseline (proto/baseline/image.binpb,
  * cut with `npm run release:contract`).
  */
-import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { generatedFiles } from "../../scripts/lib/generated-files.js";
 import { BUF, ROOT, run, runOk, tempDir } from "./support.js";
 
 const scripts = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts;
@@ -14,19 +15,6 @@ function bufScript(name: string): string[] {
   const argv = scripts[name]?.split(/\s+/) ?? [];
   expect(argv[0]).toBe("buf");
   return argv.slice(1);
-}
-
-/** The generated files under dir: gen/**\/*.ts (not dist/ or node_modules/) and openapi/*, relative to dir. */
-function generatedFiles(dir: string): string[] {
-  const walk = (sub: string): string[] =>
-    !existsSync(join(dir, sub))
-      ? []
-      : readdirSync(join(dir, sub), { withFileTypes: true }).flatMap((entry) => {
-          const path = join(sub, entry.name);
-          if (entry.isDirectory()) return entry.name === "dist" || entry.name === "node_modules" ? [] : walk(path);
-          return sub.startsWith("openapi") || entry.name.endsWith(".ts") ? [path] : [];
-        });
-  return [...walk("gen"), ...walk("openapi")].sort();
 }
 
 /** The rules that buf's `--error-format json` output names, one JSON object per line. */

@@ -9,29 +9,17 @@ import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescS
 import { getComments } from "@bufbuild/protoplugin";
 import { compileErrors, validate } from "@readme/openapi-parser";
 import { parse } from "yaml";
+import { Code } from "@connectrpc/connect";
 import { SERVICES } from "../../services/shared/topology.js";
+import { connectCodeName } from "../../services/shared/tracing.js";
 import { bufRegistry, ROOT, sdkFiles } from "./support.js";
 
 type Json = Record<string, any>;
 
-const CONNECT_CODES = [
-  "canceled",
-  "unknown",
-  "invalid_argument",
-  "deadline_exceeded",
-  "not_found",
-  "already_exists",
-  "permission_denied",
-  "resource_exhausted",
-  "failed_precondition",
-  "aborted",
-  "out_of_range",
-  "unimplemented",
-  "internal",
-  "unavailable",
-  "data_loss",
-  "unauthenticated",
-];
+/** Every Connect error code, as the protocol spells it, from connect-es's own enum (not from the generator). */
+const CONNECT_CODES = Object.values(Code)
+  .filter((code): code is Code => typeof code === "number")
+  .map(connectCodeName);
 
 const services = sdkFiles().flatMap((file) => file.services);
 const documentPath = (service: DescService): string =>
