@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { SERVICES, SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
-import { startEmbeddedPostgres, startEmbeddedS3, type EmbeddedPostgresHandle, type EmbeddedS3Handle } from "./embedded.js";
+import { freePort, startEmbeddedPostgres, startEmbeddedS3, type EmbeddedPostgresHandle, type EmbeddedS3Handle } from "./embedded.js";
 
 export const ROOT = resolve(import.meta.dirname ?? new URL(".", import.meta.url).pathname, "../..");
 
@@ -20,15 +20,23 @@ export interface SystemOptions {
   /** Do not inherit process.env (tests). */
   isolated?: boolean;
   ports?: Partial<Record<ServiceKey, number>>;
+  /**
+   * Processes per service (default 1), started together. The extra ones listen on free ports with the same
+   * environment; the other services keep calling the first one's URL, as they would call a Kubernetes Service that
+   * forwards to any replica. Extra job replicas work the shared queue in Postgres all the same.
+   */
+  replicas?: Partial<Record<ServiceKey, number>>;
   postgresPort?: number;
   s3Port?: number;
-  /** Receives every line a service writes. */
-  onLine?: (service: ServiceKey, line: string, stream: "stdout" | "stderr") => void;
+  /** Receives every line a service writes, with the number of the replica that wrote it. */
+  onLine?: (service: ServiceKey, line: string, stream: "stdout" | "stderr", replica: number) => void;
   readyTimeoutMs?: number;
 }
 
 export interface ServiceProcess {
   key: ServiceKey;
+  /** 0 for the process at `urls[key]`, 1, 2, … for the extra replicas. */
+  replica: number;
   url: string;
   child: ChildProcess;
   exited: Promise<number | null>;
@@ -39,11 +47,16 @@ export interface System {
   urls: Record<ServiceKey, string>;
   postgres?: EmbeddedPostgresHandle;
   s3?: EmbeddedS3Handle;
+  /** Replica 0 of each service. */
   services: Map<ServiceKey, ServiceProcess>;
-  /** Starts (or starts again) one service and waits until it is ready. */
+  /** The extra replicas (`replicas` option), in start order. */
+  replicas: ServiceProcess[];
+  /** Starts (or starts again) replica 0 of one service and waits until it is ready. */
   startService(key: ServiceKey): Promise<ServiceProcess>;
-  /** Sends `signal` and waits for the process to exit. */
+  /** Sends `signal` to replica 0 and waits for it to exit. */
   stopService(key: ServiceKey, signal?: NodeJS.Signals): Promise<number | null>;
+  /** Sends `signal` to one process (of `services` or `replicas`) and waits for it to exit. */
+  stopProcess(proc: ServiceProcess, signal?: NodeJS.Signals): Promise<number | null>;
   waitReady(key: ServiceKey, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -119,28 +132,40 @@ export async function startSystem(options: SystemOptions): Promise<System> {
   }
 
   const services = new Map<ServiceKey, ServiceProcess>();
+  const replicas: ServiceProcess[] = [];
 
-  function spawnService(key: ServiceKey): ServiceProcess {
-    const child = spawn(process.execPath, serviceArguments(key), { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+  function spawnProcess(key: ServiceKey, replica: number, own: Record<string, string> = {}): Pick<ServiceProcess, "child" | "exited"> {
+    const child = spawn(process.execPath, serviceArguments(key), { cwd: ROOT, env: { ...env, ...own }, stdio: ["ignore", "pipe", "pipe"] });
     for (const stream of ["stdout", "stderr"] as const) {
-      createInterface({ input: child[stream]! }).on("line", (line) => options.onLine?.(key, line, stream));
+      createInterface({ input: child[stream]! }).on("line", (line) => options.onLine?.(key, line, stream, replica));
     }
     const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-    return { key, url: urls[key], child, exited };
+    return { child, exited };
   }
 
-  async function waitReady(key: ServiceKey, timeoutMs = options.readyTimeoutMs ?? 60_000): Promise<void> {
+  function spawnService(key: ServiceKey): ServiceProcess {
+    return { key, replica: 0, url: urls[key], ...spawnProcess(key, 0) };
+  }
+
+  async function spawnReplica(key: ServiceKey, replica: number): Promise<ServiceProcess> {
+    const port = await freePort();
+    return { key, replica, url: `http://127.0.0.1:${port}`, ...spawnProcess(key, replica, { [`${key.toUpperCase()}_PORT`]: String(port) }) };
+  }
+
+  async function waitProcessReady(proc: ServiceProcess, timeoutMs = options.readyTimeoutMs ?? 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    const proc = services.get(key);
+    const name = `${SERVICES[proc.key].name}${proc.replica > 0 ? ` replica ${proc.replica}` : ""}`;
     let exitCode: number | null | undefined;
-    void proc?.exited.then((code) => (exitCode = code));
+    void proc.exited.then((code) => (exitCode = code));
     while (Date.now() < deadline) {
-      if (exitCode !== undefined) throw new Error(`${SERVICES[key].name} exited with code ${exitCode} before it was ready`);
-      if (await isReady(urls[key])) return;
+      if (exitCode !== undefined) throw new Error(`${name} exited with code ${exitCode} before it was ready`);
+      if (await isReady(proc.url)) return;
       await new Promise((r) => setTimeout(r, 150));
     }
-    throw new Error(`${SERVICES[key].name} was not ready within ${timeoutMs} ms`);
+    throw new Error(`${name} was not ready within ${timeoutMs} ms`);
   }
+
+  const waitReady = (key: ServiceKey, timeoutMs?: number) => waitProcessReady(services.get(key)!, timeoutMs);
 
   async function startService(key: ServiceKey): Promise<ServiceProcess> {
     const proc = spawnService(key);
@@ -149,8 +174,7 @@ export async function startSystem(options: SystemOptions): Promise<System> {
     return proc;
   }
 
-  async function stopService(key: ServiceKey, signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
-    const proc = services.get(key);
+  async function stopProcess(proc: ServiceProcess | undefined, signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
     if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null) return proc?.child.exitCode ?? null;
     proc.child.kill(signal);
     const killer = setTimeout(() => proc.child.kill("SIGKILL"), 30_000);
@@ -159,15 +183,19 @@ export async function startSystem(options: SystemOptions): Promise<System> {
     return code;
   }
 
+  const stopService = (key: ServiceKey, signal?: NodeJS.Signals) => stopProcess(services.get(key), signal);
+
   const system: System = {
     env,
     urls,
     services,
+    replicas,
     startService,
     stopService,
+    stopProcess,
     waitReady,
     async stop() {
-      await Promise.all(SERVICE_KEYS.map((key) => stopService(key)));
+      await Promise.all([...SERVICE_KEYS.map((key) => stopService(key)), ...replicas.map((proc) => stopProcess(proc))]);
       await s3?.stop();
       await postgres?.stop();
     },
@@ -176,8 +204,11 @@ export async function startSystem(options: SystemOptions): Promise<System> {
   if (s3) system.s3 = s3;
 
   try {
-    for (const key of SERVICE_KEYS) services.set(key, spawnService(key));
-    await Promise.all(SERVICE_KEYS.map((key) => waitReady(key)));
+    for (const key of SERVICE_KEYS) {
+      services.set(key, spawnService(key));
+      for (let replica = 1; replica < (options.replicas?.[key] ?? 1); replica++) replicas.push(await spawnReplica(key, replica));
+    }
+    await Promise.all([...SERVICE_KEYS.map((key) => waitReady(key)), ...replicas.map((proc) => waitProcessReady(proc))]);
   } catch (error) {
     await system.stop();
     throw error;

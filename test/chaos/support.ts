@@ -7,6 +7,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { ConversionState, JobService, Quality, UserService, type Conversion, type Job } from "@mcsv/sdk";
+import type { SystemOptions } from "../../scripts/lib/system.js";
 import { ObjectStore } from "../../services/shared/storage.js";
 import { photoLikePng } from "../support/pdf.js";
 import { eventually, startTestSystem, type TestSystem } from "../support/system.js";
@@ -59,7 +60,7 @@ export interface ChaosSystem extends TestSystem {
 }
 
 /** The system with short heartbeats and back-offs, so that recovery takes seconds; `env` adds to it. */
-export async function startChaosSystem(env: Record<string, string> = {}): Promise<ChaosSystem> {
+export async function startChaosSystem(env: Record<string, string> = {}, options: Pick<SystemOptions, "replicas"> = {}): Promise<ChaosSystem> {
   const gateDir = join(process.env["TMPDIR"] ?? "/tmp", `mcsv-chaos-gate-${process.pid}-${Date.now()}`);
   const gate = imageMagickGate(gateDir);
   const system = await startTestSystem({
@@ -71,7 +72,7 @@ export async function startChaosSystem(env: Record<string, string> = {}): Promis
     OUTBOX_POLL_MS: "500",
     SHUTDOWN_GRACE_MS: "5000",
     ...env,
-  });
+  }, options);
   const store = new ObjectStore({
     S3_ENDPOINT: system.env["S3_ENDPOINT"],
     S3_REGION: "us-east-1",

@@ -11,7 +11,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
 import { freePort } from "../../scripts/lib/embedded.js";
-import { startSystem, type System } from "../../scripts/lib/system.js";
+import { startSystem, type System, type SystemOptions } from "../../scripts/lib/system.js";
 import { gatewayAuth, internalAuth, testAuthEnv } from "./credentials.js";
 import { startResendSink, type ResendSink } from "./resend-sink.js";
 
@@ -19,6 +19,8 @@ export { eventually } from "./eventually.js";
 
 export interface LogLine {
   service: ServiceKey;
+  /** 0, or the extra replica (`replicas` option) that wrote the line. */
+  replica: number;
   raw: string;
   json?: Record<string, unknown>;
 }
@@ -32,7 +34,7 @@ export interface TestSystem extends System {
   close(): Promise<void>;
 }
 
-export async function startTestSystem(env: Record<string, string> = {}): Promise<TestSystem> {
+export async function startTestSystem(env: Record<string, string> = {}, options: Pick<SystemOptions, "replicas"> = {}): Promise<TestSystem> {
   const dataDir = mkdtempSync(join(tmpdir(), "mcsv-e2e-"));
   const sink = await startResendSink();
   const logs: LogLine[] = [];
@@ -43,6 +45,7 @@ export async function startTestSystem(env: Record<string, string> = {}): Promise
       dataDir,
       isolated: true,
       ports,
+      ...options,
       postgresPort: await freePort(),
       s3Port: await freePort(),
       env: {
@@ -53,15 +56,15 @@ export async function startTestSystem(env: Record<string, string> = {}): Promise
         LOG_LEVEL: "info",
         ...env,
       },
-      onLine: (service, raw) => {
+      onLine: (service, raw, _stream, replica) => {
         let json: Record<string, unknown> | undefined;
         try {
           json = JSON.parse(raw) as Record<string, unknown>;
         } catch {
           json = undefined;
         }
-        logs.push(json ? { service, raw, json } : { service, raw });
-        if (process.env["MCSV_TEST_VERBOSE"]) console.log(`${service} | ${raw}`);
+        logs.push(json ? { service, replica, raw, json } : { service, replica, raw });
+        if (process.env["MCSV_TEST_VERBOSE"]) console.log(`${service}${replica > 0 ? `#${replica}` : ""} | ${raw}`);
       },
     });
   } catch (error) {
