@@ -80,7 +80,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
   const recovery = new CrashRecovery(pool, logger, {
     heartbeatMs: config.JOB_WORKER_HEARTBEAT_MS,
     deadAfterMs: config.JOB_WORKER_DEAD_AFTER_MS,
-
+    tasks: definitions,
   });
   const events = new EventEmitter() as WorkerEvents;
   events.on("pool:create", ({ workerPool }) => recovery.register(workerPool.id));
