@@ -265,6 +265,12 @@ describe("docker-compose.yml", () => {
     expect(() => module[name]!(env)).not.toThrow();
   });
 
+  test("the gateway and the job service check callback URLs against the same CALLBACK_ALLOWED_HOSTS", () => {
+    const allowed = services["user"]!.environment?.["CALLBACK_ALLOWED_HOSTS"];
+    expect(allowed).toBe("client");
+    expect(services["job"]!.environment?.["CALLBACK_ALLOWED_HOSTS"]).toBe(allowed);
+  });
+
   test("wires the observability stack: exemplars and remote write on, provisioning and dashboards mounted", () => {
     const prometheus = services["prometheus"]!;
     expect(prometheus.command).toEqual(expect.arrayContaining(["--enable-feature=exemplar-storage", "--web.enable-remote-write-receiver", "--config.file=/etc/prometheus/prometheus.yml"]));

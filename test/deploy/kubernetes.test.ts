@@ -100,6 +100,8 @@ describeWithKubectl("kubectl kustomize deploy/k8s", () => {
     for (const key of SERVICE_KEYS) expect(data[`${key.toUpperCase()}_URL`]).toBe(`http://${key}:${SERVICES[key].port}`);
     expect(data).toEqual(expect.objectContaining({ S3_BUCKET: "mcsv", S3_ENDPOINT: expect.stringMatching(/^https?:\/\//), OTEL_EXPORTER_OTLP_ENDPOINT: expect.stringMatching(/:4318$/), LOG_FORMAT: "json" }));
     expect(configMap.metadata.name).toMatch(/^mcsv-config-[a-z0-9]+$/); // hashed: a change rolls the Deployments
+    // The gateway checks callback URLs with it, the job service again before each POST: both load this one list.
+    expect(data["CALLBACK_ALLOWED_HOSTS"]).toBe("client");
     for (const deployment of of("Deployment")) {
       expect(deployment["spec"].template.spec.containers[0].envFrom).toEqual([{ configMapRef: { name: configMap.metadata.name } }]);
     }
