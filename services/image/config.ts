@@ -2,6 +2,7 @@
 import { availableParallelism } from "node:os";
 import { z } from "zod";
 import { commonEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
+import { PDF_ENGINES } from "./pdf-engine.js";
 import { DEFAULT_POLICY_DIR, hasPolicyFile } from "./policy.js";
 
 const MiB = 1024 * 1024;
@@ -29,6 +30,12 @@ export const imageEnv = {
    * input) refuses any decoder warning, "error" only errors and truncation, "truncated" only truncation.
    */
   IMAGE_FAIL_ON: z.enum(["warning", "error", "truncated"]).default("warning"),
+  /**
+   * The PDF engine of a request that leaves it unspecified: "imagemagick" (decode, normalise, re-encode at the
+   * quality preset) or "passthrough" (the original's encoded data as it is when the request needs no pixel change,
+   * else ImageMagick; see pdf-engine.ts).
+   */
+  IMAGE_PDF_ENGINE: z.enum(PDF_ENGINES).default("imagemagick"),
   /** ImageMagick is killed (SIGKILL) after this long. */
   IMAGEMAGICK_TIMEOUT_MS: positiveInt(60_000),
   /** ImageMagick's own resource limits (`-limit`); a site policy.xml may lower them further. */

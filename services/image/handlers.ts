@@ -1,18 +1,21 @@
 /** ImageService handlers: validate the request, wait for a conversion slot, run the pipeline, count the outcome. */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { ImageService, Quality, type ImageServiceConvertImageRequest } from "@mcsv/sdk";
+import { ImageService, PdfEngine, Quality, type ImageServiceConvertImageRequest } from "@mcsv/sdk";
 import { describeError, Violations } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { ConcurrencyLimiter } from "./limiter.js";
 import { conversionsTotal } from "./metrics.js";
 import { INPUT_FORMATS, isInputFormat } from "./normalise.js";
 import { runConversion, type ConversionRequest, type PipelineDeps } from "./pipeline.js";
+import { pdfEngineMessage, pdfEngineOf, type PdfEngineName } from "./pdf-engine.js";
 import { qualityPreset } from "./quality.js";
 
 export interface ImageHandlerDeps extends PipelineDeps {
   logger: Logger;
   limiter: ConcurrencyLimiter;
+  /** The engine of a request that leaves it unspecified (IMAGE_PDF_ENGINE). */
+  defaultPdfEngine: PdfEngineName;
   /** The object key a URL points at in the service's own bucket, or undefined for any other URL (SSRF guard). */
   keyOfUrl(url: string): string | undefined;
 }
@@ -35,6 +38,8 @@ function validate(req: ImageServiceConvertImageRequest, deps: ImageHandlerDeps):
   if (!preset) violations.add("options.quality", `unknown quality ${options?.quality}`);
   violations.check((options?.maxWidth ?? 0) <= MAX_DIMENSION, "options.maxWidth", `must be at most ${MAX_DIMENSION}`);
   violations.check((options?.maxHeight ?? 0) <= MAX_DIMENSION, "options.maxHeight", `must be at most ${MAX_DIMENSION}`);
+  const engine = pdfEngineOf(options?.engine ?? PdfEngine.UNSPECIFIED, deps.defaultPdfEngine);
+  if (!engine) violations.add("options.engine", `unknown PDF engine ${options?.engine}`);
   violations.throwIfAny();
   return {
     conversionId: req.conversionId.toLowerCase(),
@@ -44,6 +49,7 @@ function validate(req: ImageServiceConvertImageRequest, deps: ImageHandlerDeps):
     stripMetadata: options?.stripMetadata ?? false,
     maxWidth: options?.maxWidth ?? 0,
     maxHeight: options?.maxHeight ?? 0,
+    engine: engine!,
   };
 }
 
@@ -65,6 +71,9 @@ export function createImageHandlers(deps: ImageHandlerDeps): ServiceImpl<typeof 
           width: result.width,
           height: result.height,
           duration_ms: result.durationMs,
+          pdf_engine: result.pdfEngine.engine,
+          ...(result.pdfEngine.engine === "passthrough" ? { passthrough_mode: result.pdfEngine.mode } : {}),
+          ...(result.pdfEngine.engine === "imagemagick" && result.pdfEngine.fallback ? { passthrough_fallback: result.pdfEngine.fallback } : {}),
         });
         return {
           pdfKey: result.pdfKey,
@@ -75,6 +84,7 @@ export function createImageHandlers(deps: ImageHandlerDeps): ServiceImpl<typeof 
           width: result.width,
           height: result.height,
           durationMs: BigInt(result.durationMs),
+          engine: pdfEngineMessage(result.pdfEngine.engine),
         };
       } catch (caught) {
         const error = ConnectError.from(caught);

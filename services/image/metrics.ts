@@ -37,3 +37,12 @@ export const conversionsWaiting = new prom.Gauge({
   help: "Conversions waiting for a free conversion slot.",
   registers: [registry],
 });
+
+export const pdfEnginesTotal = new prom.Counter({
+  name: "mcsv_image_pdf_engine_total",
+  help:
+    "Conversions past the header check, by the engine that writes the PDF (imagemagick or passthrough) and, when " +
+    "passthrough was asked for but the image needed ImageMagick, why (fallback; none otherwise).",
+  labelNames: ["engine", "fallback"] as const,
+  registers: [registry],
+});

@@ -12,7 +12,7 @@
  * Animated GIF/WebP and multi-page TIFF contribute their first frame. Damaged pixel data is refused (`failOn`).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import sharp, { type Metadata, type OutputInfo } from "sharp";
+import sharp, { type Metadata, type OutputInfo, type Sharp } from "sharp";
 import { withSpan } from "../shared/tracing.js";
 
 export const INPUT_FORMATS = ["png", "jpeg", "webp", "tiff", "gif", "avif"] as const;
@@ -69,7 +69,14 @@ function decodeError(error: unknown, maxPixels: number): ConnectError {
   return invalid(`the image cannot be decoded (damaged or truncated): ${message.split("\n")[0]}`);
 }
 
-export async function normalise(source: Uint8Array, options: NormaliseOptions): Promise<NormalisedImage> {
+/** The image opened by sharp with its header read: the format checked, the pixel limit applied, nothing decoded. */
+export interface OpenedImage {
+  image: Sharp;
+  metadata: Metadata;
+}
+
+/** Reads the header (sharp's metadata, which applies the pixel limit) and checks the format is the one declared. */
+export async function openImage(source: Uint8Array, options: Pick<NormaliseOptions, "inputFormat" | "maxPixels" | "failOn">): Promise<OpenedImage> {
   const image = sharp(source, {
     limitInputPixels: options.maxPixels,
     failOn: options.failOn,
@@ -90,7 +97,15 @@ export async function normalise(source: Uint8Array, options: NormaliseOptions): 
   if (actual !== options.inputFormat) {
     throw invalid(`the image is ${actual ?? "of an unknown format"}, not ${options.inputFormat} as declared`);
   }
+  return { image, metadata };
+}
 
+export async function normalise(source: Uint8Array, options: NormaliseOptions): Promise<NormalisedImage> {
+  return normaliseOpened(await openImage(source, options), options);
+}
+
+/** Decodes and normalises an image whose header `openImage` has read. */
+export async function normaliseOpened({ image, metadata }: OpenedImage, options: NormaliseOptions): Promise<NormalisedImage> {
   if (options.maxWidth > 0 || options.maxHeight > 0) {
     image.resize({
       width: options.maxWidth || undefined,

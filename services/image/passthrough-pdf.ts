@@ -1,6 +1,7 @@
 /**
  * A lossless fast path from an image file to a one-page PDF that does not re-encode what it need not:
- * - a JPEG (baseline or progressive, 8-bit, grey, YCbCr/RGB or CMYK) goes in byte for byte as a DCTDecode image;
+ * - a JPEG (baseline or progressive, 8-bit, grey, YCbCr/RGB or CMYK) goes in as a DCTDecode image, byte for byte up to
+ *   its EOI marker (with `stripMetadata`, less its APPn and COM segments other than JFIF and Adobe);
  * - a non-interlaced PNG without transparency (grey, RGB or palette, any bit depth PDF allows) goes in as its own
  *   concatenated IDAT stream, a FlateDecode image whose DecodeParms name the PNG predictors;
  * - an 8-bit PNG with an alpha channel is split by libvips into a colour PNG and an alpha PNG, both exact, whose IDAT
@@ -9,10 +10,17 @@
  * size at 72 dpi (more dots per inch past 200 inches, as the ImageMagick path does).
  *
  * Anything it cannot take unchanged (EXIF orientation other than 1, an interlaced PNG, transparency by tRNS, 16-bit
- * alpha, 12-bit JPEG, arithmetic coding) gets `undefined`: the caller converts it the usual way. Not wired to an RPC
- * option yet; bench/b6-passthrough.ts measures it against ImageMagick and img2pdf.
+ * alpha, alpha with an ICC profile, 12-bit JPEG, lossless or arithmetic coding, an ICC profile that `stripMetadata`
+ * would remove) is declined with a reason: the caller converts it the usual way (services/image/pdf-engine.ts).
+ *
+ * Damaged data: no pixel is decoded here, so what is checked is the container, cheaply. A JPEG's marker structure
+ * from SOI to EOI (every segment in bounds, only legal markers in the entropy-coded data, an EOI at the end: a
+ * truncated file is declined; bytes after EOI are dropped). A PNG's chunk structure, every chunk's CRC-32 (so a bit
+ * flipped anywhere in the compressed rows is caught) and its IEND. Not checked: whether the JPEG's Huffman data or the
+ * PNG's deflate stream decode to the declared number of rows (a file crafted with valid checksums over a bad stream);
+ * a PDF viewer then shows what it can, where the ImageMagick path would have refused the file (IMAGE_FAIL_ON).
  */
-import { inflateSync } from "node:zlib";
+import { crc32, inflateSync } from "node:zlib";
 import sharp from "sharp";
 import { pageDensity } from "./imagemagick.js";
 
@@ -21,7 +29,39 @@ export interface PassthroughPdf {
   width: number;
   height: number;
   /** How the pixels went in: the JPEG as is, the PNG's IDAT as is, or colour and alpha split. */
-  mode: "dct" | "png-idat" | "png-split";
+  mode: PassthroughMode;
+}
+
+export type PassthroughMode = "dct" | "png-idat" | "png-split";
+
+/** Why the fast path declined an image (a short, fixed set: it labels metrics). */
+export type DeclineReason =
+  | "format"
+  | "orientation"
+  | "jpeg-coding"
+  | "interlaced"
+  | "transparency"
+  | "alpha-depth"
+  | "alpha-with-icc"
+  | "strip-icc"
+  | "damaged";
+
+export interface PassthroughOptions {
+  /** Drop what the image carries besides its pixels and the colour information they need. */
+  stripMetadata?: boolean;
+}
+
+/** An image the fast path can take, checked, ready to be written (writing may still split off alpha). */
+export interface PassthroughPlan {
+  mode: PassthroughMode;
+  width: number;
+  height: number;
+  /** The image XObject, or for "png-split" the PNG whose colour and alpha are to be split. */
+  image: ImageObject | { png: Buffer; grey: boolean };
+}
+
+export interface Declined {
+  declined: DeclineReason;
 }
 
 interface ImageObject {
@@ -35,17 +75,27 @@ interface ImageObject {
 }
 
 /** The PDF, or undefined when the image cannot go in without re-encoding. */
-export async function passthroughPdf(file: Uint8Array): Promise<PassthroughPdf | undefined> {
+export async function passthroughPdf(file: Uint8Array, options: PassthroughOptions = {}): Promise<PassthroughPdf | undefined> {
+  const plan = inspectPassthrough(file, options);
+  return "declined" in plan ? undefined : writePassthroughPdf(plan);
+}
+
+/** Reads the file's structure (no pixel is decoded) and says whether and how it can go in unchanged. */
+export function inspectPassthrough(file: Uint8Array, options: PassthroughOptions = {}): PassthroughPlan | Declined {
   const bytes = Buffer.from(file.buffer, file.byteOffset, file.byteLength);
+  const strip = options.stripMetadata ?? false;
   if (bytes.length > 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) {
-    const image = jpegImage(bytes);
-    return image && { pdf: writePdf(image), width: image.width, height: image.height, mode: "dct" };
+    const image = jpegImage(bytes, strip);
+    return "declined" in image ? image : { mode: "dct", width: image.width, height: image.height, image };
   }
-  if (bytes.length > 8 && bytes.subarray(0, 8).equals(PNG_SIGNATURE)) {
-    const image = await pngImage(bytes);
-    return image && { pdf: writePdf(image.object), width: image.object.width, height: image.object.height, mode: image.mode };
-  }
-  return undefined;
+  if (bytes.length > 8 && bytes.subarray(0, 8).equals(PNG_SIGNATURE)) return pngPlan(bytes, strip);
+  return { declined: "format" };
+}
+
+/** Writes the PDF of an inspected image; for "png-split", libvips separates colour and alpha first. */
+export async function writePassthroughPdf(plan: PassthroughPlan): Promise<PassthroughPdf> {
+  const image = "png" in plan.image ? await splitAlpha(plan.image.png, plan.image.grey) : plan.image;
+  return { pdf: writePdf(image), width: plan.width, height: plan.height, mode: plan.mode };
 }
 
 // ---------------------------------------------------------------------------------------------------- JPEG
@@ -53,32 +103,49 @@ export async function passthroughPdf(file: Uint8Array): Promise<PassthroughPdf |
 /** SOF markers of Huffman-coded JPEGs: baseline, extended sequential, progressive (not lossless, not arithmetic). */
 const HUFFMAN_SOF = new Set([0xc0, 0xc1, 0xc2]);
 const OTHER_SOF = new Set([0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd, 0xce, 0xcf]);
+/** Segments that may follow the first scan: tables, restart interval, line count, further scans, APPn, COM. */
+const BETWEEN_SCANS = new Set([0xc4, 0xcc, 0xdb, 0xdc, 0xdd, 0xda, 0xfe]);
 
-function jpegImage(jpeg: Buffer): ImageObject | undefined {
+const isApp = (marker: number) => marker >= 0xe0 && marker <= 0xef;
+
+/**
+ * Walks the JPEG from SOI to EOI. Collects what the PDF needs (frame, Adobe, ICC) and the segments that stripping
+ * drops; declines a file whose structure is broken or truncated.
+ */
+function jpegImage(jpeg: Buffer, strip: boolean): ImageObject | Declined {
+  const damaged: Declined = { declined: "damaged" };
   let offset = 2;
   let frame: { width: number; height: number; components: number } | undefined;
   let adobe = false;
   let orientation = 1;
+  let scanned = false;
+  let end: number | undefined;
   const icc: Array<{ seq: number; data: Buffer }> = [];
-  while (offset + 4 <= jpeg.length) {
-    if (jpeg[offset] !== 0xff) return undefined;
+  /** [start, end) of segments dropped by stripping. */
+  const dropped: Array<[number, number]> = [];
+  while (end === undefined) {
+    if (offset + 2 > jpeg.length || jpeg[offset] !== 0xff) return damaged;
     const marker = jpeg[offset + 1]!;
     if (marker === 0xff) {
-      offset++;
+      offset++; // Fill byte.
       continue;
     }
-    if (marker === 0xd9 || marker === 0xda) break; // EOI, or SOS: the header is over.
-    if (marker >= 0xd0 && marker <= 0xd7) {
-      offset += 2;
-      continue;
+    if (marker === 0xd9) {
+      end = offset + 2;
+      break;
     }
+    if (marker === 0x00 || (marker >= 0xd0 && marker <= 0xd8) || marker === 0x01) return damaged; // No RST, SOI or TEM here.
+    if (offset + 4 > jpeg.length) return damaged;
     const length = jpeg.readUInt16BE(offset + 2);
+    if (length < 2 || offset + 2 + length > jpeg.length) return damaged;
     const segment = jpeg.subarray(offset + 4, offset + 2 + length);
+    if (scanned && !BETWEEN_SCANS.has(marker) && !isApp(marker)) return damaged;
     if (HUFFMAN_SOF.has(marker)) {
-      if (segment[0] !== 8) return undefined; // 12-bit samples: DCTDecode takes 8 only.
+      if (frame || segment.length < 6) return damaged;
+      if (segment[0] !== 8) return { declined: "jpeg-coding" }; // 12-bit samples: DCTDecode takes 8 only.
       frame = { height: segment.readUInt16BE(1), width: segment.readUInt16BE(3), components: segment[5]! };
     } else if (OTHER_SOF.has(marker)) {
-      return undefined; // Lossless or arithmetic coding: not for DCTDecode.
+      return { declined: "jpeg-coding" }; // Lossless or arithmetic coding: not for DCTDecode.
     } else if (marker === 0xee && segment.subarray(0, 5).toString("latin1") === "Adobe") {
       adobe = true;
     } else if (marker === 0xe1 && segment.subarray(0, 6).toString("latin1") === "Exif\0\0") {
@@ -86,21 +153,53 @@ function jpegImage(jpeg: Buffer): ImageObject | undefined {
     } else if (marker === 0xe2 && segment.subarray(0, 12).toString("latin1") === "ICC_PROFILE\0") {
       icc.push({ seq: segment[12]!, data: segment.subarray(14) });
     }
+    const jfif = marker === 0xe0 && segment.subarray(0, 5).toString("latin1") === "JFIF\0";
+    if ((isApp(marker) && !jfif && marker !== 0xee) || marker === 0xfe) dropped.push([offset, offset + 2 + length]);
     offset += 2 + length;
+    if (marker === 0xda) {
+      if (!frame) return damaged;
+      scanned = true;
+      // Entropy-coded data: 0xFF is followed by 0x00 (a stuffed byte), a restart marker, or the next marker.
+      for (;;) {
+        const next = jpeg.indexOf(0xff, offset);
+        if (next < 0 || next + 1 >= jpeg.length) return damaged; // Truncated: no EOI.
+        const after = jpeg[next + 1]!;
+        if (after === 0x00 || (after >= 0xd0 && after <= 0xd7)) {
+          offset = next + 2;
+          continue;
+        }
+        offset = next;
+        break;
+      }
+    }
   }
-  if (!frame || frame.width === 0 || frame.height === 0 || ![1, 3, 4].includes(frame.components)) return undefined;
+  if (!scanned || !frame || frame.width === 0 || frame.height === 0 || ![1, 3, 4].includes(frame.components)) return damaged;
   // A turned or mirrored photo would need its pixels moved: that is the normal path's work.
-  if (orientation !== 1) return undefined;
-  const device = frame.components === 1 ? "/DeviceGray" : frame.components === 3 ? "/DeviceRGB" : "/DeviceCMYK";
+  if (orientation !== 1) return { declined: "orientation" };
   const profile = Buffer.concat(icc.sort((a, b) => a.seq - b.seq).map((c) => c.data));
+  // The profile is what the samples mean: stripping it would change the colours, which needs the normal path.
+  if (strip && profile.length > 0) return { declined: "strip-icc" };
+  const device = frame.components === 1 ? "/DeviceGray" : frame.components === 3 ? "/DeviceRGB" : "/DeviceCMYK";
   return {
     width: frame.width,
     height: frame.height,
     colorSpace: profile.length >= 128 ? { icc: profile, components: frame.components, alternate: device } : device,
     // Adobe's CMYK JPEGs store inverted samples.
     entries: `/BitsPerComponent 8 /Filter /DCTDecode${frame.components === 4 && adobe ? " /Decode [1 0 1 0 1 0 1 0]" : ""}`,
-    data: jpeg,
+    data: strip && dropped.length > 0 ? without(jpeg.subarray(0, end), dropped) : jpeg.subarray(0, end),
   };
+}
+
+/** `bytes` less the given [start, end) ranges (in order, not overlapping). */
+function without(bytes: Buffer, ranges: Array<[number, number]>): Buffer {
+  const kept: Buffer[] = [];
+  let at = 0;
+  for (const [start, stop] of ranges) {
+    kept.push(bytes.subarray(at, start));
+    at = stop;
+  }
+  kept.push(bytes.subarray(at));
+  return Buffer.concat(kept);
 }
 
 /** The Orientation tag (0x0112) of an EXIF TIFF block, if present. */
@@ -124,73 +223,103 @@ function exifOrientation(tiff: Buffer): number | undefined {
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
-async function pngImage(png: Buffer): Promise<{ object: ImageObject; mode: "png-idat" | "png-split" } | undefined> {
+interface PngFacts {
+  header: { width: number; height: number; depth: number; colorType: number; interlace: number };
+  idat: Buffer[];
+  palette?: Buffer;
+  transparency: boolean;
+  icc?: Buffer;
+}
+
+/** Walks the chunks up to IEND, checking each one's bounds and CRC-32; undefined when the file is damaged. */
+function readPng(png: Buffer): PngFacts | undefined {
   let offset = 8;
-  let header: { width: number; height: number; depth: number; colorType: number; interlace: number } | undefined;
-  const idat: Buffer[] = [];
-  let palette: Buffer | undefined;
-  let transparency = false;
-  let icc: Buffer | undefined;
-  while (offset + 12 <= png.length) {
+  let header: PngFacts["header"] | undefined;
+  const facts: Omit<PngFacts, "header"> = { idat: [], transparency: false };
+  for (;;) {
+    if (offset + 12 > png.length) return undefined; // Truncated: no IEND.
     const length = png.readUInt32BE(offset);
+    if (length > 0x7fffffff || offset + 12 + length > png.length) return undefined;
     const type = png.toString("latin1", offset + 4, offset + 8);
     const data = png.subarray(offset + 8, offset + 8 + length);
+    if (crc32(png.subarray(offset + 4, offset + 8 + length)) !== png.readUInt32BE(offset + 8 + length)) return undefined;
     if (type === "IHDR") {
+      if (length !== 13) return undefined;
       header = { width: data.readUInt32BE(0), height: data.readUInt32BE(4), depth: data[8]!, colorType: data[9]!, interlace: data[12]! };
-    } else if (type === "PLTE") palette = data;
-    else if (type === "tRNS") transparency = true;
+    } else if (type === "PLTE") facts.palette = data;
+    else if (type === "tRNS") facts.transparency = true;
     else if (type === "iCCP") {
       const nul = data.indexOf(0);
       try {
-        icc = inflateSync(data.subarray(nul + 2));
+        facts.icc = inflateSync(data.subarray(nul + 2), { maxOutputLength: 16 * 1024 * 1024 });
       } catch {
         return undefined;
       }
-    } else if (type === "IDAT") idat.push(data);
+    } else if (type === "IDAT") facts.idat.push(data);
     else if (type === "IEND") break;
     offset += 12 + length;
   }
-  if (!header || idat.length === 0 || header.width === 0 || header.height === 0) return undefined;
-  const { width, height, depth, colorType } = header;
-  const colours = colorType === 0 || colorType === 4 ? 1 : colorType === 3 ? 1 : 3;
-  const device = colours === 1 && colorType !== 3 ? "/DeviceGray" : "/DeviceRGB";
-  const colorSpace = (base: string): ImageObject["colorSpace"] => (icc && icc.length >= 128 && colorType !== 3 ? { icc, components: colours, alternate: base } : base);
+  if (!header || facts.idat.length === 0 || header.width === 0 || header.height === 0) return undefined;
+  return { header, ...facts };
+}
 
-  if (header.interlace !== 0 || transparency) return undefined;
+function pngPlan(png: Buffer, strip: boolean): PassthroughPlan | Declined {
+  const facts = readPng(png);
+  if (!facts) return { declined: "damaged" };
+  const { header, palette, icc } = facts;
+  const { width, height, depth, colorType } = header;
+  if (header.interlace !== 0) return { declined: "interlaced" };
+  if (facts.transparency) return { declined: "transparency" };
+  if (![0, 2, 3, 4, 6].includes(colorType) || (colorType === 3 && !palette)) return { declined: "damaged" };
+  // A palette's colours are sRGB by definition here (the palette is written as DeviceRGB); any profile is unused.
+  const profile = icc && icc.length >= 128 && colorType !== 3 ? icc : undefined;
+  if (strip && profile) return { declined: "strip-icc" };
   if (colorType === 0 || colorType === 2 || colorType === 3) {
-    if (colorType === 3 && !palette) return undefined;
-    const space =
-      colorType === 3 ? `[/Indexed /DeviceRGB ${palette!.length / 3 - 1} <${palette!.toString("hex")}>]` : device;
-    return {
-      mode: "png-idat",
-      object: {
-        width,
-        height,
-        colorSpace: colorType === 3 ? space : colorSpace(space),
-        entries: `/BitsPerComponent ${depth} /Filter /FlateDecode /DecodeParms << /Predictor 15 /Colors ${colours} /BitsPerComponent ${depth} /Columns ${width} >>`,
-        data: Buffer.concat(idat),
-      },
-    };
+    return { mode: "png-idat", width, height, image: idatImage(facts, profile) };
   }
-  // Grey or RGB with alpha: PDF has no interleaved alpha, so libvips splits colour and alpha into two PNGs (exact
-  // samples, its own adaptive filtering and zlib), whose IDAT streams go in as they are, alpha as the SMask. An ICC
-  // profile is declined here: libvips would convert the samples to sRGB on the way.
-  if ((colorType !== 4 && colorType !== 6) || depth !== 8 || icc) return undefined;
+  // Grey or RGB with alpha: PDF has no interleaved alpha; writing splits it off (libvips), which needs 8 bits and no
+  // profile (libvips would convert the samples to sRGB on the way).
+  if (depth !== 8) return { declined: "alpha-depth" };
+  if (profile) return { declined: "alpha-with-icc" };
+  return { mode: "png-split", width, height, image: { png, grey: colorType === 4 } };
+}
+
+/** The image XObject of a PNG without alpha: its IDAT as they are, with the PNG predictors. */
+function idatImage({ header, palette, idat }: PngFacts, icc: Buffer | undefined): ImageObject {
+  const { width, height, depth, colorType } = header;
+  const colours = colorType === 2 ? 3 : 1;
+  const device = colorType === 0 ? "/DeviceGray" : "/DeviceRGB";
+  return {
+    width,
+    height,
+    colorSpace:
+      colorType === 3
+        ? `[/Indexed /DeviceRGB ${palette!.length / 3 - 1} <${palette!.toString("hex")}>]`
+        : icc
+          ? { icc, components: colours, alternate: device }
+          : device,
+    entries: `/BitsPerComponent ${depth} /Filter /FlateDecode /DecodeParms << /Predictor 15 /Colors ${colours} /BitsPerComponent ${depth} /Columns ${width} >>`,
+    data: Buffer.concat(idat),
+  };
+}
+
+/**
+ * libvips splits colour and alpha into two PNGs (exact samples, its own adaptive filtering and zlib), whose IDAT
+ * streams go in as they are, alpha as the SMask.
+ */
+async function splitAlpha(png: Buffer, grey: boolean): Promise<ImageObject> {
   const encode = { compressionLevel: 6, adaptiveFiltering: true, palette: false } as const;
   const [colourPng, alphaPng] = await Promise.all([
-    (colorType === 4 ? sharp(png).extractChannel(0) : sharp(png).removeAlpha()).png(encode).toBuffer(),
-    sharp(png).extractChannel(colorType === 4 ? 1 : 3).png(encode).toBuffer(),
+    (grey ? sharp(png).extractChannel(0) : sharp(png).removeAlpha()).png(encode).toBuffer(),
+    sharp(png).extractChannel(grey ? 1 : 3).png(encode).toBuffer(),
   ]);
-  const colour = await pngImage(colourPng);
-  const alpha = await pngImage(alphaPng);
-  if (colour?.mode !== "png-idat" || alpha?.mode !== "png-idat" || typeof alpha.object.colorSpace !== "string") return undefined;
-  return {
-    mode: "png-split",
-    object: {
-      ...colour.object,
-      smask: { data: alpha.object.data, entries: `/ColorSpace ${alpha.object.colorSpace} ${alpha.object.entries}` },
-    },
-  };
+  const colour = readPng(colourPng);
+  const alpha = readPng(alphaPng);
+  if (!colour || !alpha || colour.header.interlace !== 0 || alpha.header.colorType !== 0 || colour.transparency || colour.header.colorType === 3) {
+    throw new Error("libvips did not write the plain PNGs expected for the colour and alpha split");
+  }
+  const alphaImage = idatImage(alpha, undefined);
+  return { ...idatImage(colour, undefined), smask: { data: alphaImage.data, entries: `/ColorSpace ${alphaImage.colorSpace as string} ${alphaImage.entries}` } };
 }
 
 // ---------------------------------------------------------------------------------------------------- PDF

@@ -2,10 +2,14 @@
  * One conversion, in four stages that each have their own function and tracing span:
  * fetchSource → normalise → renderPdf → storePdf. Every stage is timed; bytes in and out are counted.
  * The original is dropped as soon as it is decoded, so a conversion holds at most two copies of the image at a time.
+ * With the passthrough engine, the normalise stage reads the header only (format, pixel limit) and chooses
+ * (pdf-engine.ts): the pdf stage then writes the original's encoded data as it is, or the conversion falls back to
+ * the normal decode and ImageMagick within the same stages.
  * The PDF is buffered (bounded by IMAGE_MAX_OUTPUT_BYTES) rather than streamed into the upload: a PUT needs its
  * length up front, and an ImageMagick failure late in the output must never leave a truncated PDF in storage.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { Span } from "@opentelemetry/api";
 import type { PresignedUrl } from "../shared/storage.js";
 import { isUnreachable } from "../shared/storage.js";
 import { objectKeys } from "../shared/tasks.js";
@@ -13,8 +17,10 @@ import { startDurationTimer } from "../shared/metrics.js";
 import { withSpan } from "../shared/tracing.js";
 import { fetchSource } from "./fetch-source.js";
 import type { PdfRenderer } from "./imagemagick.js";
-import { conversionBytesTotal, conversionStageDuration, type Stage } from "./metrics.js";
-import { normalise, type InputFormat, type NormaliseOptions } from "./normalise.js";
+import { conversionBytesTotal, conversionStageDuration, pdfEnginesTotal, type Stage } from "./metrics.js";
+import { normaliseOpened, openImage, type InputFormat, type NormalisedImage, type NormaliseOptions } from "./normalise.js";
+import { writePassthroughPdf, type PassthroughMode, type PassthroughPlan } from "./passthrough-pdf.js";
+import { choosePassthrough, type FallbackReason, type PdfEngineName } from "./pdf-engine.js";
 import type { QualityPreset } from "./quality.js";
 
 /** Where PDFs go (ObjectStore in production). */
@@ -27,6 +33,8 @@ export interface ConversionLimits {
   maxInputBytes: number;
   fetchTimeoutMs: number;
   maxPixels: number;
+  /** Largest PDF written, by either engine. */
+  maxOutputBytes: number;
   failOn: NormaliseOptions["failOn"];
 }
 
@@ -52,7 +60,14 @@ export interface ConversionRequest {
   stripMetadata: boolean;
   maxWidth: number;
   maxHeight: number;
+  /** The engine asked for (the configured default already applied). */
+  engine: PdfEngineName;
 }
+
+/** The engine that wrote the PDF, and for passthrough how; `fallback` says why a passthrough request did not. */
+export type PdfEngineUsed =
+  | { engine: "passthrough"; mode: PassthroughMode }
+  | { engine: "imagemagick"; fallback?: FallbackReason };
 
 export interface ConversionResult {
   pdfKey: string;
@@ -63,17 +78,18 @@ export interface ConversionResult {
   width: number;
   height: number;
   durationMs: number;
+  pdfEngine: PdfEngineUsed;
 }
 
 /** Runs one stage in its own span (`image.fetch`, …), timed in the stage histogram, between the hooks. */
-async function timed<T>(deps: PipelineDeps, stage: Stage, conversionId: string, work: () => Promise<T>): Promise<T> {
+async function timed<T>(deps: PipelineDeps, stage: Stage, conversionId: string, work: (span: Span) => Promise<T>): Promise<T> {
   await deps.hooks?.stageStarted?.(stage, conversionId);
   try {
-    return await withSpan(`image.${stage}`, { "mcsv.conversion.id": conversionId }, async () => {
+    return await withSpan(`image.${stage}`, { "mcsv.conversion.id": conversionId }, async (span) => {
       // Timed inside the stage's span, which becomes the exemplar of the stage histogram.
       const stop = startDurationTimer(conversionStageDuration, { stage });
       try {
-        return await work();
+        return await work(span);
       } finally {
         stop();
       }
@@ -96,6 +112,8 @@ async function storePdf(store: PdfStore, conversionId: string, pdf: Uint8Array):
   return { key, url };
 }
 
+type Prepared = { plan: PassthroughPlan } | { image: NormalisedImage; fallback: FallbackReason | undefined };
+
 export async function runConversion(deps: PipelineDeps, request: ConversionRequest, signal?: AbortSignal): Promise<ConversionResult> {
   const started = performance.now();
   const id = request.conversionId;
@@ -107,22 +125,45 @@ export async function runConversion(deps: PipelineDeps, request: ConversionReque
   const inputSize = source.byteLength;
   conversionBytesTotal.inc({ direction: "in" }, inputSize);
 
-  const image = await timed(deps, "normalise", id, () =>
-    normalise(source!, {
-      inputFormat: request.inputFormat,
-      maxPixels: limits.maxPixels,
-      maxWidth: request.maxWidth,
-      maxHeight: request.maxHeight,
-      keepAlpha: request.preset.keepsAlpha,
-      stripMetadata: request.stripMetadata,
-      failOn: limits.failOn,
-    }),
-  );
+  const normaliseOptions: NormaliseOptions = {
+    inputFormat: request.inputFormat,
+    maxPixels: limits.maxPixels,
+    maxWidth: request.maxWidth,
+    maxHeight: request.maxHeight,
+    keepAlpha: request.preset.keepsAlpha,
+    stripMetadata: request.stripMetadata,
+    failOn: limits.failOn,
+  };
+  // Either the passthrough plan, or the image decoded and normalised for ImageMagick.
+  const prepared = await timed(deps, "normalise", id, async (): Promise<Prepared> => {
+    const opened = await openImage(source!, normaliseOptions);
+    const choice = request.engine === "passthrough" ? choosePassthrough(source!, opened.metadata, request) : undefined;
+    const plan = choice && !("fallback" in choice) ? choice : undefined;
+    const fallback = choice && "fallback" in choice ? choice.fallback : undefined;
+    // Counted once chosen, so that a fallback whose decoding then refuses the image is counted too.
+    pdfEnginesTotal.inc({ engine: plan ? "passthrough" : "imagemagick", fallback: fallback ?? "none" });
+    if (plan) return { plan };
+    return { image: await normaliseOpened(opened, normaliseOptions), fallback };
+  });
   source = undefined;
   signal?.throwIfAborted();
 
-  const pdf = await timed(deps, "pdf", id, () => deps.renderer.renderPdf(image, request.preset, signal));
+  const pdfEngine: PdfEngineUsed = "plan" in prepared ? { engine: "passthrough", mode: prepared.plan.mode } : { engine: "imagemagick", ...(prepared.fallback ? { fallback: prepared.fallback } : {}) };
+  const pdf = await timed(deps, "pdf", id, async (span) => {
+    span.setAttributes({
+      "mcsv.pdf.engine": pdfEngine.engine,
+      ...(pdfEngine.engine === "passthrough" ? { "mcsv.pdf.passthrough_mode": pdfEngine.mode } : {}),
+      ...("fallback" in pdfEngine && pdfEngine.fallback ? { "mcsv.pdf.fallback": pdfEngine.fallback } : {}),
+    });
+    if ("image" in prepared) return deps.renderer.renderPdf(prepared.image, request.preset, signal);
+    const written = await writePassthroughPdf(prepared.plan);
+    if (written.pdf.byteLength > limits.maxOutputBytes) {
+      throw new ConnectError(`the PDF would be larger than the limit of ${limits.maxOutputBytes} bytes`, Code.ResourceExhausted);
+    }
+    return written.pdf;
+  });
   signal?.throwIfAborted();
+  const size = "image" in prepared ? prepared.image : prepared.plan;
 
   const stored = await timed(deps, "upload", id, () => storePdf(deps.store, id, pdf));
   conversionBytesTotal.inc({ direction: "out" }, pdf.byteLength);
@@ -133,8 +174,9 @@ export async function runConversion(deps: PipelineDeps, request: ConversionReque
     pdfUrlExpiresAt: stored.url.expiresAt,
     inputSize,
     outputSize: pdf.byteLength,
-    width: image.width,
-    height: image.height,
+    width: size.width,
+    height: size.height,
     durationMs: Math.round(performance.now() - started),
+    pdfEngine,
   };
 }

@@ -1,4 +1,4 @@
-/** Wires the image service: storage, the ImageMagick PDF writer, the conversion limiter, and the Connect server. */
+/** Wires the image service: storage, the ImageMagick PDF writer (and the passthrough engine's default), the conversion limiter, and the Connect server. */
 import { ImageService } from "@mcsv/sdk";
 import { describeError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
@@ -64,6 +64,7 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
   const handlers = createImageHandlers({
     logger,
     limiter,
+    defaultPdfEngine: config.IMAGE_PDF_ENGINE,
     store,
     renderer,
     keyOfUrl: (url) => store.keyOfUrl(url),
@@ -71,6 +72,7 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
       maxInputBytes: config.IMAGE_MAX_INPUT_BYTES,
       fetchTimeoutMs: config.IMAGE_FETCH_TIMEOUT_MS,
       maxPixels: config.IMAGE_MAX_PIXELS,
+      maxOutputBytes: config.IMAGE_MAX_OUTPUT_BYTES,
       failOn: config.IMAGE_FAIL_ON,
     },
     hooks: overrides.hooks,

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import sharp from "sharp";
-import { passthroughPdf } from "../../services/image/passthrough-pdf.js";
+import { inspectPassthrough, passthroughPdf } from "../../services/image/passthrough-pdf.js";
 import { decode, extractImages, gradientPixels, listImages, meanAbsoluteError, pageSize, qpdfCheck, renderPage, splitAlpha, streamData } from "./support.js";
 
 const W = 97;
@@ -127,4 +127,62 @@ test("a page never exceeds 200 inches: a very long image gets more dots per inch
   const size = await pageSize(pdf);
   expect(size.width).toBeLessThanOrEqual(14_400);
   expect(size.width / size.height).toBeCloseTo(20_000 / 4, 0);
+});
+
+/** A JPEG segment: marker, big-endian length, payload. */
+const segment = (marker: number, payload: string | Buffer) => {
+  const body = typeof payload === "string" ? Buffer.from(payload, "latin1") : payload;
+  const head = Buffer.from([0xff, marker, 0, 0]);
+  head.writeUInt16BE(body.length + 2, 2);
+  return Buffer.concat([head, body]);
+};
+
+test("stripMetadata drops a JPEG's APPn and COM segments but JFIF and Adobe; an ICC profile it would drop is declined", async () => {
+  const cmyk = await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).toColourspace("cmyk").jpeg().toBuffer();
+  expect(cmyk.includes("Adobe")).toBe(true);
+  const jfif = segment(0xe0, Buffer.from("JFIF\0\x01\x02\0\0\x01\0\x01\0\0", "latin1"));
+  const exif = segment(0xe1, "Exif\0\0MM\0*\0\0\0\x08\0\0mcsv-exif");
+  const comment = segment(0xfe, "mcsv-comment");
+  const xmp = segment(0xe1, "http://ns.adobe.com/xap/1.0/\0mcsv-xmp");
+  const tagged = Buffer.concat([cmyk.subarray(0, 2), jfif, exif, comment, xmp, cmyk.subarray(2)]);
+  // Bytes after EOI (an appended archive, say) are never embedded.
+  const trailed = Buffer.concat([tagged, Buffer.from("PK\x03\x04 trailing", "latin1")]);
+
+  const kept = await passthroughPdf(trailed);
+  const [image] = await listImages(kept!.pdf);
+  expect((await showObject(kept!.pdf, image!.objectId, true)).equals(tagged)).toBe(true);
+
+  const stripped = await passthroughPdf(trailed, { stripMetadata: true });
+  await qpdfCheck(stripped!.pdf);
+  const stream = await showObject(stripped!.pdf, (await listImages(stripped!.pdf))[0]!.objectId, true);
+  expect(stream.equals(Buffer.concat([cmyk.subarray(0, 2), jfif, cmyk.subarray(2)]))).toBe(true);
+  expect([stream.includes("JFIF"), stream.includes("Adobe"), stream.includes("mcsv-")]).toEqual([true, true, false]);
+
+  const profiled = await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).withIccProfile("p3").jpeg().toBuffer();
+  expect(inspectPassthrough(profiled)).toMatchObject({ mode: "dct" });
+  expect(inspectPassthrough(profiled, { stripMetadata: true })).toEqual({ declined: "strip-icc" });
+  const profiledPng = await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).withIccProfile("p3").png().toBuffer();
+  expect(inspectPassthrough(profiledPng, { stripMetadata: true })).toEqual({ declined: "strip-icc" });
+});
+
+test("damaged containers are declined: a PNG chunk failing its CRC, a PNG without IEND, a truncated or malformed JPEG", async () => {
+  const raw = () => sharp(rgb, { raw: { width: W, height: H, channels: 3 } });
+  const png = await raw().png().toBuffer();
+  expect(inspectPassthrough(png)).toMatchObject({ mode: "png-idat" });
+  const flipped = Buffer.from(png);
+  flipped[flipped.indexOf("IDAT") + 40]! ^= 0x01;
+  expect(inspectPassthrough(flipped)).toEqual({ declined: "damaged" });
+  expect(inspectPassthrough(png.subarray(0, png.length - 12))).toEqual({ declined: "damaged" });
+
+  const jpeg = await raw().jpeg({ progressive: true }).toBuffer();
+  expect(inspectPassthrough(jpeg)).toMatchObject({ mode: "dct" });
+  expect(inspectPassthrough(jpeg.subarray(0, jpeg.length - 2))).toEqual({ declined: "damaged" }); // no EOI
+  expect(inspectPassthrough(jpeg.subarray(0, Math.floor(jpeg.length / 2)))).toEqual({ declined: "damaged" });
+  const sos = jpeg.indexOf(Buffer.from([0xff, 0xda]));
+  const badMarker = Buffer.from(jpeg);
+  badMarker.set([0xff, 0xd8], sos + 40); // an SOI inside the entropy-coded data
+  expect(inspectPassthrough(badMarker)).toEqual({ declined: "damaged" });
+  const badLength = Buffer.from(jpeg);
+  badLength.writeUInt16BE(0xfff0, 4); // the first segment claims to run past the end of the file
+  expect(inspectPassthrough(badLength)).toEqual({ declined: "damaged" });
 });

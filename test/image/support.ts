@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { ImageService, ImageServiceConvertImageRequestSchema, Quality, type ImageServiceConvertImageRequest } from "@mcsv/sdk";
+import { ImageService, ImageServiceConvertImageRequestSchema, Quality, type ImageServiceConvertImageRequest, type PdfEngine } from "@mcsv/sdk";
 import sharp from "sharp";
 import { freePort, startEmbeddedS3, type EmbeddedS3Handle } from "../../scripts/lib/embedded.js";
 import { createLogger } from "../../services/shared/logger.js";
@@ -39,7 +39,7 @@ export interface ConvertInit {
   imageUrl: string;
   inputFormat: string;
   /** Quality defaults to LOSSLESS here. */
-  options?: { quality?: Quality; stripMetadata?: boolean; maxWidth?: number; maxHeight?: number };
+  options?: { quality?: Quality; stripMetadata?: boolean; maxWidth?: number; maxHeight?: number; engine?: PdfEngine };
   conversionId?: string;
 }
 
