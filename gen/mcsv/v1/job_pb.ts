@@ -63,7 +63,7 @@ export type Job = Message<"mcsv.v1.Job"> & {
   id: string;
 
   /**
-   * Name of the task that runs it (send_email, convert_image, notify_client or cleanup_storage).
+   * Name of the task that runs it (send_email, convert_image, notify_client, cleanup_storage or report_conversion_failed).
    *
    * @generated from field: string task = 2;
    */
@@ -182,7 +182,7 @@ export const JobSchema: GenMessage<Job> = /*@__PURE__*/
  */
 export type EnqueueJobRequest = Message<"mcsv.v1.EnqueueJobRequest"> & {
   /**
-   * Name of the task (send_email, convert_image, notify_client or cleanup_storage).
+   * Name of the task (send_email, convert_image, notify_client, cleanup_storage or report_conversion_failed).
    *
    * @generated from field: string task = 1;
    */
