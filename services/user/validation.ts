@@ -3,7 +3,7 @@
  * it, so that a handler can report every bad field at once through Violations.
  */
 import { z } from "zod";
-import { ConversionOptionsSchema, Quality, type ConversionOptions } from "@mcsv/sdk";
+import { ConversionOptionsSchema, PdfEngine, Quality, type ConversionOptions } from "@mcsv/sdk";
 import { create } from "@bufbuild/protobuf";
 
 const CONTROL = /\p{Cc}/u;
@@ -75,6 +75,7 @@ export function checkFilename(raw: string, fallback: string): Checked<string> {
 export function checkOptions(options: ConversionOptions | undefined, violations: { add(field: string, description: string): unknown }): ConversionOptions {
   const checked = options ?? create(ConversionOptionsSchema);
   if (!(checked.quality in Quality)) violations.add("options.quality", "is not a known quality preset");
+  if (!(checked.engine in PdfEngine)) violations.add("options.engine", "is not a known PDF engine");
   if (checked.maxWidth > MAX_DIMENSION) violations.add("options.maxWidth", `must be at most ${MAX_DIMENSION}`);
   if (checked.maxHeight > MAX_DIMENSION) violations.add("options.maxHeight", `must be at most ${MAX_DIMENSION}`);
   return checked;
