@@ -197,10 +197,18 @@ export interface GraphileJobInfo {
 export class JobLedger {
   constructor(private readonly pool: Pool) {}
 
-  /** Adds a job, or with a job key that was used before, returns that job. */
+  /**
+   * Adds a job, or with a job key that was used before, returns that job. A new job is read back inside its own
+   * transaction, so the answer is the job as enqueued (available, no attempt yet) even if a worker takes it at once.
+   */
   async enqueue(spec: EnqueueSpec): Promise<EnqueueResult> {
-    const id = await transaction(this.pool, (client) => insertJob(client, spec));
-    if (id !== undefined) return { job: await this.get(id), duplicate: false };
+    const added = await transaction(this.pool, async (client) => {
+      const id = await insertJob(client, spec);
+      if (id === undefined) return undefined;
+      const { rows } = await client.query<JobRow>(`${SELECT_JOB} where l.id = $1`, [id]);
+      return rows[0];
+    });
+    if (added !== undefined) return { job: toRecord(added), duplicate: false };
     const existing = await this.pool.query<JobRow>(`${SELECT_JOB} where l.job_key = $1`, [spec.jobKey]);
     if (!existing.rows[0]) throw new Error(`job key ${spec.jobKey} conflicted, but its job is gone`);
     return { job: toRecord(existing.rows[0]), duplicate: true };

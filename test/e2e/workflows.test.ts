@@ -2,8 +2,9 @@
  * Both workflows across the five real processes: embedded Postgres, s3rver, real ImageMagick, and the real resend
  * SDK pointed at a local sink that records what it receives.
  */
-import { ConversionState, EmailType, JobService, JobState, Quality, UserService, ClientService } from "@mcsv/sdk";
+import { ConversionState, EmailType, JobService, JobState, PdfEngine, Quality, UserService, ClientService, ValidationErrorSchema } from "@mcsv/sdk";
 import { Code, ConnectError } from "@connectrpc/connect";
+import sharp from "sharp";
 import { extractImages, photoLikePng, qpdfCheck, rawPixels } from "../support/pdf.js";
 import { eventually, startTestSystem, type TestSystem } from "../support/system.js";
 
@@ -108,6 +109,39 @@ test("workflow 2: a PNG becomes a pixel-identical PDF, with one email and one ca
   expect(conversions.map((c) => c.id)).toEqual([conversion!.id]);
   const status = await jobs.getJobStatus({ id: ours[0]!.id });
   expect(status.job?.state).toBe(JobState.COMPLETED);
+});
+
+test("a JPEG with engine PASSTHROUGH reaches SUCCEEDED with its own pixels; an unknown engine is refused", async () => {
+  const users = system.client(UserService, "user");
+  const jpeg = await sharp(await photoLikePng(120, 80)).jpeg({ quality: 85 }).toBuffer();
+  const refused = await users
+    .convertImage({ userEmail: "hedy@example.com", source: { case: "imageData", value: jpeg }, options: { engine: 99 as PdfEngine } })
+    .catch((e: unknown) => ConnectError.from(e));
+  expect(refused instanceof ConnectError && refused.code).toBe(Code.InvalidArgument);
+  expect((refused as ConnectError).findDetails(ValidationErrorSchema).flatMap((d) => d.violations.map((v) => v.field))).toEqual(["options.engine"]);
+
+  const { conversion } = await users.convertImage({
+    userEmail: "hedy@example.com",
+    filename: "photo.jpg",
+    source: { case: "imageData", value: jpeg },
+    // HIGH would have ImageMagick re-encode the JPEG; passthrough keeps its own DCT data.
+    options: { quality: Quality.HIGH, engine: PdfEngine.PASSTHROUGH },
+  });
+  expect(conversion?.options?.engine).toBe(PdfEngine.PASSTHROUGH);
+  let last;
+  for await (const update of users.watchConversion({ conversionId: conversion!.id })) last = update.conversion!;
+  expect(last!.state).toBe(ConversionState.SUCCEEDED);
+  expect(last!.options?.engine).toBe(PdfEngine.PASSTHROUGH);
+  expect([last!.width, last!.height]).toEqual([120, 80]);
+
+  const pdf = new Uint8Array(await (await fetch(last!.pdfUrl)).arrayBuffer());
+  expect(await qpdfCheck(pdf)).toMatch(/No syntax or stream encoding errors/);
+  // The JPEG's bytes are in the PDF as they are, and poppler decodes them to exactly the original's pixels.
+  expect(Buffer.from(pdf).includes(jpeg)).toBe(true);
+  const [embedded] = await extractImages(pdf);
+  const input = await rawPixels(jpeg);
+  expect([embedded!.width, embedded!.height, embedded!.channels]).toEqual([input.width, input.height, input.channels]);
+  expect(embedded!.data.equals(input.data)).toBe(true);
 });
 
 test("the original design's scenario, scaled down: 200 CreateUser calls at concurrency 10 send exactly 200 welcome emails", async () => {
