@@ -1,12 +1,15 @@
 /**
- * B6 (moonshot): the lossless fast-path PDF writer (services/image/passthrough-pdf.ts) against ImageMagick and
- * Debian's img2pdf, on the same files, one conversion at a time, the three in turn within each round (a quick run
- * leaves out 12 MP). JPEGs are
- * compared with what the service does today by default (ImageMagick re-encoding at HIGH), PNGs with its LOSSLESS
- * preset; img2pdf, like the fast path, copies a JPEG as it is. Reports time per image and PDF size. The fast path is
- * not selectable per request yet (that needs a ConversionOptions field, buf generate and contract tests).
+ * B6 (moonshot): the lossless fast-path PDF writer (services/image/passthrough-pdf.ts, the engine that
+ * `options.engine = PDF_ENGINE_PASSTHROUGH` or IMAGE_PDF_ENGINE=passthrough selects) against ImageMagick and Debian's
+ * img2pdf, on the same files, one conversion at a time, the three in turn within each round (a quick run leaves out
+ * 12 MP). JPEGs are compared with what the service does by default (ImageMagick re-encoding at HIGH), PNGs with its
+ * LOSSLESS preset; img2pdf, like the fast path, copies a JPEG as it is. img2pdf gets each PNG with its IDAT chunks
+ * merged into one beforehand (not timed): it joins them one by one, which is quadratic. Reports time per image, PDF
+ * size, and whether each PDF holds exactly the original's pixels (`pdfimages -png`, colour and soft mask, against
+ * libvips' decoding of the original).
  */
 import { spawn } from "node:child_process";
+import { crc32 } from "node:zlib";
 import { Quality } from "@mcsv/sdk";
 import sharp from "sharp";
 import { pdfArguments, runImageMagick } from "../services/image/imagemagick.js";
@@ -16,6 +19,7 @@ import type { BenchOptions } from "./lib/context.js";
 import { photoLikePixels, SIZES, type TestImage } from "./lib/images.js";
 import { DEFAULT_LIMITS, POLICY_ENV } from "./lib/imagemagick.js";
 import { median, round } from "./lib/stats.js";
+import { extractImages, rawPixels } from "../test/support/pdf.js";
 
 type Engine = "passthrough" | "imagemagick" | "img2pdf";
 
@@ -29,6 +33,11 @@ export interface B6ImageResult {
   pdfBytes: Partial<Record<Engine, number>>;
   /** ImageMagick's time per image over the fast path's: how many times faster the fast path is. */
   speedupOverImageMagick?: number;
+  /** img2pdf's time per image over the fast path's. */
+  speedupOverImg2pdf?: number;
+  /** Whether the engine's PDF holds exactly the original's pixels (alpha included). */
+  pixelIdentical: Partial<Record<Engine, boolean>>;
+  targets: { speedup: { min: number; met: boolean }; fasterThanImg2pdf?: { met: boolean }; pixelIdentical: { met: boolean } };
   errors: Partial<Record<Engine, string>>;
 }
 
@@ -36,6 +45,48 @@ export interface B6Result {
   rounds: number;
   img2pdf: string | undefined;
   images: B6ImageResult[];
+}
+
+const SPEEDUP_TARGET = 20;
+
+/** The PNG with all its IDAT data in one chunk (what img2pdf needs to stay linear); other files as they are. */
+function withOneIdat(file: Buffer): Buffer {
+  if (file.readUInt32BE(0) !== 0x89504e47) return file;
+  const before: Buffer[] = [file.subarray(0, 8)];
+  const idat: Buffer[] = [];
+  const after: Buffer[] = [];
+  for (let offset = 8; offset < file.length; ) {
+    const length = file.readUInt32BE(offset);
+    const type = file.toString("latin1", offset + 4, offset + 8);
+    const whole = file.subarray(offset, offset + 12 + length);
+    if (type === "IDAT") idat.push(whole.subarray(8, 8 + length));
+    else (idat.length ? after : before).push(whole);
+    offset += 12 + length;
+  }
+  const data = Buffer.concat([Buffer.from("IDAT", "latin1"), ...idat]);
+  const chunk = Buffer.alloc(data.length + 8);
+  chunk.writeUInt32BE(data.length - 4, 0);
+  data.copy(chunk, 4);
+  chunk.writeUInt32BE(crc32(data), data.length + 4);
+  return Buffer.concat([...before, chunk, ...after]);
+}
+
+/**
+ * Whether the PDF's image (and soft mask) hold exactly the original's samples: poppler's extraction against libvips'
+ * decoding of the original.
+ */
+async function holdsOriginalPixels(pdf: Buffer, original: Buffer): Promise<boolean> {
+  const want = await rawPixels(original);
+  const [image, mask, ...more] = await extractImages(pdf);
+  if (!image || more.length > 0 || image.width !== want.width || image.height !== want.height) return false;
+  const colours = want.channels === 4 ? 3 : want.channels;
+  if (image.channels !== colours || (want.channels === 4) !== (mask !== undefined)) return false;
+  const pixels = want.width * want.height;
+  for (let i = 0; i < pixels; i++) {
+    for (let c = 0; c < colours; c++) if (image.data[i * colours + c] !== want.data[i * want.channels + c]) return false;
+    if (mask && mask.data[i * mask.channels] !== want.data[i * 4 + 3]) return false;
+  }
+  return true;
 }
 
 function runImg2pdf(input: Uint8Array): Promise<Buffer> {
@@ -86,6 +137,7 @@ export async function runB6(options: BenchOptions & { imageMagick: string }): Pr
     const args = pdfArguments({ encoding: "png", width: image.size.width, height: image.size.height, channels: image.channels }, qualityPreset(preset)!, DEFAULT_LIMITS).map((a) =>
       a === "png:-" ? `${image.format}:-` : a,
     );
+    const forImg2pdf = withOneIdat(image.bytes);
     const engines: Record<Engine, (() => Promise<Buffer>) | undefined> = {
       passthrough: async () => {
         const result = await passthroughPdf(image.bytes);
@@ -93,11 +145,12 @@ export async function runB6(options: BenchOptions & { imageMagick: string }): Pr
         return result.pdf;
       },
       imagemagick: () => runImageMagick(options.imageMagick, args, image.bytes, { timeoutMs: 120_000, maxOutputBytes: 1 << 30, env: POLICY_ENV }),
-      img2pdf: version ? () => runImg2pdf(image.bytes) : undefined,
+      img2pdf: version ? () => runImg2pdf(forImg2pdf) : undefined,
     };
     const mode = (await passthroughPdf(image.bytes))?.mode ?? "declined";
     const times: Partial<Record<Engine, number[]>> = {};
     const sizes: Partial<Record<Engine, number>> = {};
+    const pdfs: Partial<Record<Engine, Buffer>> = {};
     const errors: Partial<Record<Engine, string>> = {};
     const perRound = image.size.width * image.size.height < 1e6 ? 5 : image.size.width * image.size.height < 5e6 ? 2 : 1;
     // An engine that took longer than this once is not run again for this image (img2pdf takes ~45 s on a 12 MP PNG).
@@ -112,12 +165,17 @@ export async function runB6(options: BenchOptions & { imageMagick: string }): Pr
           for (let i = 0; i < perRound; i++) pdf = await run();
           (times[engine] ??= []).push((performance.now() - started) / perRound);
           sizes[engine] = pdf!.byteLength;
+          pdfs[engine] = pdf!;
         } catch (error) {
           errors[engine] = error instanceof Error ? error.message.slice(0, 200) : String(error);
         }
       }
     }
+    const pixelIdentical: B6ImageResult["pixelIdentical"] = {};
+    for (const [engine, pdf] of Object.entries(pdfs) as Array<[Engine, Buffer]>) pixelIdentical[engine] = await holdsOriginalPixels(pdf, image.bytes);
     const msPerImage = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, round(median(v), 1)])) as B6ImageResult["msPerImage"];
+    const speedupOverImageMagick = msPerImage.passthrough && msPerImage.imagemagick ? round(msPerImage.imagemagick / msPerImage.passthrough, 1) : undefined;
+    const speedupOverImg2pdf = msPerImage.passthrough && msPerImage.img2pdf ? round(msPerImage.img2pdf / msPerImage.passthrough, 1) : undefined;
     const result: B6ImageResult = {
       image: image.name,
       inputBytes: image.bytes.byteLength,
@@ -125,12 +183,20 @@ export async function runB6(options: BenchOptions & { imageMagick: string }): Pr
       imageMagickPreset: preset === Quality.HIGH ? "high" : "lossless",
       msPerImage,
       pdfBytes: sizes,
+      ...(speedupOverImageMagick !== undefined ? { speedupOverImageMagick } : {}),
+      ...(speedupOverImg2pdf !== undefined ? { speedupOverImg2pdf } : {}),
+      pixelIdentical,
+      targets: {
+        speedup: { min: SPEEDUP_TARGET, met: (speedupOverImageMagick ?? 0) >= SPEEDUP_TARGET },
+        ...(speedupOverImg2pdf !== undefined ? { fasterThanImg2pdf: { met: speedupOverImg2pdf > 1 } } : {}),
+        pixelIdentical: { met: pixelIdentical.passthrough === true },
+      },
       errors,
     };
-    if (msPerImage.passthrough && msPerImage.imagemagick) result.speedupOverImageMagick = round(msPerImage.imagemagick / msPerImage.passthrough, 1);
     results.push(result);
     options.log(
-      `B6 ${image.name} (${mode}): ${Object.entries(msPerImage).map(([k, v]) => `${k} ${v} ms`).join(", ")}; PDF bytes ${Object.entries(sizes).map(([k, v]) => `${k} ${v}`).join(", ")}` +
+      `B6 ${image.name} (${mode}): ${Object.entries(msPerImage).map(([k, v]) => `${k} ${v} ms`).join(", ")}; PDF bytes ${Object.entries(sizes).map(([k, v]) => `${k} ${v}`).join(", ")}; ` +
+        `pixel-identical ${Object.entries(pixelIdentical).map(([k, v]) => `${k} ${v}`).join(", ")}` +
         (Object.keys(errors).length ? `; errors ${JSON.stringify(errors)}` : ""),
     );
   }

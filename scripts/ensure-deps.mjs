@@ -2,8 +2,9 @@
 /**
  * Installs what `npm start` and `npm test` need on a fresh machine, and does nothing when it is all there:
  * - the npm dependencies (again whenever package-lock.json changes);
- * - ImageMagick and Ghostscript (and, with --test, the PDF and Prometheus tools the tests use) through apt-get,
- *   with sudo when not root; on any other OS it says exactly what to install;
+ * - ImageMagick and Ghostscript (with --test, also the PDF and Prometheus tools the tests use; with --bench, poppler
+ *   and img2pdf, B6's pixel check and its peer) through apt-get, with sudo when not root; on any other OS it says
+ *   exactly what to install;
  * - an ImageMagick policy that may write PDF (Debian's forbids it).
  * Plain Node with no dependencies, because it runs before they exist.
  */
@@ -16,6 +17,7 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const forTests = process.argv.includes("--test");
+const forBench = process.argv.includes("--bench");
 
 function say(message) {
   process.stderr.write(`[setup] ${message}\n`);
@@ -75,13 +77,17 @@ function missingSystemPackages() {
       { pkg: "prometheus", ok: has("promtool") },
     );
   }
-  return wanted.filter((w) => !w.ok).map((w) => w.pkg);
+  if (forBench) {
+    wanted.push({ pkg: "poppler-utils", ok: has("pdfimages") }, { pkg: "img2pdf", ok: has("img2pdf") });
+  }
+  return [...new Set(wanted.filter((w) => !w.ok).map((w) => w.pkg))];
 }
 
-function asRoot(command, args) {
-  if (process.getuid?.() === 0) return run(command, args);
+/** Runs `command` as root, with `extraEnv` set (through env(1) under sudo, which resets the environment). */
+function asRoot(command, args, extraEnv = {}) {
+  if (process.getuid?.() === 0) return run(command, args, { env: { ...process.env, ...extraEnv } });
   if (!has("sudo")) throw new Error(`run as root (or install sudo) to allow: ${command} ${args.join(" ")}`);
-  return run("sudo", [command, ...args]);
+  return run("sudo", ["env", ...Object.entries(extraEnv).map(([k, v]) => `${k}=${v}`), command, ...args]);
 }
 
 function ensureSystemPackages() {
@@ -90,15 +96,15 @@ function ensureSystemPackages() {
   if (platform() === "linux" && has("apt-get")) {
     say(`installing ${missing.join(", ")} with apt-get`);
     asRoot("apt-get", ["update", "-qq"]);
-    asRoot("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], {
-      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
-    });
+    asRoot("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], { DEBIAN_FRONTEND: "noninteractive" });
     return;
   }
   const hint =
     platform() === "darwin"
       ? "brew install imagemagick ghostscript poppler qpdf prometheus"
-      : "ImageMagick (6 or 7), Ghostscript" + (forTests ? ", poppler-utils (pdfimages, pdftocairo), qpdf, promtool" : "");
+      : "ImageMagick (6 or 7), Ghostscript" +
+        (forTests ? ", poppler-utils (pdfimages, pdftocairo), qpdf, promtool" : "") +
+        (forBench ? ", poppler-utils (pdfimages), img2pdf" : "");
   throw new Error(`missing: ${missing.join(", ")}. Install them first: ${hint}`);
 }
 

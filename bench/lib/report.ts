@@ -104,14 +104,18 @@ export function renderMarkdown(results: BenchResults): string {
   }
   if (results.b6) {
     lines.push(
-      `**B6 lossless fast path** (services/image/passthrough-pdf.ts, not selectable per request yet) vs ImageMagick (JPEG: the default HIGH re-encoding; PNG: LOSSLESS) and ${results.b6.img2pdf ?? "img2pdf (not installed)"}, one at a time, ms per image and PDF size`,
+      `**B6 lossless fast path** (PDF_ENGINE_PASSTHROUGH, services/image/passthrough-pdf.ts) vs ImageMagick (JPEG: the default HIGH re-encoding; PNG: LOSSLESS) and ${results.b6.img2pdf ?? "img2pdf (not installed)"}, one at a time, ms per image, PDF size, and whether the PDF holds the original's exact pixels (pdfimages)`,
       "",
     );
-    lines.push("| image | fast path | ms | ImageMagick ms | img2pdf ms | × faster than ImageMagick | PDF MB: fast path, ImageMagick, img2pdf |", "|---|---|---:|---:|---:|---:|---|");
+    lines.push(
+      "| image | fast path | ms | ImageMagick ms | img2pdf ms | × ImageMagick | target | met | × img2pdf | met | pixel-identical: fast path, ImageMagick, img2pdf | PDF MB: fast path, ImageMagick, img2pdf |",
+      "|---|---|---:|---:|---:|---:|---|---|---:|---|---|---|",
+    );
     const mb = (n: number | undefined) => (n === undefined ? "–" : (n / 2 ** 20).toFixed(2));
+    const same = (b: boolean | undefined) => (b === undefined ? "–" : b ? "yes" : "no");
     for (const r of results.b6.images) {
       lines.push(
-        `| ${r.image} | ${r.mode} | ${fmt(r.msPerImage.passthrough ?? Number.NaN, 1)} | ${fmt(r.msPerImage.imagemagick ?? Number.NaN, 1)} | ${fmt(r.msPerImage.img2pdf ?? Number.NaN, 1)} | **${fmt(r.speedupOverImageMagick ?? Number.NaN, 1)}** | ${mb(r.pdfBytes.passthrough)}, ${mb(r.pdfBytes.imagemagick)}, ${mb(r.pdfBytes.img2pdf)} |`,
+        `| ${r.image} | ${r.mode} | ${fmt(r.msPerImage.passthrough ?? Number.NaN, 1)} | ${fmt(r.msPerImage.imagemagick ?? Number.NaN, 1)} | ${fmt(r.msPerImage.img2pdf ?? Number.NaN, 1)} | **${fmt(r.speedupOverImageMagick ?? Number.NaN, 1)}** | ≥ ${r.targets.speedup.min} | ${met(r.targets.speedup.met)} | **${fmt(r.speedupOverImg2pdf ?? Number.NaN, 1)}** | ${r.targets.fasterThanImg2pdf ? met(r.targets.fasterThanImg2pdf.met) : "–"} | ${same(r.pixelIdentical.passthrough)}, ${same(r.pixelIdentical.imagemagick)}, ${same(r.pixelIdentical.img2pdf)} | ${mb(r.pdfBytes.passthrough)}, ${mb(r.pdfBytes.imagemagick)}, ${mb(r.pdfBytes.img2pdf)} |`,
       );
     }
     lines.push("");

@@ -4,25 +4,33 @@
  *   its EOI marker (with `stripMetadata`, less its APPn and COM segments other than JFIF and Adobe);
  * - a non-interlaced PNG without transparency (grey, RGB or palette, any bit depth PDF allows) goes in as its own
  *   concatenated IDAT stream, a FlateDecode image whose DecodeParms name the PNG predictors;
- * - an 8-bit PNG with an alpha channel is split by libvips into a colour PNG and an alpha PNG, both exact, whose IDAT
- *   streams go in the same way, alpha as the SMask.
+ * - a PNG with an alpha channel (grey or RGB, 8 or 16 bits) has its filtered rows split into colour rows and alpha
+ *   rows, compressed again, both with the PNG predictors, alpha as the SMask. No pixel is unfiltered: see splitAlpha.
  * An embedded ICC profile (JPEG APP2, PNG iCCP) becomes the image's ICCBased colour space. The page is the image's
  * size at 72 dpi (more dots per inch past 200 inches, as the ImageMagick path does).
  *
- * Anything it cannot take unchanged (EXIF orientation other than 1, an interlaced PNG, transparency by tRNS, 16-bit
- * alpha, alpha with an ICC profile, 12-bit JPEG, lossless or arithmetic coding, an ICC profile that `stripMetadata`
- * would remove) is declined with a reason: the caller converts it the usual way (services/image/pdf-engine.ts).
+ * Anything it cannot take unchanged (EXIF orientation other than 1, an interlaced PNG, transparency by tRNS, 12-bit
+ * JPEG, lossless or arithmetic coding, an ICC profile that `stripMetadata` would remove) is declined with a reason:
+ * the caller converts it the usual way (services/image/pdf-engine.ts).
  *
  * Damaged data: no pixel is decoded here, so what is checked is the container, cheaply. A JPEG's marker structure
  * from SOI to EOI (every segment in bounds, only legal markers in the entropy-coded data, an EOI at the end: a
  * truncated file is declined; bytes after EOI are dropped). A PNG's chunk structure, every chunk's CRC-32 (so a bit
- * flipped anywhere in the compressed rows is caught) and its IEND. Not checked: whether the JPEG's Huffman data or the
- * PNG's deflate stream decode to the declared number of rows (a file crafted with valid checksums over a bad stream);
- * a PDF viewer then shows what it can, where the ImageMagick path would have refused the file (IMAGE_FAIL_ON).
+ * flipped anywhere in the compressed rows is caught) and its IEND; a PNG with alpha, whose rows are inflated anyway,
+ * must also inflate to exactly the declared rows with valid filter types. Not checked: whether the JPEG's Huffman
+ * data or an opaque PNG's deflate stream decode to the declared number of rows (a file crafted with valid checksums
+ * over a bad stream); a PDF viewer then shows what it can, where the ImageMagick path would have refused the file
+ * (IMAGE_FAIL_ON).
  */
-import { crc32, inflateSync } from "node:zlib";
-import sharp from "sharp";
+import { promisify } from "node:util";
+import { constants, crc32, deflate, inflate, inflateSync } from "node:zlib";
 import { pageDensity } from "./imagemagick.js";
+
+// The thread pool's zlib, so that a large image's rows never hold up the event loop.
+const inflateAsync = promisify(inflate);
+const deflateAsync = promisify(deflate);
+/** Output per trip to the thread pool: zlib's 16 KiB default makes hundreds of trips for one large image. */
+const ZLIB_CHUNK = 1 << 20;
 
 export interface PassthroughPdf {
   pdf: Buffer;
@@ -41,8 +49,6 @@ export type DeclineReason =
   | "jpeg-coding"
   | "interlaced"
   | "transparency"
-  | "alpha-depth"
-  | "alpha-with-icc"
   | "strip-icc"
   | "damaged";
 
@@ -51,13 +57,21 @@ export interface PassthroughOptions {
   stripMetadata?: boolean;
 }
 
-/** An image the fast path can take, checked, ready to be written (writing may still split off alpha). */
+/** An image the fast path can take, its structure checked (for "png-split", its rows still to be split). */
 export interface PassthroughPlan {
   mode: PassthroughMode;
   width: number;
   height: number;
-  /** The image XObject, or for "png-split" the PNG whose colour and alpha are to be split. */
-  image: ImageObject | { png: Buffer; grey: boolean };
+  /** The image XObject, or for "png-split" the PNG whose colour and alpha are to be split, and its profile. */
+  image: ImageObject | { png: PngFacts; icc: Buffer | undefined };
+}
+
+/** An image ready to be written: its XObject complete. */
+export interface PreparedPassthrough {
+  mode: PassthroughMode;
+  width: number;
+  height: number;
+  image: ImageObject;
 }
 
 export interface Declined {
@@ -77,7 +91,9 @@ interface ImageObject {
 /** The PDF, or undefined when the image cannot go in without re-encoding. */
 export async function passthroughPdf(file: Uint8Array, options: PassthroughOptions = {}): Promise<PassthroughPdf | undefined> {
   const plan = inspectPassthrough(file, options);
-  return "declined" in plan ? undefined : writePassthroughPdf(plan);
+  if ("declined" in plan) return undefined;
+  const prepared = await preparePassthrough(plan);
+  return "declined" in prepared ? undefined : writePassthroughPdf(prepared);
 }
 
 /** Reads the file's structure (no pixel is decoded) and says whether and how it can go in unchanged. */
@@ -92,10 +108,19 @@ export function inspectPassthrough(file: Uint8Array, options: PassthroughOptions
   return { declined: "format" };
 }
 
-/** Writes the PDF of an inspected image; for "png-split", libvips separates colour and alpha first. */
-export async function writePassthroughPdf(plan: PassthroughPlan): Promise<PassthroughPdf> {
-  const image = "png" in plan.image ? await splitAlpha(plan.image.png, plan.image.grey) : plan.image;
-  return { pdf: writePdf(image), width: plan.width, height: plan.height, mode: plan.mode };
+/**
+ * Completes an inspected image's XObject: for "png-split", separates colour and alpha (off the event loop); declined
+ * as damaged when its rows do not inflate to what the header declares.
+ */
+export async function preparePassthrough(plan: PassthroughPlan): Promise<PreparedPassthrough | Declined> {
+  if (!("png" in plan.image)) return { ...plan, image: plan.image };
+  const image = await splitAlpha(plan.image.png, plan.image.icc);
+  return "declined" in image ? image : { ...plan, image };
+}
+
+/** The PDF of a prepared image. */
+export function writePassthroughPdf(prepared: PreparedPassthrough): PassthroughPdf {
+  return { pdf: writePdf(prepared.image), width: prepared.width, height: prepared.height, mode: prepared.mode };
 }
 
 // ---------------------------------------------------------------------------------------------------- JPEG
@@ -277,11 +302,14 @@ function pngPlan(png: Buffer, strip: boolean): PassthroughPlan | Declined {
   if (colorType === 0 || colorType === 2 || colorType === 3) {
     return { mode: "png-idat", width, height, image: idatImage(facts, profile) };
   }
-  // Grey or RGB with alpha: PDF has no interleaved alpha; writing splits it off (libvips), which needs 8 bits and no
-  // profile (libvips would convert the samples to sRGB on the way).
-  if (depth !== 8) return { declined: "alpha-depth" };
-  if (profile) return { declined: "alpha-with-icc" };
-  return { mode: "png-split", width, height, image: { png, grey: colorType === 4 } };
+  // Grey or RGB with alpha: PDF has no interleaved alpha, so preparing splits it off.
+  if (depth !== 8 && depth !== 16) return { declined: "damaged" };
+  return { mode: "png-split", width, height, image: { png: facts, icc: profile } };
+}
+
+/** The entries of a Flate image whose rows carry PNG filter types, as IDAT data does. */
+function pngPredicted(depth: number, colours: number, width: number): string {
+  return `/BitsPerComponent ${depth} /Filter /FlateDecode /DecodeParms << /Predictor 15 /Colors ${colours} /BitsPerComponent ${depth} /Columns ${width} >>`;
 }
 
 /** The image XObject of a PNG without alpha: its IDAT as they are, with the PNG predictors. */
@@ -298,28 +326,74 @@ function idatImage({ header, palette, idat }: PngFacts, icc: Buffer | undefined)
         : icc
           ? { icc, components: colours, alternate: device }
           : device,
-    entries: `/BitsPerComponent ${depth} /Filter /FlateDecode /DecodeParms << /Predictor 15 /Colors ${colours} /BitsPerComponent ${depth} /Columns ${width} >>`,
+    entries: pngPredicted(depth, colours, width),
     data: Buffer.concat(idat),
   };
 }
 
+/** PNG filter types: None, Sub, Up, Average, Paeth. */
+const LAST_FILTER_TYPE = 4;
+
 /**
- * libvips splits colour and alpha into two PNGs (exact samples, its own adaptive filtering and zlib), whose IDAT
- * streams go in as they are, alpha as the SMask.
+ * Splits a grey+alpha or RGBA PNG into a colour image and an alpha image (the SMask) without unfiltering a pixel.
+ * Every PNG filter predicts a byte from the same byte of the pixel to its left and of the pixel above (Paeth also
+ * from the one above-left), so a row's filtered bytes, sorted by channel, are exactly that row's filter applied to
+ * the colour samples alone and to the alpha samples alone: each part keeps the row's filter type, which PDF's PNG
+ * predictor (/Predictor 15, a type per row) undoes. What costs is inflating the rows and compressing the two parts
+ * again; run-length deflate compresses filtered rows almost as well as the default, several times faster.
  */
-async function splitAlpha(png: Buffer, grey: boolean): Promise<ImageObject> {
-  const encode = { compressionLevel: 6, adaptiveFiltering: true, palette: false } as const;
-  const [colourPng, alphaPng] = await Promise.all([
-    (grey ? sharp(png).extractChannel(0) : sharp(png).removeAlpha()).png(encode).toBuffer(),
-    sharp(png).extractChannel(grey ? 1 : 3).png(encode).toBuffer(),
-  ]);
-  const colour = readPng(colourPng);
-  const alpha = readPng(alphaPng);
-  if (!colour || !alpha || colour.header.interlace !== 0 || alpha.header.colorType !== 0 || colour.transparency || colour.header.colorType === 3) {
-    throw new Error("libvips did not write the plain PNGs expected for the colour and alpha split");
+async function splitAlpha(png: PngFacts, icc: Buffer | undefined): Promise<ImageObject | Declined> {
+  const { width, height, depth, colorType } = png.header;
+  const sampleBytes = depth / 8;
+  const colours = colorType === 4 ? 1 : 3;
+  const pixelBytes = (colours + 1) * sampleBytes;
+  const colourBytes = colours * sampleBytes;
+  const rowBytes = width * pixelBytes;
+  const expected = height * (1 + rowBytes);
+  let rows: Buffer;
+  try {
+    rows = await inflateAsync(Buffer.concat(png.idat), { maxOutputLength: expected + 1, chunkSize: ZLIB_CHUNK });
+  } catch {
+    return { declined: "damaged" }; // A bad stream, or more data than the header declares.
   }
-  const alphaImage = idatImage(alpha, undefined);
-  return { ...idatImage(colour, undefined), smask: { data: alphaImage.data, entries: `/ColorSpace ${alphaImage.colorSpace as string} ${alphaImage.entries}` } };
+  if (rows.length !== expected) return { declined: "damaged" };
+  const colour = Buffer.allocUnsafe(height * (1 + width * colourBytes));
+  const alpha = Buffer.allocUnsafe(height * (1 + width * sampleBytes));
+  let from = 0;
+  let c = 0;
+  let a = 0;
+  for (let y = 0; y < height; y++) {
+    const filter = rows[from++]!;
+    if (filter > LAST_FILTER_TYPE) return { declined: "damaged" };
+    colour[c++] = filter;
+    alpha[a++] = filter;
+    const end = from + rowBytes;
+    if (colours === 3 && sampleBytes === 1) {
+      // 8-bit RGBA, the common case, unrolled.
+      for (; from < end; from += 4) {
+        colour[c++] = rows[from]!;
+        colour[c++] = rows[from + 1]!;
+        colour[c++] = rows[from + 2]!;
+        alpha[a++] = rows[from + 3]!;
+      }
+    } else {
+      for (; from < end; ) {
+        for (let k = 0; k < colourBytes; k++) colour[c++] = rows[from++]!;
+        for (let k = 0; k < sampleBytes; k++) alpha[a++] = rows[from++]!;
+      }
+    }
+  }
+  const compress = { strategy: constants.Z_RLE, chunkSize: ZLIB_CHUNK };
+  const [colourData, alphaData] = await Promise.all([deflateAsync(colour, compress), deflateAsync(alpha, compress)]);
+  const device = colours === 1 ? "/DeviceGray" : "/DeviceRGB";
+  return {
+    width,
+    height,
+    colorSpace: icc ? { icc, components: colours, alternate: device } : device,
+    entries: pngPredicted(depth, colours, width),
+    data: colourData,
+    smask: { data: alphaData, entries: `/ColorSpace /DeviceGray ${pngPredicted(depth, 1, width)}` },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------- PDF

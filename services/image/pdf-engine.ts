@@ -13,7 +13,7 @@
  */
 import { PdfEngine } from "@mcsv/sdk";
 import type { Metadata } from "sharp";
-import { inspectPassthrough, type DeclineReason, type PassthroughPlan } from "./passthrough-pdf.js";
+import { inspectPassthrough, preparePassthrough, type DeclineReason, type PreparedPassthrough } from "./passthrough-pdf.js";
 import type { QualityPreset } from "./quality.js";
 
 export const PDF_ENGINES = ["imagemagick", "passthrough"] as const;
@@ -49,10 +49,14 @@ export interface PassthroughRequest {
 }
 
 /**
- * The passthrough plan for an image whose header sharp has read (`metadata`), or why it must go through ImageMagick.
- * Reads the file's structure, never its pixels.
+ * The passthrough image, ready to write, for an image whose header sharp has read (`metadata`), or why it must go
+ * through ImageMagick. Reads the file's structure, never decodes its pixels (alpha is split from the filtered rows).
  */
-export function choosePassthrough(source: Uint8Array, metadata: Metadata, request: PassthroughRequest): PassthroughPlan | { fallback: FallbackReason } {
+export async function choosePassthrough(
+  source: Uint8Array,
+  metadata: Metadata,
+  request: PassthroughRequest,
+): Promise<PreparedPassthrough | { fallback: FallbackReason }> {
   if (metadata.format !== "jpeg" && metadata.format !== "png") return { fallback: "format" };
   if ((metadata.orientation ?? 1) !== 1) return { fallback: "orientation" };
   const tooWide = request.maxWidth > 0 && metadata.width > request.maxWidth;
@@ -63,5 +67,6 @@ export function choosePassthrough(source: Uint8Array, metadata: Metadata, reques
   if ("declined" in plan) return { fallback: plan.declined };
   // The writer read the same header; a disagreement with libvips means a file that is not what it seems.
   if (plan.width !== metadata.width || plan.height !== metadata.height) return { fallback: "damaged" };
-  return plan;
+  const prepared = await preparePassthrough(plan);
+  return "declined" in prepared ? { fallback: prepared.declined } : prepared;
 }

@@ -19,7 +19,7 @@ import { fetchSource } from "./fetch-source.js";
 import type { PdfRenderer } from "./imagemagick.js";
 import { conversionBytesTotal, conversionStageDuration, pdfEnginesTotal, type Stage } from "./metrics.js";
 import { normaliseOpened, openImage, type InputFormat, type NormalisedImage, type NormaliseOptions } from "./normalise.js";
-import { writePassthroughPdf, type PassthroughMode, type PassthroughPlan } from "./passthrough-pdf.js";
+import { writePassthroughPdf, type PassthroughMode, type PreparedPassthrough } from "./passthrough-pdf.js";
 import { choosePassthrough, type FallbackReason, type PdfEngineName } from "./pdf-engine.js";
 import type { QualityPreset } from "./quality.js";
 
@@ -112,7 +112,7 @@ async function storePdf(store: PdfStore, conversionId: string, pdf: Uint8Array):
   return { key, url };
 }
 
-type Prepared = { plan: PassthroughPlan } | { image: NormalisedImage; fallback: FallbackReason | undefined };
+type Prepared = { plan: PreparedPassthrough } | { image: NormalisedImage; fallback: FallbackReason | undefined };
 
 export async function runConversion(deps: PipelineDeps, request: ConversionRequest, signal?: AbortSignal): Promise<ConversionResult> {
   const started = performance.now();
@@ -137,7 +137,7 @@ export async function runConversion(deps: PipelineDeps, request: ConversionReque
   // Either the passthrough plan, or the image decoded and normalised for ImageMagick.
   const prepared = await timed(deps, "normalise", id, async (): Promise<Prepared> => {
     const opened = await openImage(source!, normaliseOptions);
-    const choice = request.engine === "passthrough" ? choosePassthrough(source!, opened.metadata, request) : undefined;
+    const choice = request.engine === "passthrough" ? await choosePassthrough(source!, opened.metadata, request) : undefined;
     const plan = choice && !("fallback" in choice) ? choice : undefined;
     const fallback = choice && "fallback" in choice ? choice.fallback : undefined;
     // Counted once chosen, so that a fallback whose decoding then refuses the image is counted too.
@@ -156,7 +156,7 @@ export async function runConversion(deps: PipelineDeps, request: ConversionReque
       ...("fallback" in pdfEngine && pdfEngine.fallback ? { "mcsv.pdf.fallback": pdfEngine.fallback } : {}),
     });
     if ("image" in prepared) return deps.renderer.renderPdf(prepared.image, request.preset, signal);
-    const written = await writePassthroughPdf(prepared.plan);
+    const written = writePassthroughPdf(prepared.plan);
     if (written.pdf.byteLength > limits.maxOutputBytes) {
       throw new ConnectError(`the PDF would be larger than the limit of ${limits.maxOutputBytes} bytes`, Code.ResourceExhausted);
     }

@@ -5,12 +5,13 @@
  */
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { endianness, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { crc32, deflateSync } from "node:zlib";
 import sharp from "sharp";
-import { inspectPassthrough, passthroughPdf } from "../../services/image/passthrough-pdf.js";
-import { decode, extractImages, gradientPixels, listImages, meanAbsoluteError, pageSize, qpdfCheck, renderPage, splitAlpha, streamData } from "./support.js";
+import { inspectPassthrough, passthroughPdf, preparePassthrough, type PassthroughPlan } from "../../services/image/passthrough-pdf.js";
+import { decode, extractImages, gradientPixels, listImages, meanAbsoluteError, noise, pageSize, qpdfCheck, renderPage, splitAlpha, streamData, uncompressed } from "./support.js";
 
 const W = 97;
 const H = 61;
@@ -29,6 +30,13 @@ async function showObject(pdf: Uint8Array, objectId: number, rawStream: boolean)
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The object number of an image's soft mask (pdfimages lists a mask under its image's number). */
+async function smaskOf(pdf: Uint8Array, imageId: number): Promise<number> {
+  const ref = /\/SMask (\d+) 0 R/.exec((await showObject(pdf, imageId, false)).toString("latin1"))?.[1];
+  if (!ref) throw new Error(`image ${imageId} has no SMask`);
+  return Number(ref);
 }
 
 async function pdfOf(file: Buffer) {
@@ -98,8 +106,7 @@ test("an RGBA PNG becomes colour plus an SMask, both exact", async () => {
   expect(rest.map((r) => r.type)).toEqual(["smask"]);
   const { rgb: colour, alpha } = splitAlpha(rgba);
   expect((await streamData(pdf, image.objectId)).equals(colour)).toBe(true);
-  const smask = Number(/\/SMask (\d+) 0 R/.exec((await showObject(pdf, image.objectId, false)).toString("latin1"))?.[1]);
-  expect((await streamData(pdf, smask)).equals(alpha)).toBe(true);
+  expect((await streamData(pdf, await smaskOf(pdf, image.objectId))).equals(alpha)).toBe(true);
 
   // Grey with alpha too.
   const greyAlpha = Buffer.alloc(W * H * 2);
@@ -110,6 +117,128 @@ test("an RGBA PNG becomes colour plus an SMask, both exact", async () => {
   expect([grey.mode, grey.image.color, grey.rest.map((r) => r.type)]).toEqual(["png-split", "gray", ["smask"]]);
   const greyPixels = Buffer.from(greyAlpha.filter((_, i) => i % 2 === 0));
   expect((await streamData(grey.pdf, grey.image.objectId)).equals(greyPixels)).toBe(true);
+});
+
+/** PNG's five filters, on one row's bytes with `bpp` bytes per pixel (prior: the row above, zeros for the first). */
+function filterRow(type: number, row: Buffer, prior: Buffer, bpp: number): Buffer {
+  const out = Buffer.alloc(row.length);
+  for (let i = 0; i < row.length; i++) {
+    const a = i >= bpp ? row[i - bpp]! : 0;
+    const b = prior[i]!;
+    const c = i >= bpp ? prior[i - bpp]! : 0;
+    const p = a + b - c;
+    const [pa, pb, pc] = [Math.abs(p - a), Math.abs(p - b), Math.abs(p - c)];
+    const paeth = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+    const predicted = [0, a, b, (a + b) >> 1, paeth][type]!;
+    out[i] = (row[i]! - predicted) & 0xff;
+  }
+  return out;
+}
+
+function chunk(type: string, data: Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from(type, "latin1"), data]);
+  const framed = Buffer.alloc(body.length + 8);
+  framed.writeUInt32BE(data.length, 0);
+  body.copy(framed, 4);
+  framed.writeUInt32BE(crc32(body), body.length + 4);
+  return framed;
+}
+
+/**
+ * A PNG written here, not by libvips, so that its rows use every filter type in turn (row y: type y % 5); `rows`
+ * replaces the inflated row data, to build a file whose chunks are sound but whose rows are not.
+ */
+function handMadePng(samples: Buffer, width: number, height: number, colorType: 4 | 6, depth: 8 | 16, extra: { icc?: Buffer; rows?: Buffer } = {}): Buffer {
+  const bpp = ((colorType === 6 ? 4 : 2) * depth) / 8;
+  const stride = width * bpp;
+  const rows: Buffer[] = [];
+  for (let y = 0; y < height; y++) {
+    const row = samples.subarray(y * stride, (y + 1) * stride);
+    const prior = y > 0 ? samples.subarray((y - 1) * stride, y * stride) : Buffer.alloc(stride);
+    rows.push(Buffer.from([y % 5]), filterRow(y % 5, row, prior, bpp));
+  }
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([depth, colorType, 0, 0, 0], 8);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", ihdr),
+    ...(extra.icc ? [chunk("iCCP", Buffer.concat([Buffer.from("icc\0\0", "latin1"), deflateSync(extra.icc)]))] : []),
+    chunk("IDAT", deflateSync(extra.rows ?? Buffer.concat(rows))),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
+}
+
+/** The given channels of interleaved samples. */
+function keepChannels(samples: Buffer, channels: number, sampleBytes: number, keep: number[]): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < samples.length; i += channels * sampleBytes) {
+    for (const c of keep) out.push(...samples.subarray(i + c * sampleBytes, i + (c + 1) * sampleBytes));
+  }
+  return Buffer.from(out);
+}
+
+/** Interleaved samples split into the colour samples and the alpha samples. */
+function channelsApart(samples: Buffer, channels: number, sampleBytes: number): { colour: Buffer; alpha: Buffer } {
+  const pixel = channels * sampleBytes;
+  const colour: number[] = [];
+  const alpha: number[] = [];
+  for (let i = 0; i < samples.length; i += pixel) {
+    colour.push(...samples.subarray(i, i + pixel - sampleBytes));
+    alpha.push(...samples.subarray(i + pixel - sampleBytes, i + pixel));
+  }
+  return { colour: Buffer.from(colour), alpha: Buffer.from(alpha) };
+}
+
+test("alpha is split from the filtered rows, every filter type, grey and RGB, 8 and 16 bits: each sample exact", async () => {
+  for (const [colorType, depth] of [[6, 8], [6, 16], [4, 8], [4, 16]] as const) {
+    const channels = colorType === 6 ? 4 : 2;
+    const samples = Buffer.alloc(W * H * channels * (depth / 8));
+    const random = noise(colorType * 100 + depth);
+    // Gradients with noise in every byte (the low byte of a 16-bit sample too), so that every filter has work.
+    for (let i = 0; i < samples.length; i++) samples[i] = (rgba[i % rgba.length]! + Math.floor(random() * 9)) & 0xff;
+    const png = handMadePng(samples, W, H, colorType, depth);
+    // libvips reads the hand-made file as the same samples (the encoder above is right). It hands grey as RGB, and
+    // 16 bits in the machine's byte order where PNG stores them big-endian.
+    const decoded = await sharp(png).toColourspace(depth === 16 ? "rgb16" : "srgb").raw({ depth: depth === 16 ? "ushort" : "uchar" }).toBuffer();
+    const bigEndian = depth === 16 && endianness() === "LE" ? Buffer.from(decoded).swap16() : decoded;
+    const read = channels === 4 ? bigEndian : keepChannels(bigEndian, 4, depth / 8, [0, 3]);
+    expect(read.equals(samples)).toBe(true);
+
+    const { pdf, mode, image, rest } = await pdfOf(png);
+    expect([mode, image.color, image.bpc, rest.map((r) => [r.type, r.bpc])]).toEqual(["png-split", colorType === 6 ? "rgb" : "gray", depth, [["smask", depth]]]);
+    const { colour, alpha } = channelsApart(samples, channels, depth / 8);
+    expect((await streamData(pdf, image.objectId)).equals(colour)).toBe(true);
+    expect((await streamData(pdf, await smaskOf(pdf, image.objectId))).equals(alpha)).toBe(true);
+  }
+});
+
+test("an RGBA PNG's ICC profile stays the colour's profile", async () => {
+  const profile = (await sharp(await sharp(rgba, { raw: { width: W, height: H, channels: 4 } }).withIccProfile("p3").png().toBuffer()).metadata()).icc!;
+  const png = handMadePng(rgba, W, H, 6, 8, { icc: profile });
+  const { pdf, mode, image } = await pdfOf(png);
+  expect([mode, image.color]).toEqual(["png-split", "icc"]);
+  expect((await uncompressed(pdf)).includes("/ICCBased")).toBe(true);
+  expect((await streamData(pdf, image.objectId)).equals(splitAlpha(rgba).rgb)).toBe(true);
+});
+
+test("a PNG with alpha whose sound chunks hold unsound rows is declined as damaged", async () => {
+  const stride = 1 + W * 4;
+  const good = Buffer.concat(Array.from({ length: H }, () => Buffer.concat([Buffer.from([0]), Buffer.alloc(W * 4, 7)])));
+  const short = handMadePng(rgba, W, H, 6, 8, { rows: good.subarray(0, stride * (H - 1)) });
+  const long = handMadePng(rgba, W, H, 6, 8, { rows: Buffer.concat([good, Buffer.alloc(stride)]) });
+  const badFilter = Buffer.from(good);
+  badFilter[stride * 3] = 9;
+  const cases = [short, long, handMadePng(rgba, W, H, 6, 8, { rows: badFilter })];
+  for (const png of cases) {
+    const plan = inspectPassthrough(png);
+    expect(plan).toMatchObject({ mode: "png-split" });
+    expect(await preparePassthrough(plan as PassthroughPlan)).toEqual({ declined: "damaged" });
+    expect(await passthroughPdf(png)).toBeUndefined();
+  }
+  // The same rows, sound, are taken.
+  expect(await passthroughPdf(handMadePng(rgba, W, H, 6, 8, { rows: good }))).toMatchObject({ mode: "png-split" });
 });
 
 test("declines what it cannot take unchanged: a turned JPEG, an interlaced PNG, tRNS transparency, other formats", async () => {

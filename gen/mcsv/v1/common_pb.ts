@@ -301,16 +301,16 @@ export enum PdfEngine {
 
   /**
    * Put the original's encoded data into the PDF without decoding it: a JPEG's DCT stream as it is, a non-interlaced
-   * PNG's compressed rows as they are (8-bit alpha split off as a soft mask). The pixels are exactly the original's,
-   * whatever the quality preset: re-encoding could only lose more. It applies only when the request needs no pixel
-   * change; otherwise the conversion falls back to PDF_ENGINE_IMAGEMAGICK: any format other than JPEG or PNG, an
-   * EXIF orientation to apply, an image larger than max_width or max_height, alpha under a preset that flattens it
-   * (every one but QUALITY_LOSSLESS), strip_metadata on an image with an ICC profile (removing it would change the
-   * colours), and what PDF cannot hold as it is (interlaced PNG, tRNS transparency, 16-bit alpha, a PNG with both
-   * an ICC profile and alpha, 12-bit or arithmetic-coded JPEG) or what fails the structure and checksum checks.
-   * With strip_metadata, a JPEG's APPn and COM segments are dropped except JFIF (APP0) and Adobe (APP14), which
-   * decoders need; without it the JPEG goes in byte for byte. Only the header is read before the PDF is written:
-   * the image's size and pixel limit, and the format, are checked as for ImageMagick.
+   * PNG's compressed rows as they are (alpha split off as a soft mask, the filtered rows divided by channel and
+   * compressed again). The pixels are exactly the original's, whatever the quality preset: re-encoding could only
+   * lose more. It applies only when the request needs no pixel change; otherwise the conversion falls back to
+   * PDF_ENGINE_IMAGEMAGICK: any format other than JPEG or PNG, an EXIF orientation to apply, an image larger than
+   * max_width or max_height, alpha under a preset that flattens it (every one but QUALITY_LOSSLESS), strip_metadata
+   * on an image with an ICC profile (removing it would change the colours), and what PDF cannot hold as it is
+   * (interlaced PNG, tRNS transparency, 12-bit or arithmetic-coded JPEG) or what fails the structure and checksum
+   * checks. With strip_metadata, a JPEG's APPn and COM segments are dropped except JFIF (APP0) and Adobe (APP14),
+   * which decoders need; without it the JPEG goes in byte for byte. Only the header is read before the PDF is
+   * written: the image's size and pixel limit, and the format, are checked as for ImageMagick.
    *
    * @generated from enum value: PDF_ENGINE_PASSTHROUGH = 2;
    */
