@@ -84,8 +84,9 @@ interface ImageObject {
   /** The image XObject's dictionary entries other than Type, Subtype, Width, Height, Length and ColorSpace. */
   entries: string;
   colorSpace: string | { icc: Buffer; components: number; alternate: string };
-  data: Buffer;
-  smask?: { data: Buffer; entries: string };
+  /** The stream's bytes in pieces, joined only once, into the PDF (a large image's data is copied once). */
+  data: Buffer[];
+  smask?: { data: Buffer[]; entries: string };
 }
 
 /** The PDF, or undefined when the image cannot go in without re-encoding. */
@@ -211,12 +212,12 @@ function jpegImage(jpeg: Buffer, strip: boolean): ImageObject | Declined {
     colorSpace: profile.length >= 128 ? { icc: profile, components: frame.components, alternate: device } : device,
     // Adobe's CMYK JPEGs store inverted samples.
     entries: `/BitsPerComponent 8 /Filter /DCTDecode${frame.components === 4 && adobe ? " /Decode [1 0 1 0 1 0 1 0]" : ""}`,
-    data: strip && dropped.length > 0 ? without(jpeg.subarray(0, end), dropped) : jpeg.subarray(0, end),
+    data: strip && dropped.length > 0 ? without(jpeg.subarray(0, end), dropped) : [jpeg.subarray(0, end)],
   };
 }
 
-/** `bytes` less the given [start, end) ranges (in order, not overlapping). */
-function without(bytes: Buffer, ranges: Array<[number, number]>): Buffer {
+/** `bytes` less the given [start, end) ranges (in order, not overlapping), as the pieces that remain. */
+function without(bytes: Buffer, ranges: Array<[number, number]>): Buffer[] {
   const kept: Buffer[] = [];
   let at = 0;
   for (const [start, stop] of ranges) {
@@ -224,7 +225,7 @@ function without(bytes: Buffer, ranges: Array<[number, number]>): Buffer {
     at = stop;
   }
   kept.push(bytes.subarray(at));
-  return Buffer.concat(kept);
+  return kept;
 }
 
 /** The Orientation tag (0x0112) of an EXIF TIFF block, if present. */
@@ -327,7 +328,7 @@ function idatImage({ header, palette, idat }: PngFacts, icc: Buffer | undefined)
           ? { icc, components: colours, alternate: device }
           : device,
     entries: pngPredicted(depth, colours, width),
-    data: Buffer.concat(idat),
+    data: idat,
   };
 }
 
@@ -391,8 +392,8 @@ async function splitAlpha(png: PngFacts, icc: Buffer | undefined): Promise<Image
     height,
     colorSpace: icc ? { icc, components: colours, alternate: device } : device,
     entries: pngPredicted(depth, colours, width),
-    data: colourData,
-    smask: { data: alphaData, entries: `/ColorSpace /DeviceGray ${pngPredicted(depth, 1, width)}` },
+    data: [colourData],
+    smask: { data: [alphaData], entries: `/ColorSpace /DeviceGray ${pngPredicted(depth, 1, width)}` },
   };
 }
 
@@ -403,13 +404,14 @@ function writePdf(image: ImageObject): Buffer {
   const dpi = pageDensity(image.width, image.height);
   const pageWidth = round((image.width * 72) / dpi);
   const pageHeight = round((image.height * 72) / dpi);
-  const objects: Buffer[] = [];
+  /** Each object's body in pieces. */
+  const objects: Buffer[][] = [];
   const add = (body: string | Buffer[]): void => {
-    objects.push(Array.isArray(body) ? Buffer.concat(body) : Buffer.from(body, "latin1"));
+    objects.push(Array.isArray(body) ? body : [Buffer.from(body, "latin1")]);
   };
-  const stream = (dictionary: string, data: Buffer): Buffer[] => [
-    Buffer.from(`<< ${dictionary} /Length ${data.length} >>\nstream\n`, "latin1"),
-    data,
+  const stream = (dictionary: string, data: Buffer[]): Buffer[] => [
+    Buffer.from(`<< ${dictionary} /Length ${byteLength(data)} >>\nstream\n`, "latin1"),
+    ...data,
     Buffer.from("\nendstream", "latin1"),
   ];
 
@@ -423,10 +425,10 @@ function writePdf(image: ImageObject): Buffer {
   add("<< /Type /Catalog /Pages 2 0 R >>");
   add("<< /Type /Pages /Kids [3 0 R] /Count 1 >>");
   add(`<< /Type /Page /Parent 2 0 R /MediaBox [0 0 ${pageWidth} ${pageHeight}] /Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>`);
-  add(stream("", content));
+  add(stream("", [content]));
   add(stream(`/Type /XObject /Subtype /Image /Width ${image.width} /Height ${image.height} /ColorSpace ${colorSpace} ${image.entries}${smaskRef ? ` /SMask ${smaskRef} 0 R` : ""}`, image.data));
   if (typeof image.colorSpace !== "string") {
-    add(stream(`/N ${image.colorSpace.components} /Alternate ${image.colorSpace.alternate}`, image.colorSpace.icc));
+    add(stream(`/N ${image.colorSpace.components} /Alternate ${image.colorSpace.alternate}`, [image.colorSpace.icc]));
   }
   if (image.smask) add(stream(`/Type /XObject /Subtype /Image /Width ${image.width} /Height ${image.height} ${image.smask.entries}`, image.smask.data));
 
@@ -437,12 +439,16 @@ function writePdf(image: ImageObject): Buffer {
     offsets.push(length);
     const head = Buffer.from(`${i + 1} 0 obj\n`, "latin1");
     const tail = Buffer.from("\nendobj\n", "latin1");
-    parts.push(head, body, tail);
-    length += head.length + body.length + tail.length;
+    parts.push(head, ...body, tail);
+    length += head.length + byteLength(body) + tail.length;
   });
   const xref = [`xref\n0 ${objects.length + 1}\n0000000000 65535 f \n`, ...offsets.map((o) => `${String(o).padStart(10, "0")} 00000 n \n`)].join("");
   parts.push(Buffer.from(`${xref}trailer\n<< /Size ${objects.length + 1} /Root 1 0 R >>\nstartxref\n${length}\n%%EOF\n`, "latin1"));
-  return Buffer.concat(parts);
+  return Buffer.concat(parts, length + byteLength(parts.slice(-1)));
+}
+
+function byteLength(pieces: Buffer[]): number {
+  return pieces.reduce((sum, piece) => sum + piece.length, 0);
 }
 
 function round(points: number): number {
