@@ -5,30 +5,14 @@
  * workers are simulated on the database as test/job/crash-recovery.test.ts does (graphile's lock by the dead pool's
  * id, one attempt taken), with the job due in an hour so that no live worker runs it between two deaths.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
 import pg from "pg";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { context, propagation, ROOT_CONTEXT, type Context, type ContextManager } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { context, propagation } from "@opentelemetry/api";
 import { ConversionState, JobState, type Job } from "@mcsv/sdk";
 import { CrashRecovery, MAX_GIVEN_BACK, type RecoveryReport } from "../../services/job/crash-recovery.js";
 import { convertImageTask } from "../../services/job/tasks/convert_image.js";
 import { jobKeys } from "../../services/shared/tasks.js";
-import { eventually, startJobTestEnv, type JobTestEnv } from "./support.js";
-
-/** The minimum of OpenTelemetry's context manager, so that the trace context travels without an SDK. */
-class AsyncLocalContextManager implements ContextManager {
-  private readonly storage = new AsyncLocalStorage<Context>();
-  active = () => this.storage.getStore() ?? ROOT_CONTEXT;
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(ctx: Context, fn: F, thisArg?: ThisParameterType<F>, ...args: A): ReturnType<F> {
-    return this.storage.run(ctx, () => fn.call(thisArg, ...args));
-  }
-  bind<T>(_ctx: Context, target: T): T {
-    return target;
-  }
-  enable = () => this;
-  disable = () => this;
-}
+import { eventually, propagateTraceContext, startJobTestEnv, type JobTestEnv } from "./support.js";
 
 const HEARTBEAT_MS = 200;
 const DEAD_AFTER_MS = 1_000;
@@ -37,8 +21,7 @@ let env: JobTestEnv;
 let db: pg.Pool;
 
 beforeAll(async () => {
-  context.setGlobalContextManager(new AsyncLocalContextManager());
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  propagateTraceContext();
   env = await startJobTestEnv({ JOB_WORKER_HEARTBEAT_MS: String(HEARTBEAT_MS), JOB_WORKER_DEAD_AFTER_MS: String(DEAD_AFTER_MS) });
   db = new pg.Pool({ connectionString: env.pg.url, max: 3, application_name: "discard-follow-up-test" });
   db.on("error", () => undefined);

@@ -9,6 +9,9 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient, type Client, type HandlerContext } from "@connectrpc/connect";
+import { context, propagation } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import {
   ClientService,
@@ -99,6 +102,15 @@ export async function startStubs(): Promise<Stubs> {
       server.close(() => resolve());
     });
   return stubs;
+}
+
+/**
+ * W3C trace context propagation without an SDK (no spans recorded): enough for a test to see that a caller's trace
+ * context travels through a job to the services it calls.
+ */
+export function propagateTraceContext(): void {
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
 }
 
 export interface Deferred<T = void> {

@@ -5,30 +5,14 @@
  * object, and the retention sweep). Also that a caller's W3C trace context reaches the services a job calls.
  */
 import { existsSync, utimesSync } from "node:fs";
-import { AsyncLocalStorage } from "node:async_hooks";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { context, propagation, ROOT_CONTEXT, type Context, type ContextManager } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { context, propagation } from "@opentelemetry/api";
 import { ConversionState, EmailType, JobState } from "@mcsv/sdk";
 import { CallbackPolicy, type HostResolver } from "../../services/shared/callback-policy.js";
-import { eventually, startJobTestEnv, type JobTestEnv } from "./support.js";
-
-/** The minimum of OpenTelemetry's context manager, so that context.with() and propagation work without an SDK. */
-class AsyncLocalContextManager implements ContextManager {
-  private readonly storage = new AsyncLocalStorage<Context>();
-  active = () => this.storage.getStore() ?? ROOT_CONTEXT;
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(ctx: Context, fn: F, thisArg?: ThisParameterType<F>, ...args: A): ReturnType<F> {
-    return this.storage.run(ctx, () => fn.call(thisArg, ...args));
-  }
-  bind<T>(_ctx: Context, target: T): T {
-    return target;
-  }
-  enable = () => this;
-  disable = () => this;
-}
+import { eventually, propagateTraceContext, startJobTestEnv, type JobTestEnv } from "./support.js";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -44,8 +28,7 @@ const resolveHost: HostResolver = async (host) => {
 const CALLBACK_ALLOWED_HOSTS = "127.0.0.1, *.example.com";
 
 beforeAll(async () => {
-  context.setGlobalContextManager(new AsyncLocalContextManager());
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  propagateTraceContext();
   env = await startJobTestEnv({ UPLOAD_RETENTION_HOURS: "2", PDF_RETENTION_DAYS: "3", CALLBACK_ALLOWED_HOSTS }, { s3: true, resolveHost });
 });
 
