@@ -89,7 +89,7 @@ async function queueEmpty(bench: BenchSystem): Promise<boolean> {
 }
 
 export async function runB2(bench: BenchSystem, image: TestImage, capacityPerSecond: number, options: BenchOptions & { imageMagick: string; loads?: number[] }): Promise<B2Result> {
-  const windowMs = options.quick ? 3_000 : 10_000;
+  const windowMs = options.quick ? 2_000 : 10_000;
   const fractions = options.loads ?? [0.25, 0.5, 0.75, 0.9];
   const rates: B2RateResult[] = [];
 
