@@ -13,7 +13,7 @@ import { crc32 } from "node:zlib";
 import { Quality } from "@mcsv/sdk";
 import sharp from "sharp";
 import { pdfArguments, runImageMagick } from "../services/image/imagemagick.js";
-import { passthroughPdf } from "../services/image/passthrough-pdf.js";
+import { passthroughPdf, type AlphaSplitStep } from "../services/image/passthrough-pdf.js";
 import { qualityPreset } from "../services/image/quality.js";
 import type { BenchOptions } from "./lib/context.js";
 import { photoLikePixels, SIZES, type TestImage } from "./lib/images.js";
@@ -35,6 +35,9 @@ export interface B6ImageResult {
   speedupOverImageMagick?: number;
   /** img2pdf's time per image over the fast path's. */
   speedupOverImg2pdf?: number;
+  /** For "png-split": the median time of each step of splitting alpha off (the rest of the fast path's time is
+   * reading the chunks and joining the PDF). */
+  alphaSplitMs?: Record<AlphaSplitStep, number>;
   /** Whether the engine's PDF holds exactly the original's pixels (alpha included). */
   pixelIdentical: Partial<Record<Engine, boolean>>;
   targets: { speedup: { min: number; met: boolean }; fasterThanImg2pdf?: { met: boolean }; pixelIdentical: { met: boolean } };
@@ -138,9 +141,10 @@ export async function runB6(options: BenchOptions & { imageMagick: string }): Pr
       a === "png:-" ? `${image.format}:-` : a,
     );
     const forImg2pdf = withOneIdat(image.bytes);
+    const steps: Partial<Record<AlphaSplitStep, number[]>> = {};
     const engines: Record<Engine, (() => Promise<Buffer>) | undefined> = {
       passthrough: async () => {
-        const result = await passthroughPdf(image.bytes);
+        const result = await passthroughPdf(image.bytes, { onStep: (step, ms) => (steps[step] ??= []).push(ms) });
         if (!result) throw new Error("declined");
         return result.pdf;
       },
@@ -185,6 +189,7 @@ export async function runB6(options: BenchOptions & { imageMagick: string }): Pr
       pdfBytes: sizes,
       ...(speedupOverImageMagick !== undefined ? { speedupOverImageMagick } : {}),
       ...(speedupOverImg2pdf !== undefined ? { speedupOverImg2pdf } : {}),
+      ...(steps.inflate ? { alphaSplitMs: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, round(median(v), 1)])) as Record<AlphaSplitStep, number> } : {}),
       pixelIdentical,
       targets: {
         speedup: { min: SPEEDUP_TARGET, met: (speedupOverImageMagick ?? 0) >= SPEEDUP_TARGET },

@@ -118,6 +118,15 @@ export function renderMarkdown(results: BenchResults): string {
         `| ${r.image} | ${r.mode} | ${fmt(r.msPerImage.passthrough ?? Number.NaN, 1)} | ${fmt(r.msPerImage.imagemagick ?? Number.NaN, 1)} | ${fmt(r.msPerImage.img2pdf ?? Number.NaN, 1)} | **${fmt(r.speedupOverImageMagick ?? Number.NaN, 1)}** | ≥ ${r.targets.speedup.min} | ${met(r.targets.speedup.met)} | **${fmt(r.speedupOverImg2pdf ?? Number.NaN, 1)}** | ${r.targets.fasterThanImg2pdf ? met(r.targets.fasterThanImg2pdf.met) : "–"} | ${same(r.pixelIdentical.passthrough)}, ${same(r.pixelIdentical.imagemagick)}, ${same(r.pixelIdentical.img2pdf)} | ${mb(r.pdfBytes.passthrough)}, ${mb(r.pdfBytes.imagemagick)}, ${mb(r.pdfBytes.img2pdf)} |`,
       );
     }
+    const splits = results.b6.images.filter((r) => r.alphaSplitMs);
+    if (splits.length) {
+      lines.push(
+        "",
+        `Where the fast path's time goes with alpha (median ms of inflating the rows, dividing them, compressing colour and alpha beside each other; the rest is reading the chunks and joining the PDF): ${splits
+          .map((r) => `${r.image} ${r.alphaSplitMs!.inflate} + ${r.alphaSplitMs!.split} + ${r.alphaSplitMs!.compress} of ${r.msPerImage.passthrough}`)
+          .join("; ")}`,
+      );
+    }
     lines.push("");
   }
   for (const [name, error] of Object.entries(results.errors)) lines.push(`**${name} failed**: ${error}`, "");

@@ -55,7 +55,13 @@ export type DeclineReason =
 export interface PassthroughOptions {
   /** Drop what the image carries besides its pixels and the colour information they need. */
   stripMetadata?: boolean;
+  /** Told how long each step of splitting alpha took (B6 reports where the time goes). */
+  onStep?: StepObserver;
 }
+
+/** The steps of splitting alpha off a PNG ("png-split"): inflating the rows, dividing them, compressing both parts. */
+export type AlphaSplitStep = "inflate" | "split" | "compress";
+export type StepObserver = (step: AlphaSplitStep, ms: number) => void;
 
 /** An image the fast path can take, its structure checked (for "png-split", its rows still to be split). */
 export interface PassthroughPlan {
@@ -93,7 +99,7 @@ interface ImageObject {
 export async function passthroughPdf(file: Uint8Array, options: PassthroughOptions = {}): Promise<PassthroughPdf | undefined> {
   const plan = inspectPassthrough(file, options);
   if ("declined" in plan) return undefined;
-  const prepared = await preparePassthrough(plan);
+  const prepared = await preparePassthrough(plan, options.onStep);
   return "declined" in prepared ? undefined : writePassthroughPdf(prepared);
 }
 
@@ -113,9 +119,9 @@ export function inspectPassthrough(file: Uint8Array, options: PassthroughOptions
  * Completes an inspected image's XObject: for "png-split", separates colour and alpha (off the event loop); declined
  * as damaged when its rows do not inflate to what the header declares.
  */
-export async function preparePassthrough(plan: PassthroughPlan): Promise<PreparedPassthrough | Declined> {
+export async function preparePassthrough(plan: PassthroughPlan, onStep?: StepObserver): Promise<PreparedPassthrough | Declined> {
   if (!("png" in plan.image)) return { ...plan, image: plan.image };
-  const image = await splitAlpha(plan.image.png, plan.image.icc);
+  const image = await splitAlpha(plan.image.png, plan.image.icc, onStep);
   return "declined" in image ? image : { ...plan, image };
 }
 
@@ -343,7 +349,7 @@ const LAST_FILTER_TYPE = 4;
  * predictor (/Predictor 15, a type per row) undoes. What costs is inflating the rows and compressing the two parts
  * again; run-length deflate compresses filtered rows almost as well as the default, several times faster.
  */
-async function splitAlpha(png: PngFacts, icc: Buffer | undefined): Promise<ImageObject | Declined> {
+async function splitAlpha(png: PngFacts, icc: Buffer | undefined, onStep: StepObserver = () => undefined): Promise<ImageObject | Declined> {
   const { width, height, depth, colorType } = png.header;
   const sampleBytes = depth / 8;
   const colours = colorType === 4 ? 1 : 3;
@@ -352,12 +358,19 @@ async function splitAlpha(png: PngFacts, icc: Buffer | undefined): Promise<Image
   const rowBytes = width * pixelBytes;
   const expected = height * (1 + rowBytes);
   let rows: Buffer;
+  let since = performance.now();
+  const stepDone = (step: AlphaSplitStep) => {
+    const now = performance.now();
+    onStep(step, now - since);
+    since = now;
+  };
   try {
     rows = await inflateAsync(Buffer.concat(png.idat), { maxOutputLength: expected + 1, chunkSize: ZLIB_CHUNK });
   } catch {
     return { declined: "damaged" }; // A bad stream, or more data than the header declares.
   }
   if (rows.length !== expected) return { declined: "damaged" };
+  stepDone("inflate");
   const colour = Buffer.allocUnsafe(height * (1 + width * colourBytes));
   const alpha = Buffer.allocUnsafe(height * (1 + width * sampleBytes));
   let from = 0;
@@ -384,8 +397,10 @@ async function splitAlpha(png: PngFacts, icc: Buffer | undefined): Promise<Image
       }
     }
   }
+  stepDone("split");
   const compress = { strategy: constants.Z_RLE, chunkSize: ZLIB_CHUNK };
   const [colourData, alphaData] = await Promise.all([deflateAsync(colour, compress), deflateAsync(alpha, compress)]);
+  stepDone("compress");
   const device = colours === 1 ? "/DeviceGray" : "/DeviceRGB";
   return {
     width,

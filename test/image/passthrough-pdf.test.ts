@@ -214,6 +214,19 @@ test("alpha is split from the filtered rows, every filter type, grey and RGB, 8 
   }
 });
 
+test("the alpha split reports its steps; an opaque image has none", async () => {
+  const steps: string[] = [];
+  const onStep = (step: string, ms: number) => {
+    expect(ms).toBeGreaterThanOrEqual(0);
+    steps.push(step);
+  };
+  await passthroughPdf(handMadePng(rgba, W, H, 6, 8), { onStep });
+  expect(steps).toEqual(["inflate", "split", "compress"]);
+  steps.length = 0;
+  await passthroughPdf(await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer(), { onStep });
+  expect(steps).toEqual([]);
+});
+
 test("an RGBA PNG's ICC profile stays the colour's profile", async () => {
   const profile = (await sharp(await sharp(rgba, { raw: { width: W, height: H, channels: 4 } }).withIccProfile("p3").png().toBuffer()).metadata()).icc!;
   const png = handMadePng(rgba, W, H, 6, 8, { icc: profile });
