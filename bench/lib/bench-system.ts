@@ -13,7 +13,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { ImageService, JobService, UserService } from "@mcsv/sdk";
 import { freePort } from "../../scripts/lib/embedded.js";
-import { startSystem, type System } from "../../scripts/lib/system.js";
+import { freeServicePorts, startSystem, type System } from "../../scripts/lib/system.js";
 import { bearerInterceptor } from "../../services/shared/auth.js";
 import { ObjectStore } from "../../services/shared/storage.js";
 import { SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
@@ -42,7 +42,7 @@ export async function startBenchSystem(options: { imageMagickCommand: string; en
   const sink = await startResendSink();
   const apiKey = `mcsv_${randomBytes(24).toString("base64url")}`;
   const internalToken = randomBytes(32).toString("base64url");
-  const ports = Object.fromEntries(await Promise.all(SERVICE_KEYS.map(async (k) => [k, await freePort()] as const))) as Record<ServiceKey, number>;
+  const ports = await freeServicePorts();
   const problems: string[] = [];
   let problemCount = 0;
   let system: System;

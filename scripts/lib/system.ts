@@ -61,6 +61,11 @@ export interface System {
   stop(): Promise<void>;
 }
 
+/** A free port for each service (isolated systems: tests and the benchmark, beside anything already running). */
+export async function freeServicePorts(): Promise<Record<ServiceKey, number>> {
+  return Object.fromEntries(await Promise.all(SERVICE_KEYS.map(async (k) => [k, await freePort()] as const))) as Record<ServiceKey, number>;
+}
+
 export async function isReady(url: string): Promise<boolean> {
   try {
     const res = await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(2_000) });

@@ -7,7 +7,6 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { z } from "zod";
 import { listFromEnv } from "./config.js";
 
 const SECRET_MIN_LENGTH = 24;

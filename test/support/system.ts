@@ -9,9 +9,9 @@ import { join } from "node:path";
 import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
+import type { ServiceKey } from "../../services/shared/topology.js";
 import { freePort } from "../../scripts/lib/embedded.js";
-import { startSystem, type System, type SystemOptions } from "../../scripts/lib/system.js";
+import { freeServicePorts, startSystem, type System, type SystemOptions } from "../../scripts/lib/system.js";
 import { gatewayAuth, internalAuth, testAuthEnv } from "./credentials.js";
 import { startResendSink, type ResendSink } from "./resend-sink.js";
 
@@ -38,7 +38,7 @@ export async function startTestSystem(env: Record<string, string> = {}, options:
   const dataDir = mkdtempSync(join(tmpdir(), "mcsv-e2e-"));
   const sink = await startResendSink();
   const logs: LogLine[] = [];
-  const ports = Object.fromEntries(await Promise.all(SERVICE_KEYS.map(async (k) => [k, await freePort()] as const))) as Record<ServiceKey, number>;
+  const ports = await freeServicePorts();
   let system: System;
   try {
     system = await startSystem({
