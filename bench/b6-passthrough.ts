@@ -153,7 +153,6 @@ export async function runB6(options: BenchOptions & { imageMagick: string }): Pr
     };
     const mode = (await passthroughPdf(image.bytes))?.mode ?? "declined";
     const times: Partial<Record<Engine, number[]>> = {};
-    const sizes: Partial<Record<Engine, number>> = {};
     const pdfs: Partial<Record<Engine, Buffer>> = {};
     const errors: Partial<Record<Engine, string>> = {};
     const perRound = image.size.width * image.size.height < 1e6 ? 5 : image.size.width * image.size.height < 5e6 ? 2 : 1;
@@ -168,13 +167,13 @@ export async function runB6(options: BenchOptions & { imageMagick: string }): Pr
           let pdf: Buffer | undefined;
           for (let i = 0; i < perRound; i++) pdf = await run();
           (times[engine] ??= []).push((performance.now() - started) / perRound);
-          sizes[engine] = pdf!.byteLength;
           pdfs[engine] = pdf!;
         } catch (error) {
           errors[engine] = error instanceof Error ? error.message.slice(0, 200) : String(error);
         }
       }
     }
+    const sizes = Object.fromEntries(Object.entries(pdfs).map(([engine, pdf]) => [engine, pdf.byteLength])) as B6ImageResult["pdfBytes"];
     const pixelIdentical: B6ImageResult["pixelIdentical"] = {};
     for (const [engine, pdf] of Object.entries(pdfs) as Array<[Engine, Buffer]>) pixelIdentical[engine] = await holdsOriginalPixels(pdf, image.bytes);
     const msPerImage = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, round(median(v), 1)])) as B6ImageResult["msPerImage"];

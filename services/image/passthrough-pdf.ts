@@ -459,7 +459,7 @@ function writePdf(image: ImageObject): Buffer {
   });
   const xref = [`xref\n0 ${objects.length + 1}\n0000000000 65535 f \n`, ...offsets.map((o) => `${String(o).padStart(10, "0")} 00000 n \n`)].join("");
   parts.push(Buffer.from(`${xref}trailer\n<< /Size ${objects.length + 1} /Root 1 0 R >>\nstartxref\n${length}\n%%EOF\n`, "latin1"));
-  return Buffer.concat(parts, length + byteLength(parts.slice(-1)));
+  return Buffer.concat(parts);
 }
 
 function byteLength(pieces: Buffer[]): number {

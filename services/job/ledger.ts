@@ -194,6 +194,13 @@ export interface GraphileJobInfo {
   createdAt: Date;
 }
 
+/** One job as the ledger shows it, read through `db` (the pool, or a transaction's client). */
+async function readJob(db: Pool | PoolClient, id: string): Promise<JobRecord> {
+  const { rows } = await db.query<JobRow>(`${SELECT_JOB} where l.id = $1`, [id]);
+  if (!rows[0]) throw new JobNotFoundError(id);
+  return toRecord(rows[0]);
+}
+
 export class JobLedger {
   constructor(private readonly pool: Pool) {}
 
@@ -204,20 +211,16 @@ export class JobLedger {
   async enqueue(spec: EnqueueSpec): Promise<EnqueueResult> {
     const added = await transaction(this.pool, async (client) => {
       const id = await insertJob(client, spec);
-      if (id === undefined) return undefined;
-      const { rows } = await client.query<JobRow>(`${SELECT_JOB} where l.id = $1`, [id]);
-      return rows[0];
+      return id === undefined ? undefined : readJob(client, id);
     });
-    if (added !== undefined) return { job: toRecord(added), duplicate: false };
+    if (added !== undefined) return { job: added, duplicate: false };
     const existing = await this.pool.query<JobRow>(`${SELECT_JOB} where l.job_key = $1`, [spec.jobKey]);
     if (!existing.rows[0]) throw new Error(`job key ${spec.jobKey} conflicted, but its job is gone`);
     return { job: toRecord(existing.rows[0]), duplicate: true };
   }
 
   async get(id: string): Promise<JobRecord> {
-    const { rows } = await this.pool.query<JobRow>(`${SELECT_JOB} where l.id = $1`, [id]);
-    if (!rows[0]) throw new JobNotFoundError(id);
-    return toRecord(rows[0]);
+    return readJob(this.pool, id);
   }
 
   /** Jobs newest first; one more than `limit` tells the caller that another page follows. */
