@@ -32,8 +32,8 @@ const system = await startSystem({
 
 const user = system.urls.user;
 const samplePng = (await sharp({ create: { width: 64, height: 48, channels: 3, background: "#3b82f6" } }).png().toBuffer()).toString("base64");
-const curl = `npx buf curl --schema proto -H "Authorization: Bearer ${system.env["MCSV_API_KEYS"]!.split(",")[0]}"`;
-const internalCurl = `npx buf curl --schema proto -H "Authorization: Bearer ${system.env["MCSV_INTERNAL_TOKEN"]}"`;
+const curl = `npx buf curl --schema proto -H "Authorization: Bearer ${system.credentials.apiKey}"`;
+const internalCurl = `npx buf curl --schema proto -H "Authorization: Bearer ${system.credentials.operatorToken}"`;
 console.log(`
 mcsv is ready.
 
@@ -43,8 +43,9 @@ mcsv is ready.
   S3           ${system.s3 ? `embedded, ${system.env["S3_ENDPOINT"]} (bucket ${system.env["S3_BUCKET"] ?? "mcsv"})` : system.env["S3_ENDPOINT"]}
   Email        ${system.env["RESEND_API_KEY"] ? `Resend${system.env["RESEND_BASE_URL"] ? ` at ${system.env["RESEND_BASE_URL"]}` : ""}` : `dev outbox, ${system.env["EMAIL_OUTBOX_DIR"]}`}
   API docs     ${user}/docs
-  Callbacks    ${system.urls.client}/
+  Callbacks    ${system.urls.client}/   (user name anything, password: the operator's credential)
   Credentials  ${process.env["MCSV_API_KEYS"] ? "MCSV_API_KEYS and MCSV_INTERNAL_TOKEN" : `dev credentials, kept in ${dataDir}/credentials.json`}
+               each service holds only its own; the operator's (MCSV_INTERNAL_TOKEN) opens every internal method
 
 Workflow 1, a user and the welcome email:
 
@@ -60,7 +61,7 @@ Workflow 2, an image to PDF (a PNG made on the spot, sent inline as base64):
 
   ${curl} --data '{"conversionId":"<id from above>"}' ${user}/mcsv.v1.UserService/GetConversion   # then: curl -o out.pdf "<pdfUrl>"
 
-Internal services take the internal token, for example the queue:
+Internal services take the operator's credential, for example the queue:
 
   ${internalCurl} --data '{}' ${system.urls.job}/mcsv.v1.JobService/GetQueueStats
 

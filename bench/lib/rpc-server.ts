@@ -11,7 +11,7 @@ import type { AddressInfo } from "node:net";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ClientService } from "@mcsv/sdk";
-import { authInterceptor, internalOnly } from "../../services/shared/auth.js";
+import { authPolicy, bearerCredential, hexDigestOf } from "../../services/shared/auth.js";
 import { logFieldsInterceptor, metricsInterceptor } from "../../services/shared/interceptors.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { initMetrics } from "../../services/shared/metrics.js";
@@ -20,24 +20,34 @@ import { flushSpans, serverTracingInterceptor } from "../../services/shared/trac
 
 const mode = process.argv[2];
 const routes = (router: ConnectRouter) => router.service(ClientService, { listEvents: () => ({ events: [] }) });
+/** The operator's credential (MCSV_INTERNAL_TOKEN) opens ListEvents, as on every service. */
+const policy = () => authPolicy({ internal: { MCSV_OPERATOR_TOKEN_SHA256: hexDigestOf(process.env["MCSV_INTERNAL_TOKEN"] ?? ""), MCSV_SERVICE_TOKEN_SHA256S: {} } });
 
 if (mode === "full") {
-  const token = process.env["MCSV_INTERNAL_TOKEN"] ?? "";
   initMetrics("bench-svc");
   const logger = createLogger("bench-svc", { level: "info", format: "json" });
-  const running = await runService({ name: "bench-svc", port: 0, host: "127.0.0.1", logger, routes, auth: internalOnly(token), readiness: {} });
+  const running = await runService({ name: "bench-svc", port: 0, host: "127.0.0.1", logger, routes, auth: policy(), readiness: {} });
   process.stdout.write(`listening ${running.url}\n`);
   process.once("SIGTERM", () => void running.shutdown().then(() => flushSpans()).then(() => process.exit(0)));
 } else if (mode === "bare" || mode === "parts") {
   // The shared interceptors in runService's order, those named on the command line only.
   const wanted = new Set((process.argv[3] ?? "").split(","));
-  const token = process.env["MCSV_INTERNAL_TOKEN"] ?? "";
   if (wanted.has("metrics")) initMetrics("bench-svc");
   const available: Array<[string, () => Interceptor]> = [
     ["tracing", () => serverTracingInterceptor],
     ["logs", () => logFieldsInterceptor],
     ["metrics", () => metricsInterceptor("server")],
-    ["auth", () => authInterceptor(internalOnly(token))],
+    // runService authenticates before the body is read (admission.ts); as an interceptor, the same check.
+    [
+      "auth",
+      () => {
+        const auth = policy();
+        return (next) => async (req) => {
+          await auth.authenticate(bearerCredential(req.header.get("authorization")), req.service.typeName, req.method.name);
+          return next(req);
+        };
+      },
+    ],
   ];
   const interceptors = mode === "parts" ? available.filter(([name]) => wanted.has(name)).map(([, make]) => make()) : [];
   const handler = connectNodeAdapter({ routes, interceptors });

@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { hexDigestOf } from "../../services/shared/auth.js";
 import { SERVICES, SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
 import { freePort, startEmbeddedPostgres, startEmbeddedS3, type EmbeddedPostgresHandle, type EmbeddedS3Handle } from "./embedded.js";
 
@@ -31,6 +32,8 @@ export interface SystemOptions {
   /** Receives every line a service writes, with the number of the replica that wrote it. */
   onLine?: (service: ServiceKey, line: string, stream: "stdout" | "stderr", replica: number) => void;
   readyTimeoutMs?: number;
+  /** The operator's and the services' credentials (tests); by default MCSV_INTERNAL_TOKEN or the dev ones. */
+  credentials?: { operatorToken?: string; serviceTokens?: Record<ServiceKey, string> };
 }
 
 export interface ServiceProcess {
@@ -43,7 +46,10 @@ export interface ServiceProcess {
 }
 
 export interface System {
+  /** The environment every service got (its own MCSV_SERVICE_TOKEN aside). */
   env: Record<string, string>;
+  /** The first API key and the operator's credential (which no service holds), for the banner and for tests. */
+  credentials: { apiKey: string; operatorToken: string; serviceTokens: Record<ServiceKey, string> };
   urls: Record<ServiceKey, string>;
   postgres?: EmbeddedPostgresHandle;
   s3?: EmbeddedS3Handle;
@@ -90,17 +96,47 @@ export function serviceArguments(key: ServiceKey): string[] {
 }
 
 export interface DevCredentials {
+  /** The dev tenant's API key. */
   apiKey: string;
+  /** The operator's credential (MCSV_INTERNAL_TOKEN): the CLI's job commands, curl, Prometheus. */
   internalToken: string;
+  /** Each service's own credential, handed to that service only. */
+  serviceTokens: Record<ServiceKey, string>;
 }
 
-/** Dev credentials, made once and kept (readable by the owner only) in `<dataDir>/credentials.json`. */
+const randomToken = () => randomBytes(32).toString("base64url");
+
+/**
+ * Dev credentials, made once and kept (readable by the owner only) in `<dataDir>/credentials.json`; what an older
+ * file lacks is added.
+ */
 export function devCredentials(dataDir: string): DevCredentials {
   const file = join(dataDir, "credentials.json");
-  if (existsSync(file)) return JSON.parse(readFileSync(file, "utf8")) as DevCredentials;
-  const credentials = { apiKey: `mcsv_${randomBytes(24).toString("base64url")}`, internalToken: randomBytes(32).toString("base64url") };
-  writeFileSync(file, `${JSON.stringify(credentials, null, 2)}\n`, { mode: 0o600 });
+  const kept = (existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : {}) as Partial<DevCredentials>;
+  const credentials: DevCredentials = {
+    apiKey: kept.apiKey ?? `mcsv_${randomBytes(24).toString("base64url")}`,
+    internalToken: kept.internalToken ?? randomToken(),
+    serviceTokens: Object.fromEntries(SERVICE_KEYS.map((key) => [key, kept.serviceTokens?.[key] ?? randomToken()])) as Record<ServiceKey, string>,
+  };
+  if (JSON.stringify(kept) !== JSON.stringify(credentials)) writeFileSync(file, `${JSON.stringify(credentials, null, 2)}\n`, { mode: 0o600 });
   return credentials;
+}
+
+/**
+ * The credentials of a system: the environment's when it sets them, else the dev ones. Services get digests of the
+ * operator's and of each other's credentials; the operator's credential itself is handed to none of them.
+ */
+function systemCredentials(env: Record<string, string>, dataDir: string, given: SystemOptions["credentials"] = {}): System["credentials"] {
+  const dev = devCredentials(dataDir);
+  env["MCSV_API_KEYS"] ??= `dev=${dev.apiKey}`;
+  const operatorToken = env["MCSV_INTERNAL_TOKEN"] ?? given.operatorToken ?? dev.internalToken;
+  const serviceTokens = given.serviceTokens ?? dev.serviceTokens;
+  delete env["MCSV_INTERNAL_TOKEN"];
+  // The digests always match the credentials handed out here.
+  env["MCSV_OPERATOR_TOKEN_SHA256"] = hexDigestOf(operatorToken);
+  env["MCSV_SERVICE_TOKEN_SHA256S"] = SERVICE_KEYS.map((key) => `${key}=${hexDigestOf(serviceTokens[key])}`).join(",");
+  const firstKey = env["MCSV_API_KEYS"].split(",")[0]!;
+  return { apiKey: firstKey.slice(firstKey.indexOf("=") + 1).trim(), operatorToken, serviceTokens };
 }
 
 export async function startSystem(options: SystemOptions): Promise<System> {
@@ -122,11 +158,7 @@ export async function startSystem(options: SystemOptions): Promise<System> {
     env["S3_SECRET_ACCESS_KEY"] = s3.secretAccessKey;
   }
   if (!env["RESEND_API_KEY"]) env["EMAIL_OUTBOX_DIR"] ??= join(options.dataDir, "outbox");
-  if (!env["MCSV_API_KEYS"] || !env["MCSV_INTERNAL_TOKEN"]) {
-    const credentials = devCredentials(options.dataDir);
-    env["MCSV_API_KEYS"] ??= credentials.apiKey;
-    env["MCSV_INTERNAL_TOKEN"] ??= credentials.internalToken;
-  }
+  const credentials = systemCredentials(env, options.dataDir, options.credentials);
 
   const urls = {} as Record<ServiceKey, string>;
   for (const key of SERVICE_KEYS) {
@@ -140,7 +172,11 @@ export async function startSystem(options: SystemOptions): Promise<System> {
   const replicas: ServiceProcess[] = [];
 
   function spawnProcess(key: ServiceKey, replica: number, own: Record<string, string> = {}): Pick<ServiceProcess, "child" | "exited"> {
-    const child = spawn(process.execPath, serviceArguments(key), { cwd: ROOT, env: { ...env, ...own }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, serviceArguments(key), {
+      cwd: ROOT,
+      env: { ...env, MCSV_SERVICE_TOKEN: credentials.serviceTokens[key], ...own },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     for (const stream of ["stdout", "stderr"] as const) {
       createInterface({ input: child[stream]! }).on("line", (line) => options.onLine?.(key, line, stream, replica));
     }
@@ -192,6 +228,7 @@ export async function startSystem(options: SystemOptions): Promise<System> {
 
   const system: System = {
     env,
+    credentials,
     urls,
     services,
     replicas,

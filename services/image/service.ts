@@ -3,7 +3,8 @@ import { ImageService } from "@mcsv/sdk";
 import { describeError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
-import { internalOnly } from "../shared/auth.js";
+import { authPolicy } from "../shared/auth.js";
+import { serverSettings } from "../shared/config.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
@@ -81,15 +82,14 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
   return runService({
     name,
     port: config.IMAGE_PORT,
-    host: config.HOST,
+    ...serverSettings(config),
     logger,
     routes: (router) => router.service(ImageService, handlers),
-    auth: internalOnly(config.MCSV_INTERNAL_TOKEN),
+    auth: authPolicy({ internal: config }),
     readiness: {
       s3: () => store.ping(),
       imagemagick: () => renderer.ready(),
     },
-    shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
     close: async () => store.client.destroy(),
   });
 }

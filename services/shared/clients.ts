@@ -1,6 +1,6 @@
 /**
  * Clients for calling other mcsv services: Connect over HTTP/1.1 with binary protobuf, keep-alive connections,
- * a deadline on every call, the internal credential, and the shared client interceptors.
+ * a deadline on every call, the calling service's own credential, and the shared client interceptors.
  */
 import { Agent } from "node:http";
 import type { DescService } from "@bufbuild/protobuf";
@@ -14,8 +14,8 @@ import { clientTracingInterceptor } from "./tracing.js";
 const keepAliveAgent = new Agent({ keepAlive: true, maxSockets: 64 });
 
 export interface ClientOptions {
-  /** The internal service credential (MCSV_INTERNAL_TOKEN) every internal RPC requires. */
-  internalToken: string;
+  /** The calling service's own credential (MCSV_SERVICE_TOKEN); the callee grants it the methods in INTERNAL_CALLS. */
+  credential: string;
   /** Deadline of each call unless the call sets its own. */
   timeoutMs?: number;
   interceptors?: Interceptor[];
@@ -27,7 +27,7 @@ export function createServiceClient<T extends DescService>(service: T, baseUrl: 
     httpVersion: "1.1",
     useBinaryFormat: true,
     defaultTimeoutMs: options.timeoutMs ?? 30_000,
-    interceptors: [clientTracingInterceptor, metricsInterceptor("client"), bearerInterceptor(options.internalToken), ...(options.interceptors ?? [])],
+    interceptors: [clientTracingInterceptor, metricsInterceptor("client"), bearerInterceptor(options.credential), ...(options.interceptors ?? [])],
     nodeOptions: { agent: keepAliveAgent },
   });
   return createClient(service, transport);

@@ -3,13 +3,18 @@
  * one message that lists every problem, not just the first.
  */
 import { z } from "zod";
+import { internalAuthEnv } from "./auth.js";
+import { productionProblems } from "./secrets.js";
 import { SERVICES, SERVICE_KEYS, type ServiceKey } from "./topology.js";
 
 export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-/** Parses `env` with `shape`; empty variables count as unset. */
+/**
+ * Parses `env` with `shape`; empty variables count as unset. With NODE_ENV=production it also refuses missing,
+ * placeholder and guessable secrets (secrets.ts), in the same one message.
+ */
 export function loadConfig<S extends z.ZodRawShape>(
   service: string,
   shape: S,
@@ -17,9 +22,13 @@ export function loadConfig<S extends z.ZodRawShape>(
 ): z.infer<z.ZodObject<S>> {
   const set = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ""));
   const result = z.object(shape).safeParse(set);
-  if (!result.success) {
-    const problems = result.error.issues.map((issue) => `  - ${issue.path.join(".") || "environment"}: ${issue.message}`);
-    throw new ConfigError(`invalid configuration for ${service}:\n${problems.join("\n")}`);
+  const problems = result.success ? [] : result.error.issues.map((issue) => `${issue.path.join(".") || "environment"}: ${issue.message}`);
+  if (set["NODE_ENV"] === "production") {
+    const key = SERVICE_KEYS.find((k) => SERVICES[k].name === service);
+    problems.push(...productionProblems(key, set, Object.keys(shape)));
+  }
+  if (problems.length > 0 || !result.success) {
+    throw new ConfigError(`invalid configuration for ${service}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   }
   return result.data;
 }
@@ -39,15 +48,28 @@ const commaList = z.string().transform((v) =>
     .filter(Boolean),
 );
 
-/** Every service: logging, the shutdown grace period and the internal credential. */
+/** Every service: logging, the shutdown grace period, request limits and the internal credentials (auth.ts). */
 export const commonEnv = {
+  /** production: secrets are checked (secrets.ts), /metrics and readiness details need the operator's credential. */
+  NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
   LOG_LEVEL: z.enum(["error", "warn", "info", "http", "verbose", "debug", "silly"]).default("info"),
   LOG_FORMAT: z.enum(["json", "pretty", "auto"]).default("auto"),
   SHUTDOWN_GRACE_MS: positiveInt(10_000),
   HOST: z.string().default("0.0.0.0"),
-  /** The internal service credential: every internal RPC requires it, every service client sends it. */
-  MCSV_INTERNAL_TOKEN: z.string().min(24, "must be at least 24 characters"),
+  /** Request bytes one process holds at once; unset means four times its largest request. */
+  MAX_REQUEST_BYTES_IN_FLIGHT: z.coerce.number().int().positive().optional(),
+  ...internalAuthEnv,
 };
+
+/** What runService takes from commonEnv. */
+export function serverSettings(config: { NODE_ENV: string; MAX_REQUEST_BYTES_IN_FLIGHT?: number | undefined; HOST: string; SHUTDOWN_GRACE_MS: number }) {
+  return {
+    host: config.HOST,
+    production: config.NODE_ENV === "production",
+    shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
+    ...(config.MAX_REQUEST_BYTES_IN_FLIGHT ? { maxBytesInFlight: config.MAX_REQUEST_BYTES_IN_FLIGHT } : {}),
+  };
+}
 
 export const databaseEnv = {
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: "must be a postgres:// URL" }),
@@ -89,18 +111,40 @@ export function serviceUrl(config: TopologyConfig, key: ServiceKey): string {
 
 export const listFromEnv = commaList;
 
-/** One host name, optionally with a leading `*.` wildcard (one or more labels), or an IP address. */
-const hostPattern = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$|^\[?[0-9a-f:.]+\]?$/i;
+/**
+ * One host name, optionally with a leading `*.` wildcard (one or more labels), or an IP address; either with a port
+ * (`hooks.example.com:8443`, `[::1]:8443`), which that entry then allows instead of the scheme's default.
+ */
+const hostPattern =
+  /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:\d{1,5})?$|^\[[0-9a-f:.]+\](:\d{1,5})?$|^[0-9a-f:.]+$/i;
+const portInRange = (entry: string) => {
+  const port = /\](?::(\d+))?$|^[^:]*:(\d+)$/.exec(entry);
+  const digits = port?.[1] ?? port?.[2];
+  return digits === undefined || (Number(digits) >= 1 && Number(digits) <= 65_535);
+};
 
 /** The callback allowlist: the gateway checks callback_url with it, the job service again before each POST. */
 export const callbackEnv = {
   /**
    * Hosts a callback_url may name, comma-separated; `*.example.com` allows any subdomain of example.com. Empty
    * allows none. A host that resolves to a private, loopback or link-local address is refused unless it is listed
-   * here by name (not through a wildcard).
+   * here by name (not through a wildcard). Only the scheme's default port (443, or 80 for http) is allowed unless an
+   * entry names its port: `hooks.example.com:8443`.
    */
   CALLBACK_ALLOWED_HOSTS: commaList
     .default([])
-    .pipe(z.array(z.string().regex(hostPattern, "must be host names such as hooks.example.com or *.example.com")))
+    .pipe(
+      z.array(
+        z
+          .string()
+          .regex(hostPattern, "must be host names such as hooks.example.com, *.example.com or hooks.example.com:8443")
+          .refine(portInRange, "ports must be between 1 and 65535"),
+      ),
+    )
     .transform((hosts) => hosts.map((host) => host.toLowerCase())),
+  /** Accept plain http callback URLs; unset means yes, except with NODE_ENV=production (https only). */
+  CALLBACK_ALLOW_HTTP: z
+    .enum(["true", "false", "1", "0", "yes", "no"])
+    .optional()
+    .transform((v) => (v === undefined ? undefined : v === "true" || v === "1" || v === "yes")),
 };

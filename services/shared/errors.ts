@@ -34,6 +34,12 @@ export function invalidArgument(violations: Violation[]): ConnectError {
   ]);
 }
 
+/** resource_exhausted for a limit that frees up with time: `retry-after` (seconds) in the metadata and the message. */
+export function resourceExhausted(reason: string, retryAfterSeconds: number): ConnectError {
+  const seconds = Math.max(1, Math.ceil(retryAfterSeconds));
+  return new ConnectError(`${reason}; retry in ${seconds} s`, Code.ResourceExhausted, { "retry-after": String(seconds) });
+}
+
 /** Codes that a retry cannot fix: a job that meets one fails at once. */
 export const PERMANENT_CODES: ReadonlySet<Code> = new Set([
   Code.InvalidArgument,

@@ -1,12 +1,14 @@
 /**
  * Server bootstrap shared by the five services: Connect routes on node:http (HTTP/1.1), health and readiness,
  * /metrics, and a graceful shutdown on SIGTERM or SIGINT that stops accepting work and finishes what is in flight.
+ * Every RPC is authenticated, and its bytes budgeted, before its body is read (admission.ts).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type Interceptor } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
-import { authInterceptor, type AuthPolicy } from "./auth.js";
+import { compressionBrotli, compressionGzip, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import { admit, ByteBudget, presentedCredential, refusalInterceptor, type Admission } from "./admission.js";
+import type { AuthPolicy } from "./auth.js";
 import { describeError } from "./errors.js";
 import { dependencyErrorsInterceptor, logFieldsInterceptor, metricsInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
@@ -17,8 +19,13 @@ import { flushSpans, serverTracingInterceptor } from "./tracing.js";
 /** Named checks of the service's own dependencies; each resolves when the dependency answers. */
 export type ReadinessChecks = Record<string, () => Promise<unknown>>;
 
+/** Who asks for a plain-HTTP route: `operator` when the request carries the operator's credential (Bearer or Basic). */
+export interface PlainCaller {
+  operator: boolean;
+}
+
 /** Extra plain-HTTP routes (a page, docs); returns false when it does not handle the request. */
-export type PageHandler = (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>;
+export type PageHandler = (req: IncomingMessage, res: ServerResponse, caller: PlainCaller) => boolean | Promise<boolean>;
 
 export interface ServiceOptions {
   name: string;
@@ -26,14 +33,23 @@ export interface ServiceOptions {
   host?: string;
   logger: Logger;
   routes: (router: ConnectRouter) => void;
-  /** Which credential each RPC requires (see auth.ts); plain HTTP routes stay open. */
+  /** Which credential each RPC requires (see auth.ts), checked before the body is read. */
   auth: AuthPolicy;
+  /**
+   * Production: /metrics needs the operator's credential, and readiness shows its details (error texts, addresses)
+   * only to the operator. Liveness stays open for probes.
+   */
+  production?: boolean;
   readiness?: ReadinessChecks;
   pages?: PageHandler;
   /** Interceptors that run inside the shared ones (for example authentication). */
   interceptors?: Interceptor[];
-  /** Largest request message accepted, in bytes; larger ones get resource_exhausted. */
+  /** Largest request message of any method, in bytes, after decompression; larger ones get resource_exhausted. */
   readMaxBytes?: number;
+  /** Larger (or smaller) limits for named methods, e.g. the gateway's ConvertImage with an inline image. */
+  readLimits?: Record<string, number>;
+  /** Request bytes this process holds at once; a request beyond it gets resource_exhausted before it is read. */
+  maxBytesInFlight?: number;
   shutdownGraceMs?: number;
   /** Runs after the HTTP server stopped accepting requests: stop workers, finish jobs. */
   drain?: () => Promise<void>;
@@ -50,6 +66,8 @@ export interface RunningService {
 }
 
 const READINESS_TIMEOUT_MS = 2_000;
+/** Internal RPCs carry metadata and keys, never file contents. */
+const DEFAULT_READ_MAX_BYTES = 256 * 1024;
 /** How long a stopping server goes on answering on open connections, each answer closing its connection. */
 const DRAIN_LINGER_MS = 500;
 
@@ -83,13 +101,18 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
   const checks = options.readiness ?? {};
   let inFlight = 0;
 
+  const readMaxBytes = options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES;
+  const largestRead = Math.max(readMaxBytes, ...Object.values(options.readLimits ?? {}));
+  const admission: Admission = { policy: options.auth, budget: new ByteBudget(options.maxBytesInFlight ?? Math.max(4 * largestRead, 16 * 1024 * 1024)) };
   const connect = connectHandler({
     routes: options.routes,
     // Tracing outermost, so that logs and metric exemplars of the RPC see its span.
-    interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), authInterceptor(options.auth), dependencyErrorsInterceptor, ...(options.interceptors ?? [])],
+    interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), refusalInterceptor, dependencyErrorsInterceptor, ...(options.interceptors ?? [])],
     // Unknown JSON fields are a client bug: reject them instead of silently dropping data.
     jsonOptions: { ignoreUnknownFields: false },
-    readMaxBytes: options.readMaxBytes ?? 4 * 1024 * 1024,
+    readMaxBytes,
+    readLimits: options.readLimits ?? {},
+    admission,
     acceptCompression: [compressionGzip, compressionBrotli],
     shutdownSignal: shutdownSignal.signal,
     fallback: (req, res) => void handlePlain(req, res),
@@ -98,6 +121,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
 
   async function handlePlain(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? "/").split("?")[0];
+    const caller: PlainCaller = { operator: options.auth.isOperator(presentedCredential(req.headers.authorization)) };
     try {
       if (req.method === "GET" && path === "/health") {
         return sendJson(res, 200, { status: "ok", service: options.name });
@@ -105,15 +129,22 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
       if (req.method === "GET" && path === "/health/ready") {
         if (stopping.signal.aborted) return sendJson(res, 503, { status: "draining", service: options.name });
         const readiness = await checkReadiness(checks);
-        return sendJson(res, readiness.ready ? 200 : 503, { status: readiness.ready ? "ready" : "not_ready", ...readiness });
+        const status = readiness.ready ? "ready" : "not_ready";
+        // Error texts name hosts and addresses: in production only the operator reads them.
+        const details = !options.production || caller.operator ? readiness.checks : Object.fromEntries(Object.entries(readiness.checks).map(([name, state]) => [name, state === "ok" ? "ok" : "failing"]));
+        return sendJson(res, readiness.ready ? 200 : 503, { status, ready: readiness.ready, checks: details });
       }
       if (req.method === "GET" && path === "/metrics") {
+        if (options.production && !caller.operator) {
+          res.writeHead(401, { "www-authenticate": 'Bearer realm="mcsv metrics"', "content-type": "application/json" });
+          return void res.end(JSON.stringify({ code: "unauthenticated", message: "metrics need the operator's credential" }));
+        }
         // OpenMetrics (with exemplars) when the scrape asks for it, else the classic text format.
         const { contentType, body } = await renderMetrics({ accept: req.headers.accept });
         res.writeHead(200, { "content-type": contentType });
         return void res.end(body);
       }
-      if (options.pages && (await options.pages(req, res))) return;
+      if (options.pages && (await options.pages(req, res, caller))) return;
       sendJson(res, 404, { code: "not_found", message: `no route for ${req.method} ${path}` });
     } catch (error) {
       logger.error("plain HTTP handler failed", { path, error: describeError(error) });
@@ -191,23 +222,61 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
   return { server, url, stopping: stopping.signal, shutdown };
 }
 
+interface ConnectHandlerOptions extends ConnectRouterOptions {
+  routes: (router: ConnectRouter) => void;
+  readMaxBytes: number;
+  readLimits: Record<string, number>;
+  admission: Admission;
+  fallback: (req: IncomingMessage, res: ServerResponse) => void;
+  logger: Logger;
+}
+
 /**
- * connectNodeAdapter's routing, with one change: each answer passes through correctParseErrors (parse-errors.ts)
- * before it is written.
+ * A router whose methods each get their own read limit (connect-es has one per router or per service): a service
+ * registered on it is registered method by method.
  */
-function connectHandler(options: ConnectRouterOptions & { routes: (router: ConnectRouter) => void; fallback: (req: IncomingMessage, res: ServerResponse) => void; logger: Logger }) {
+function routerWithReadLimits(router: ConnectRouter, limitOf: (method: string) => number): ConnectRouter {
+  const limited: ConnectRouter = {
+    get handlers() {
+      return router.handlers;
+    },
+    service(service, implementation, options) {
+      // A ServiceImpl maps each method's local name to its implementation.
+      const impl = implementation as unknown as Record<string, ((...args: never[]) => unknown) | undefined>;
+      for (const method of service.methods) {
+        const fn = impl[method.localName];
+        if (fn) router.rpc(method, fn.bind(implementation) as never, { ...options, readMaxBytes: limitOf(method.name) });
+      }
+      return limited;
+    },
+    rpc(method, impl, options) {
+      router.rpc(method, impl, { readMaxBytes: limitOf(method.name), ...options });
+      return limited;
+    },
+  };
+  return limited;
+}
+
+/**
+ * connectNodeAdapter's routing, with two changes: a request is admitted (authenticated, its bytes budgeted) before
+ * its body is read, and each answer passes through correctParseErrors (parse-errors.ts) before it is written.
+ */
+function connectHandler(options: ConnectHandlerOptions) {
   const router = createConnectRouter(options);
-  options.routes(router);
+  const limitOf = (method: string) => options.readLimits[method] ?? options.readMaxBytes;
+  options.routes(routerWithReadLimits(router, limitOf));
   const handlers = new Map(router.handlers.map((handler) => [handler.requestPath, handler]));
   return (req: IncomingMessage, res: ServerResponse): void => {
     const handler = handlers.get((req.url ?? "").split("?", 1)[0] ?? "");
     if (!handler) return options.fallback(req, res);
-    handler(universalRequestFromNodeRequest(req, res, undefined, undefined))
+    const rpc = { service: handler.service.typeName, method: handler.method.name, readMaxBytes: limitOf(handler.method.name) };
+    admit(options.admission, rpc, req, res)
+      .then((request) => handler(request))
       .then(correctParseErrors)
       .then((answer) => universalResponseToNodeResponse(answer, res))
       .catch((reason: unknown) => {
         // A client that went away mid-answer; anything else is worth a log line.
-        if (ConnectError.from(reason).code === Code.Aborted) return;
+        if (ConnectError.from(reason).code === Code.Aborted || req.destroyed) return;
         options.logger.error("writing an RPC's answer failed", { rpc: `${handler.service.typeName}/${handler.method.name}`, error: describeError(reason) });
         if (!res.headersSent) res.writeHead(500).end();
         else res.destroy();

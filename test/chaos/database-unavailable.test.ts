@@ -5,12 +5,11 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { ClientService } from "@mcsv/sdk";
-import { internalOnly } from "../../services/shared/auth.js";
 import { createPool, isDatabaseUnavailable } from "../../services/shared/database.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
 import { freePort } from "../../scripts/lib/embedded.js";
-import { internalAuth, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
+import { internalAuth, operatorPolicy } from "../support/credentials.js";
 
 let service: RunningService;
 let closePool: () => Promise<void>;
@@ -27,7 +26,7 @@ beforeAll(async () => {
     port: 0,
     host: "127.0.0.1",
     logger,
-    auth: internalOnly(TEST_INTERNAL_TOKEN),
+    auth: operatorPolicy,
     routes: (router) =>
       router.service(ClientService, {
         async listEvents(req) {

@@ -8,10 +8,9 @@ import { Agent, request } from "node:http";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { ClientService } from "@mcsv/sdk";
-import { internalOnly } from "../../services/shared/auth.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
-import { internalAuth, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
+import { internalAuth, operatorPolicy, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
 import { clientCode } from "./support.js";
 
 let service: RunningService;
@@ -27,7 +26,7 @@ beforeAll(async () => {
     port: 0,
     host: "127.0.0.1",
     logger,
-    auth: internalOnly(TEST_INTERNAL_TOKEN),
+    auth: operatorPolicy,
     shutdownGraceMs: 5_000,
     routes: (router) =>
       router.service(ClientService, {

@@ -1,7 +1,8 @@
 /**
- * Nobody gets in where they don't belong: every RPC of every service, called without credentials, with a wrong
- * one, and with the other kind of credential, is refused with unauthenticated; health, readiness and metrics stay
- * open; no credential ever appears in a log line.
+ * Nobody gets in where they don't belong: every RPC of every service, called without credentials or with a wrong
+ * one, is refused with unauthenticated, and with a known credential of the other kind with permission_denied (an
+ * internal service knows no API keys: unauthenticated); health, readiness and metrics stay open in development; no
+ * credential ever appears in a log line.
  */
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
@@ -9,6 +10,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { ClientService, EmailService, ImageService, JobService, UserService } from "@mcsv/sdk";
 import { bearerInterceptor } from "../../services/shared/auth.js";
 import type { ServiceKey } from "../../services/shared/topology.js";
+import { USER_PUBLIC_METHODS } from "../../services/user/public-methods.js";
 import { TEST_API_KEY, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
 import { startTestSystem, type TestSystem } from "../support/system.js";
 
@@ -30,9 +32,14 @@ const SERVICES: [ServiceKey, DescService][] = [
   ["client", ClientService],
 ];
 
-/** The credential a method does NOT take: the API key for internal RPCs, the internal token for public ones. */
+/** The credential a method does NOT take: the API key for internal RPCs, the operator's for public ones. */
 function otherCredential(key: ServiceKey, method: string): string {
-  return key === "user" && method !== "NotifyImageConverted" ? TEST_INTERNAL_TOKEN : TEST_API_KEY;
+  return key === "user" && USER_PUBLIC_METHODS.includes(method as never) ? TEST_INTERNAL_TOKEN : TEST_API_KEY;
+}
+
+/** What the other kind of credential gets: the gateway knows both kinds (permission_denied), the others no keys. */
+function otherCredentialRefusal(key: ServiceKey): string {
+  return key === "user" ? "PermissionDenied" : "Unauthenticated";
 }
 
 async function call(key: ServiceKey, service: DescService, methodName: string, interceptors: Interceptor[]): Promise<ConnectError | undefined> {
@@ -65,7 +72,7 @@ test("every RPC of every service refuses a caller without the right credential",
         expect({ rpc: `${service.typeName}/${method.name}`, credential: what, code: error && Code[error.code] }).toEqual({
           rpc: `${service.typeName}/${method.name}`,
           credential: what,
-          code: "Unauthenticated",
+          code: what === "other kind" ? otherCredentialRefusal(key) : "Unauthenticated",
         });
         calls++;
       }

@@ -9,7 +9,7 @@ import { JobState } from "@mcsv/sdk";
 import { ConfigError } from "../../services/shared/config.js";
 import { loadJobConfig } from "../../services/job/config.js";
 import { CrashRecovery, MAX_GIVEN_BACK } from "../../services/job/crash-recovery.js";
-import { testAuthEnv } from "../support/credentials.js";
+import { serviceAuthEnv } from "../support/credentials.js";
 import { eventually, startJobTestEnv, type JobTestEnv } from "./support.js";
 
 let env: JobTestEnv;
@@ -145,7 +145,7 @@ test(`after ${MAX_GIVEN_BACK} given back, an abandoned attempt counts, and a job
 });
 
 test("the dead-after time must leave room for missed beats", () => {
-  const base = { ...testAuthEnv, DATABASE_URL: "postgres://x@127.0.0.1/x" };
+  const base = { ...serviceAuthEnv("job"), DATABASE_URL: "postgres://x@127.0.0.1/x" };
   expect(() => loadJobConfig({ ...base, JOB_WORKER_HEARTBEAT_MS: "5000", JOB_WORKER_DEAD_AFTER_MS: "6000" })).toThrow(ConfigError);
   expect(loadJobConfig(base)).toMatchObject({ JOB_WORKER_HEARTBEAT_MS: 5_000, JOB_WORKER_DEAD_AFTER_MS: 30_000 });
 });

@@ -5,11 +5,10 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ClientService, ConversionSchema, NotifyEmailSentRequestSchema, UserService } from "@mcsv/sdk";
-import { internalOnly } from "../../services/shared/auth.js";
 import { createServiceClient } from "../../services/shared/clients.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
-import { TEST_INTERNAL_TOKEN } from "../support/credentials.js";
+import { operatorPolicy, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
 
 let server: RunningService;
 /** Not protobuf: field 1 (a string) whose length varint never ends. */
@@ -22,7 +21,7 @@ beforeAll(async () => {
     port: 0,
     host: "127.0.0.1",
     logger: createLogger("parse-errors-test", { level: "error", format: "json" }),
-    auth: internalOnly(TEST_INTERNAL_TOKEN),
+    auth: operatorPolicy,
     routes: (router) => {
       router.service(ClientService, {
         notifyEmailSent: (request) => {
@@ -101,7 +100,7 @@ test("gRPC-web: the trailer says grpc-status 3 (invalid argument)", async () => 
 });
 
 test("well-formed calls and a handler's own internal error are left as they are", async () => {
-  const client = createServiceClient(ClientService, server.url, { internalToken: TEST_INTERNAL_TOKEN });
+  const client = createServiceClient(ClientService, server.url, { credential: TEST_INTERNAL_TOKEN });
   await expect(client.notifyEmailSent({ emailId: "e1" })).resolves.toMatchObject({ recorded: true });
   const failed = await post("/mcsv.v1.ClientService/NotifyEmailSent", "application/proto", toBinary(NotifyEmailSentRequestSchema, create(NotifyEmailSentRequestSchema, { emailId: "fail" })));
   expect(failed.status).toBe(500);

@@ -9,11 +9,10 @@ import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } 
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { create } from "@bufbuild/protobuf";
 import { ClientService, ConversionSchema, UserService } from "@mcsv/sdk";
-import { internalOnly } from "../../services/shared/auth.js";
 import { createServiceClient } from "../../services/shared/clients.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
-import { TEST_INTERNAL_TOKEN } from "../support/credentials.js";
+import { operatorPolicy, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
 
 const exporter = new InMemorySpanExporter();
 let server: RunningService;
@@ -37,7 +36,7 @@ beforeAll(async () => {
     port: 0,
     host: "127.0.0.1",
     logger: createLogger("propagation-test", { level: "error", format: "json" }),
-    auth: internalOnly(TEST_INTERNAL_TOKEN),
+    auth: operatorPolicy,
     routes: (router) => {
       router.service(ClientService, { notifyEmailSent: () => (observe(), { recorded: true }) });
       router.service(UserService, {
@@ -58,8 +57,8 @@ afterAll(async () => {
 });
 
 test("trace context and baggage reach the server, for a unary call and a server stream", async () => {
-  const client = createServiceClient(ClientService, server.url, { internalToken: TEST_INTERNAL_TOKEN });
-  const users = createServiceClient(UserService, server.url, { internalToken: TEST_INTERNAL_TOKEN });
+  const client = createServiceClient(ClientService, server.url, { credential: TEST_INTERNAL_TOKEN });
+  const users = createServiceClient(UserService, server.url, { credential: TEST_INTERNAL_TOKEN });
   const tracer = trace.getTracer("test");
   const withBaggage = propagation.setBaggage(context.active(), propagation.createBaggage({ tenant: { value: "acme" } }));
   const rootTraceId = await context.with(withBaggage, () =>

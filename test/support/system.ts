@@ -12,7 +12,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import type { ServiceKey } from "../../services/shared/topology.js";
 import { freePort } from "../../scripts/lib/embedded.js";
 import { freeServicePorts, startSystem, type System, type SystemOptions } from "../../scripts/lib/system.js";
-import { gatewayAuth, internalAuth, testAuthEnv } from "./credentials.js";
+import { gatewayAuth, internalAuth, TEST_API_KEY, TEST_INTERNAL_TOKEN, TEST_SERVICE_TOKENS, TEST_TENANT } from "./credentials.js";
 import { startResendSink, type ResendSink } from "./resend-sink.js";
 
 export { eventually } from "./eventually.js";
@@ -46,13 +46,14 @@ export async function startTestSystem(env: Record<string, string> = {}, options:
       isolated: true,
       ports,
       ...options,
+      credentials: { operatorToken: TEST_INTERNAL_TOKEN, serviceTokens: TEST_SERVICE_TOKENS },
       postgresPort: await freePort(),
       s3Port: await freePort(),
       env: {
         RESEND_API_KEY: "re_test_key",
         RESEND_BASE_URL: sink.url,
         LOG_FORMAT: "json",
-        ...testAuthEnv,
+        MCSV_API_KEYS: `${TEST_TENANT}=${TEST_API_KEY}`,
         LOG_LEVEL: "info",
         ...env,
       },
