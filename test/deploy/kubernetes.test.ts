@@ -4,6 +4,7 @@
  * hardened pod spec, and configuration that each service's own loader accepts. Skipped, with a message, only where
  * kubectl is not installed.
  */
+import { hexDigestOf } from "../../services/shared/auth.js";
 import { SERVICES, SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
 import { parseYamlStream, run, which } from "./support.js";
 
@@ -110,7 +111,18 @@ describeWithKubectl("kubectl kustomize deploy/k8s", () => {
   test("secrets: placeholders only, every referenced key present, each service given only the keys it needs", () => {
     const secret = named("Secret", "mcsv-secrets");
     const values = secret["stringData"] as Record<string, string>;
-    expect(Object.keys(values).sort()).toEqual(["DATABASE_URL", "MCSV_API_KEYS", "MCSV_INTERNAL_TOKEN", "RESEND_API_KEY", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"]);
+    expect(Object.keys(values).sort()).toEqual([
+      "DATABASE_URL",
+      "MCSV_API_KEYS",
+      "MCSV_INTERNAL_TOKEN",
+      "MCSV_JOB_SERVICE_TOKEN",
+      "MCSV_OPERATOR_TOKEN_SHA256",
+      "MCSV_SERVICE_TOKEN_SHA256S",
+      "MCSV_USER_SERVICE_TOKEN",
+      "RESEND_API_KEY",
+      "S3_ACCESS_KEY_ID",
+      "S3_SECRET_ACCESS_KEY",
+    ]);
     for (const [key, value] of Object.entries(values)) expect({ key, placeholder: value === "" || value.includes("REPLACE_ME") }).toEqual({ key, placeholder: true });
     const refs = (key: string) =>
       (named("Deployment", key)["spec"].template.spec.containers[0].env as Array<{ name: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }>)
@@ -122,7 +134,12 @@ describeWithKubectl("kubectl kustomize deploy/k8s", () => {
         })
         .sort();
     expect(refs("email")).not.toContain("DATABASE_URL");
-    expect(refs("client")).toEqual(["MCSV_INTERNAL_TOKEN"]);
+    // Digests for all; its own credential only for a service that calls others; the operator's for none.
+    expect(refs("client")).toEqual(["MCSV_OPERATOR_TOKEN_SHA256", "MCSV_SERVICE_TOKEN_SHA256S"]);
+    for (const key of SERVICE_KEYS) expect(refs(key)).not.toContain("MCSV_INTERNAL_TOKEN");
+    expect(refs("user")).toContain("MCSV_SERVICE_TOKEN");
+    expect(refs("job")).toContain("MCSV_SERVICE_TOKEN");
+    expect(refs("image")).not.toContain("MCSV_SERVICE_TOKEN");
     expect(refs("image")).not.toContain("DATABASE_URL");
     expect(refs("user")).toEqual(expect.arrayContaining(["DATABASE_URL", "MCSV_API_KEYS"]));
     expect(refs("job")).toContain("DATABASE_URL");
@@ -135,6 +152,9 @@ describeWithKubectl("kubectl kustomize deploy/k8s", () => {
     for (const e of named("Deployment", key)["spec"].template.spec.containers[0].env as Array<{ name: string; value?: string; valueFrom?: { secretKeyRef: { key: string } } }>) {
       env[e.name] = e.value ?? secrets[e.valueFrom!.secretKeyRef.key] ?? "";
     }
+    // The Secret holds placeholders; `npm run credentials` makes the real ones, digests included.
+    env["MCSV_OPERATOR_TOKEN_SHA256"] = hexDigestOf("operator");
+    env["MCSV_SERVICE_TOKEN_SHA256S"] = `user=${hexDigestOf("user")},job=${hexDigestOf("job")}`;
     const name = `load${key[0]!.toUpperCase()}${key.slice(1)}Config`;
     const module = (await import(`../../services/${key}/config.js`)) as Record<string, (env: NodeJS.ProcessEnv) => unknown>;
     expect(() => module[name]!(env)).not.toThrow();
