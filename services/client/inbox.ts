@@ -1,6 +1,7 @@
 /**
  * The callbacks the workflows send to "the client", kept as ClientEvents in a bounded log. Each event's id is
- * derived from its content, so a callback delivered twice (a retried job) is recorded once.
+ * derived from its content, so a callback delivered twice (a retried job) is recorded once. A conversion's PDF link
+ * is not kept: it is a bearer credential for the file, and what the log holds is shown by the pages and ListEvents.
  */
 import { createHash } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -9,6 +10,7 @@ import {
   ClientEventSchema,
   ConversionState,
   NotifyEmailSentRequestSchema,
+  NotifyPdfReadyRequestSchema,
   type ClientEvent,
   type NotifyEmailSentRequest,
   type NotifyPdfReadyRequest,
@@ -45,7 +47,8 @@ export class CallbackInbox {
 
   /** Records the callback; false when the same event is already held. The request must be valid. */
   recordPdfReady(req: NotifyPdfReadyRequest): boolean {
-    return this.log.add(create(ClientEventSchema, { id: pdfReadyEventId(req), receivedAt: timestampFromDate(this.now()), event: { case: "pdfReady", value: req } }));
+    const kept = create(NotifyPdfReadyRequestSchema, { conversion: { ...req.conversion!, pdfUrl: "", pdfUrlExpiresAt: undefined } });
+    return this.log.add(create(ClientEventSchema, { id: pdfReadyEventId(req), receivedAt: timestampFromDate(this.now()), event: { case: "pdfReady", value: kept } }));
   }
 
   recordEmailSent(req: NotifyEmailSentRequest): boolean {

@@ -1,7 +1,8 @@
 /**
  * The client's plain-HTTP views of the recent events: `GET /` renders them as an HTML page (every value escaped by
- * mustache, links only to the http(s) URLs validation let through) and `GET /events?limit=N` returns them as
- * ListEventsResponse JSON.
+ * mustache) and `GET /events?limit=N` returns them as ListEventsResponse JSON. Both show addresses, so both need the
+ * operator's credential, in development too: HTTP Basic with it as the password (what a browser prompts for), or a
+ * bearer token. Neither carries a PDF link (the inbox keeps none).
  */
 import { readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -19,7 +20,7 @@ Mustache.parse(PAGE);
 
 const PAGE_HEADERS = {
   "content-type": "text/html; charset=utf-8",
-  // Nothing on the page runs or loads; presigned links must not leak through the Referer header.
+  // Nothing on the page runs or loads, and nothing leaks through the Referer header.
   "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   "x-content-type-options": "nosniff",
   "referrer-policy": "no-referrer",
@@ -42,7 +43,8 @@ function rowOf(event: ClientEvent) {
         state: enumName(ConversionState, c.state),
         stateClass: c.state === ConversionState.SUCCEEDED ? "ok" : "bad",
         filename: c.filename,
-        pdfUrl: c.pdfUrl,
+        pdfReady: c.state === ConversionState.SUCCEEDED,
+        sizes: c.outputSize > 0n ? `${formatBytes(c.inputSize)} image, ${formatBytes(c.outputSize)} PDF` : c.inputSize > 0n ? `${formatBytes(c.inputSize)} image` : "",
         error: c.error,
       },
     };
@@ -66,6 +68,12 @@ function rowOf(event: ClientEvent) {
   return { receivedAt, kind: "unknown" };
 }
 
+function formatBytes(bytes: bigint): string {
+  const n = Number(bytes);
+  if (n < 1024) return `${n} B`;
+  return n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
 function limitOf(req: IncomingMessage): number {
   const raw = new URL(req.url ?? "/", "http://localhost").searchParams.get("limit");
   return validateLimit(raw === null ? 0 : /^\d{1,6}$/.test(raw) ? Number(raw) : -1);
@@ -77,9 +85,15 @@ function send(res: ServerResponse, status: number, headers: Record<string, strin
 }
 
 export function eventPages(inbox: CallbackInbox, capacity: number): PageHandler {
-  return (req, res) => {
+  return (req, res, caller) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET" || (path !== "/" && path !== "/events")) return false;
+    if (!caller.operator) {
+      // The challenge makes a browser ask; any user name goes, the password is the operator's credential.
+      const headers = { "content-type": "application/json", "www-authenticate": 'Basic realm="mcsv client", charset="UTF-8"', "cache-control": "no-store" };
+      send(res, 401, headers, JSON.stringify({ code: "unauthenticated", message: "send the operator's credential: HTTP Basic (as the password) or Authorization: Bearer" }));
+      return true;
+    }
     let limit: number;
     try {
       limit = limitOf(req);

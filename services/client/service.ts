@@ -2,7 +2,8 @@
 import { ClientService, type ClientEvent } from "@mcsv/sdk";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
-import { internalOnly } from "../shared/auth.js";
+import { authPolicy } from "../shared/auth.js";
+import { serverSettings } from "../shared/config.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { SERVICES } from "../shared/topology.js";
 import type { ClientConfig } from "./config.js";
@@ -24,14 +25,13 @@ export async function startClientService(config: ClientConfig, overrides: Client
   return runService({
     name,
     port: config.CLIENT_PORT,
-    host: config.HOST,
+    ...serverSettings(config),
     logger,
     routes: (router) => router.service(ClientService, createClientHandlers({ inbox, logger })),
-    auth: internalOnly(config.MCSV_INTERNAL_TOKEN),
+    auth: authPolicy({ internal: config }),
     pages: eventPages(inbox, config.CLIENT_MAX_EVENTS),
     // Everything is in memory: ready as soon as it listens.
     readiness: {},
     readMaxBytes: 256 * 1024,
-    shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
   });
 }

@@ -1,6 +1,7 @@
 /**
  * Email service configuration. With RESEND_API_KEY set, emails go out through Resend; without it they are written
- * as .eml files to a local outbox (development, and `npm start` on a laptop).
+ * as .eml files to a local outbox (development, and `npm start` on a laptop). In production the outbox is refused
+ * unless EMAIL_OUTBOX_DIR names it: an empty key must not quietly turn every email into a file no one reads.
  */
 import { resolve } from "node:path";
 import { z } from "zod";
@@ -16,14 +17,19 @@ const mailbox = z
     return !/[\r\n]/.test(value) && parsed.length === 1 && z.email().safeParse(parsed[0]?.address).success;
   }, "must be one address, e.g. `mcsv <noreply@mcsv.dev>`");
 
+const resendApiKey = z.string().trim().min(1);
+
 export function loadEmailConfig(env: NodeJS.ProcessEnv = process.env) {
+  const outboxRefused = env["NODE_ENV"] === "production" && !env["EMAIL_OUTBOX_DIR"];
   const config = loadConfig(
     SERVICES.email.name,
     {
       ...commonEnv,
       EMAIL_PORT: port(SERVICES.email.port),
-      /** Selects the Resend transport; unset means the dev outbox. */
-      RESEND_API_KEY: z.string().trim().min(1).optional(),
+      /** Selects the Resend transport; unset means the dev outbox (in production only with EMAIL_OUTBOX_DIR set). */
+      RESEND_API_KEY: outboxRefused
+        ? z.string({ error: "is required in production (set EMAIL_OUTBOX_DIR to use the dev outbox deliberately)" }).pipe(resendApiKey)
+        : resendApiKey.optional(),
       /** Resend's API origin; set to a local sink in tests. */
       RESEND_BASE_URL: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).optional(),
       /** Deadline of one call to Resend; a call that takes longer counts as deadline_exceeded and is retried. */
@@ -32,6 +38,8 @@ export function loadEmailConfig(env: NodeJS.ProcessEnv = process.env) {
       /** Root of local state; the outbox lives in `<MCSV_DATA_DIR>/outbox` unless EMAIL_OUTBOX_DIR says otherwise. */
       MCSV_DATA_DIR: z.string().default(".data"),
       EMAIL_OUTBOX_DIR: z.string().optional(),
+      /** Emails to one recipient address per hour (sliding); repeats of an email already sent do not count. */
+      EMAIL_PER_RECIPIENT_PER_HOUR: positiveInt(20),
     },
     env,
   );

@@ -1,15 +1,20 @@
-/** Sending one validated email: render its template, hand it to the mailer once per idempotency key. */
+/**
+ * Sending one validated email: count it against its recipient's limit, render its template, hand it to the mailer
+ * once per idempotency key.
+ */
 import type { Logger } from "../shared/logger.js";
 import { startDurationTimer } from "../shared/metrics.js";
 import { withSpan } from "../shared/tracing.js";
 import type { Mailer } from "./mailer.js";
 import { emailDeliverySeconds } from "./metrics.js";
+import type { RecipientLimit } from "./recipient-limit.js";
 import type { EmailTemplates } from "./templates.js";
 import type { EmailRequest } from "./validation.js";
 
 export interface EmailSenderDeps {
   templates: EmailTemplates;
   mailer: Mailer;
+  recipientLimit: RecipientLimit;
   /** Sender mailbox, e.g. `mcsv <noreply@mcsv.dev>`. */
   from: string;
   logger: Logger;
@@ -31,6 +36,7 @@ export class EmailSender {
 
   async send(request: EmailRequest, signal?: AbortSignal): Promise<SentEmail> {
     const { mailer, logger } = this.deps;
+    this.deps.recipientLimit.admit(request.userEmail, request.idempotencyKey);
     const rendered = this.deps.templates.render(request.template, {
       userName: request.userName,
       userEmail: request.userEmail,

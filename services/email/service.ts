@@ -1,15 +1,17 @@
-/** Wires the email service: templates, the mailer chosen by configuration, and the Connect routes. */
+/** Wires the email service: templates, the mailer chosen by configuration, the recipient limit and the Connect routes. */
 import { mkdir } from "node:fs/promises";
 import { EmailService } from "@mcsv/sdk";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
-import { internalOnly } from "../shared/auth.js";
+import { authPolicy } from "../shared/auth.js";
+import { serverSettings } from "../shared/config.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { SERVICES } from "../shared/topology.js";
 import type { EmailConfig } from "./config.js";
 import { createEmailHandlers } from "./handlers.js";
 import type { Mailer } from "./mailer.js";
 import { OutboxMailer } from "./outbox-mailer.js";
+import { RecipientLimit } from "./recipient-limit.js";
 import { ResendMailer } from "./resend-mailer.js";
 import { EmailSender } from "./sender.js";
 import { EmailTemplates } from "./templates.js";
@@ -40,17 +42,18 @@ export async function startEmailService(config: EmailConfig, overrides: EmailSer
     transport: mailer.transport,
     ...(mailer instanceof OutboxMailer ? { outbox: mailer.dir } : { resend_base_url: config.RESEND_BASE_URL ?? "https://api.resend.com" }),
   });
-  const sender = new EmailSender({ templates, mailer, from: config.EMAIL_FROM, logger });
+  const recipientLimit = new RecipientLimit(config.EMAIL_PER_RECIPIENT_PER_HOUR, 3_600_000);
+  const sender = new EmailSender({ templates, mailer, recipientLimit, from: config.EMAIL_FROM, logger });
   return runService({
     name,
     port: config.EMAIL_PORT,
-    host: config.HOST,
+    ...serverSettings(config),
     logger,
     routes: (router) => router.service(EmailService, createEmailHandlers({ sender, logger })),
-    auth: internalOnly(config.MCSV_INTERNAL_TOKEN),
-    readiness: { [mailer.transport]: () => mailer.check() },
+    auth: authPolicy({ internal: config }),
+    // Named after the transport, so that /health/ready shows where emails go.
+    readiness: { [`transport_${mailer.transport}`]: () => mailer.check() },
     // Requests are small; templates take a few KiB of variables at most.
     readMaxBytes: 256 * 1024,
-    shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
   });
 }

@@ -2,9 +2,9 @@
  * The email templates: one mustache file per type and part in ./templates (`<type>.html.mustache`,
  * `<type>.txt.mustache`), the subjects and the variables each type accepts here.
  *
- * In the HTML part every `{{value}}` is HTML-escaped (the templates never use `{{{ }}}` or `{{& }}`); the text part
- * and the subject are rendered without escaping, since they are not HTML. Values are plain strings that are never
- * themselves parsed as templates.
+ * In the HTML part every `{{value}}` is HTML-escaped (the templates never use `{{{ }}}` or `{{& }}`); the text part is
+ * rendered without escaping, since it is not HTML. Values are plain strings that are never themselves parsed as
+ * templates. Subjects are fixed texts: no value of a request ever reaches one.
  */
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
@@ -19,7 +19,7 @@ export const DEFAULT_TEMPLATES_DIR = fileURLToPath(new URL("./templates/", impor
 
 /**
  * Control characters, CR, LF and NEL included (the same rule as the gateway's, so that what it accepts renders).
- * U+2028/U+2029 pass: they are not line breaks in a header, and the subject collapses all whitespace anyway.
+ * U+2028/U+2029 pass: they are not line breaks in a header.
  */
 export const CONTROL_CHARS = /\p{Cc}/u;
 /** The same, but allowing line breaks and tabs, for multi-line body text. */
@@ -36,8 +36,11 @@ interface VariableSpec {
 }
 
 interface TemplateSpec {
-  /** Mustache source of the Subject header; rendered without escaping, from single-line values only. */
-  subject: string;
+  /**
+   * The Subject header, chosen among fixed texts: a subject is what a recipient reads before deciding to open an
+   * email, so text of the requester's choosing there would make us a relay for spam (issue #10).
+   */
+  subject: (variables: Record<string, string>) => string;
   /** Whether the request's user_name must be set. */
   requiresUserName: boolean;
   variables: Record<string, VariableSpec>;
@@ -52,21 +55,21 @@ const timestamp = z.iso.datetime({ offset: true });
 
 export const TEMPLATES: Record<TemplateName, TemplateSpec> = {
   welcome: {
-    subject: "Welcome to mcsv, {{user_name}}",
+    subject: () => "Welcome to mcsv",
     requiresUserName: true,
     variables: {},
   },
   notification: {
-    subject: "{{subject}}",
+    subject: () => "A message from mcsv",
     requiresUserName: false,
     variables: {
+      /** The heading of the body (the name predates fixed subjects). */
       subject: { required: true, maxLength: 200 },
       message: { required: true, maxLength: 10_000, multiline: true },
     },
   },
   conversion_complete: {
-    subject:
-      "{{#succeeded}}Your PDF is ready{{/succeeded}}{{#failed}}Your conversion failed{{/failed}}{{#filename}}: {{filename}}{{/filename}}",
+    subject: (variables) => (variables["state"] === "succeeded" ? "Your PDF is ready" : "Your conversion failed"),
     requiresUserName: false,
     variables: {
       /** Optional: a conversion may have no file name; the body then says "your image". */
@@ -166,7 +169,6 @@ export class EmailTemplates {
         if (/\{\{\s*[{&]/.test(html)) throw new Error(`${name}.html.mustache must not use unescaped {{{ }}} or {{& }} tags`);
         Mustache.parse(html);
         Mustache.parse(text);
-        Mustache.parse(TEMPLATES[name].subject);
         return [name, { html, text }] as const;
       }),
     );
@@ -184,8 +186,7 @@ export class EmailTemplates {
     };
     const source = this.sources[name];
     return {
-      // Values are validated to be single-line already; collapsing whitespace keeps the header one line regardless.
-      subject: Mustache.render(spec.subject, view, undefined, noEscape).replace(/\s+/g, " ").trim(),
+      subject: spec.subject(context.variables),
       html: Mustache.render(source.html, view),
       text: Mustache.render(source.text, view, undefined, noEscape),
     };

@@ -1,6 +1,7 @@
 /**
  * ClientService in-process: callbacks are validated and recorded once, ListEvents returns them newest first within
- * its limit, the log forgets the oldest beyond CLIENT_MAX_EVENTS, and GET / shows them escaped.
+ * its limit, the log forgets the oldest beyond CLIENT_MAX_EVENTS, and GET / shows them escaped, to the operator only
+ * and without any PDF link.
  */
 import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -21,8 +22,13 @@ let client: Client<typeof ClientService>;
 beforeAll(async () => {
   const config = loadClientConfig({ ...testAuthEnv, CLIENT_PORT: "0", HOST: "127.0.0.1", CLIENT_MAX_EVENTS: "5" });
   service = await startClientService(config, { logger: createLogger("client-svc", { level: "error", format: "json" }) });
-  client = createServiceClient(ClientService, service.url, { timeoutMs: 10_000, internalToken: TEST_INTERNAL_TOKEN });
+  client = createServiceClient(ClientService, service.url, { timeoutMs: 10_000, credential: TEST_INTERNAL_TOKEN });
 });
+
+/** The operator's credential as a browser sends it after the prompt: HTTP Basic, any user name. */
+const basic = (user: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` });
+const asOperator = basic("anyone", TEST_INTERNAL_TOKEN);
+const page = (path: string, headers: Record<string, string> = asOperator) => fetch(`${service.url}${path}`, { headers });
 
 afterAll(async () => {
   await service?.shutdown("test over");
@@ -90,28 +96,64 @@ test("ListEvents: newest first, limited, and the log keeps only CLIENT_MAX_EVENT
 });
 
 test("GET / shows the events escaped; GET /events returns them as JSON", async () => {
-  const c = conversion({ filename: `<script>alert("x")</script>.png`, pdfUrl: "https://s3.example.com/p.pdf?a=1&b=<2>" });
+  const c = conversion({ filename: `<script>alert("x")</script>.png`, inputSize: 2_048n, outputSize: 3_145_728n });
   await client.notifyPdfReady({ conversion: c });
   await client.notifyEmailSent({ userEmail: "eve@example.com", emailType: EmailType.CONVERSION_COMPLETE, emailId: "<b>id</b>", success: true, conversionId: c.id });
 
-  const res = await fetch(`${service.url}/`);
+  const res = await page("/");
   expect(res.status).toBe(200);
   expect(res.headers.get("content-type")).toBe("text/html; charset=utf-8");
   expect(res.headers.get("content-security-policy")).toContain("default-src 'none'");
   const html = await res.text();
   expect(html).not.toContain("<script>");
   expect(html).toContain("&lt;script&gt;alert(&quot;x&quot;)&lt;&#x2F;script&gt;.png");
-  expect(html).toContain(`Conversion <code>${c.id}</code>`);
-  expect(html).toContain('href="https:&#x2F;&#x2F;s3.example.com&#x2F;p.pdf?a&#x3D;1&amp;b&#x3D;&lt;2&gt;"');
+  expect(html).toContain(`Conversion <code>${c.id}</code>: <span class="ok">succeeded</span>`);
+  expect(html).toContain("2.0 KiB image, 3.0 MiB PDF. PDF ready");
   expect(html).toContain("conversion_complete email to eve@example.com, id <code>&lt;b&gt;id&lt;&#x2F;b&gt;</code>");
   // Newest first: the email callback came after the conversion's.
   expect(html.indexOf("email_sent")).toBeLessThan(html.indexOf("pdf_ready"));
 
-  const json = (await (await fetch(`${service.url}/events?limit=1`)).json()) as { events: { id: string; emailSent?: { emailId: string } }[] };
+  const json = (await (await page("/events?limit=1")).json()) as { events: { id: string; emailSent?: { emailId: string } }[] };
   expect(json.events).toHaveLength(1);
   expect(json.events[0]!.id).toBe("email_sent:<b>id</b>");
   expect(json.events[0]!.emailSent?.emailId).toBe("<b>id</b>");
-  expect((await fetch(`${service.url}/events?limit=abc`)).status).toBe(400);
+  expect((await page("/events?limit=abc")).status).toBe(400);
+});
+
+test("the pages need the operator's credential: Basic (any user name) or Bearer; else 401 with a Basic challenge", async () => {
+  for (const headers of [{}, basic("anyone", "wrong-credential-0123456789abcdef"), { authorization: "Bearer wrong-credential-0123456789abcdef" }, basic(TEST_INTERNAL_TOKEN, "")]) {
+    for (const path of ["/", "/events"]) {
+      const res = await page(path, headers);
+      expect(res.status).toBe(401);
+      expect(res.headers.get("www-authenticate")).toBe('Basic realm="mcsv client", charset="UTF-8"');
+      const body = await res.text();
+      expect(body).not.toContain("@example.com");
+      expect(body).not.toContain("pdf_ready");
+    }
+  }
+  for (const headers of [asOperator, basic("", TEST_INTERNAL_TOKEN), { authorization: `Bearer ${TEST_INTERNAL_TOKEN}` }]) {
+    expect((await page("/", headers)).status).toBe(200);
+    expect((await page("/events", headers)).status).toBe(200);
+  }
+  // Other paths are not the pages': still 404, with or without a credential.
+  expect((await page("/nothing-here", {})).status).toBe(404);
+});
+
+test("no PDF link anywhere: not on the page, not in /events, not in ListEvents", async () => {
+  const c = conversion();
+  expect(c.pdfUrl).toContain("X-Amz-Signature");
+  await client.notifyPdfReady({ conversion: c });
+  const html = await (await page("/")).text();
+  const json = await (await page("/events?limit=1000")).text();
+  const { events } = await client.listEvents({ limit: 1000 });
+  for (const shown of [html, json, JSON.stringify(events, (_, v: unknown) => (typeof v === "bigint" ? String(v) : v))]) {
+    expect(shown).toContain(c.id);
+    expect(shown).not.toMatch(/X-Amz-|s3\.example\.com|pdfUrl"?:\s*"[^"]|href="http/);
+  }
+  const held = events.find((e) => e.id === `pdf_ready:${c.id}:succeeded`)!;
+  const kept = held.event.case === "pdfReady" ? held.event.value.conversion : undefined;
+  expect(kept).toMatchObject({ id: c.id, filename: "photo.png", pdfUrl: "" });
+  expect(kept?.pdfUrlExpiresAt).toBeUndefined();
 });
 
 test("bad callbacks are refused with every bad field named", async () => {

@@ -54,7 +54,7 @@ function deliveryOf(emailId: string) {
 const hostileName = `Ada <script>alert("x")</script> & Co`;
 
 describe("templates, as Resend receives them", () => {
-  test("welcome greets the user: HTML-escaped in the HTML part, verbatim in the text part and subject", async () => {
+  test("welcome greets the user: HTML-escaped in the HTML part, verbatim in the text part, never in the subject", async () => {
     const idempotencyKey = key();
     const res = await email.client.sendEmail({ userId: "u-1", userName: hostileName, userEmail: "ada@example.com", emailType: EmailType.WELCOME, idempotencyKey });
     expect(res.success).toBe(true);
@@ -63,7 +63,7 @@ describe("templates, as Resend receives them", () => {
     expect(sentKey).toBe(idempotencyKey);
     expect(body.from).toBe("mcsv tests <noreply@mcsv.test>");
     expect(body.to).toEqual(["ada@example.com"]);
-    expect(body.subject).toBe(`Welcome to mcsv, ${hostileName}`);
+    expect(body.subject).toBe("Welcome to mcsv");
     expect(body.html).toContain("Ada &lt;script&gt;alert(&quot;x&quot;)&lt;&#x2F;script&gt; &amp; Co");
     expect(body.html).not.toContain("<script>");
     expect(body.text).toContain(`Welcome to mcsv, ${hostileName}!`);
@@ -71,7 +71,7 @@ describe("templates, as Resend receives them", () => {
     expect(body.tags).toEqual([{ name: "email_type", value: "welcome" }]);
   });
 
-  test("notification uses the subject variable and keeps the message's lines", async () => {
+  test("notification has a fixed subject, its subject variable as the heading, and keeps the message's lines", async () => {
     const res = await email.client.sendEmail({
       userEmail: "bob@example.com",
       emailType: EmailType.NOTIFICATION,
@@ -79,8 +79,8 @@ describe("templates, as Resend receives them", () => {
       idempotencyKey: key(),
     });
     const { body } = deliveryOf(res.emailId);
-    expect(body.subject).toBe("Maintenance <tonight>");
-    expect(body.html).toContain("Maintenance &lt;tonight&gt;");
+    expect(body.subject).toBe("A message from mcsv");
+    expect(body.html).toContain("<h1 style=\"margin:0 0 16px;font-size:20px;\">Maintenance &lt;tonight&gt;</h1>");
     expect(body.html).toContain("Expect &lt;b&gt;5 minutes&lt;&#x2F;b&gt; of downtime.");
     expect(body.text).toContain("We restart at 22:00.\nExpect <b>5 minutes</b> of downtime.");
     expect(body.text).not.toContain("Hello");
@@ -96,7 +96,7 @@ describe("templates, as Resend receives them", () => {
       idempotencyKey: key(),
     });
     const { body } = deliveryOf(res.emailId);
-    expect(body.subject).toBe("Your PDF is ready: <photo>.png");
+    expect(body.subject).toBe("Your PDF is ready");
     expect(body.html).toContain(`href="${Mustache.escape(pdfUrl)}"`);
     expect(body.html).toContain("&amp;X-Amz-Expires");
     expect(body.html).toContain("&lt;photo&gt;.png");
@@ -116,7 +116,7 @@ describe("templates, as Resend receives them", () => {
       idempotencyKey: key(),
     });
     const { body } = deliveryOf(res.emailId);
-    expect(body.subject).toBe("Your conversion failed: scan.tiff");
+    expect(body.subject).toBe("Your conversion failed");
     expect(body.html).toContain("Reason: the image is &lt;corrupt&gt;");
     expect(body.html).not.toContain("href=");
     expect(body.text).toContain("Reason: the image is <corrupt>");
@@ -139,7 +139,8 @@ describe("templates, as Resend receives them", () => {
       variables: { filename: emoji, state: "failed" },
       idempotencyKey: key(),
     });
-    expect(deliveryOf(named.emailId).body.subject).toBe(`Your conversion failed: ${emoji}`);
+    expect(deliveryOf(named.emailId).body.subject).toBe("Your conversion failed");
+    expect(deliveryOf(named.emailId).body.text).toContain(`We could not convert ${emoji} into a PDF.`);
     expect(deliveryOf(named.emailId).body.text).toContain("Reason: unknown error");
   });
 });
@@ -272,9 +273,11 @@ describe("delivery through Resend", () => {
     expect(map(409, "invalid_idempotent_request")).toBe(Code.FailedPrecondition);
   });
 
-  test("readiness does not call Resend; metrics count emails by type and outcome", async () => {
+  test("readiness names the transport and does not call Resend; metrics count emails by type and outcome", async () => {
     const before = sink.requests().length;
-    expect((await fetch(`${email.service.url}/health/ready`)).status).toBe(200);
+    const ready = await fetch(`${email.service.url}/health/ready`);
+    expect(ready.status).toBe(200);
+    expect(((await ready.json()) as { checks: Record<string, string> }).checks).toEqual({ transport_resend: "ok" });
     expect(sink.requests().length).toBe(before);
     const metrics = await (await fetch(`${email.service.url}/metrics`)).text();
     expect(metrics).toMatch(/mcsv_emails_total\{[^}]*type="welcome"[^}]*outcome="sent"[^}]*\} [1-9]/);

@@ -19,7 +19,7 @@ export async function startEmail(env: Record<string, string>): Promise<EmailUnde
   const service = await startEmailService(config, { logger: createLogger("email-svc", { level: "error", format: "json" }) });
   return {
     service,
-    client: createServiceClient(EmailService, service.url, { timeoutMs: 10_000, internalToken: TEST_INTERNAL_TOKEN }),
+    client: createServiceClient(EmailService, service.url, { timeoutMs: 10_000, credential: TEST_INTERNAL_TOKEN }),
     close: () => service.shutdown("test over"),
   };
 }
