@@ -25,6 +25,8 @@ export interface OutboxJob {
 
 export interface ClaimedJob extends OutboxJob {
   id: string;
+  /** The tenant whose change caused the job. */
+  tenant: string;
   attempts: number;
   traceContext?: Record<string, string> | undefined;
 }
@@ -33,18 +35,19 @@ export interface ClaimedJob extends OutboxJob {
 export type JobEnqueuer = (job: ClaimedJob) => Promise<void>;
 
 /**
- * Writes `jobs` within the caller's transaction and returns the ids of the rows written; a job whose key is already
- * in the outbox is skipped (the change that caused it happened before).
+ * Writes `jobs` of `tenant` within the caller's transaction and returns the ids of the rows written; a job whose key
+ * is already in the outbox is skipped (the change that caused it happened before).
  */
-export async function addToOutbox(db: Queryable, jobs: OutboxJob[]): Promise<string[]> {
+export async function addToOutbox(db: Queryable, tenant: string, jobs: OutboxJob[]): Promise<string[]> {
   if (jobs.length === 0) return [];
   const trace = injectTraceContext();
   const { rows } = await db.query<{ id: string }>(
-    `insert into mcsv_user.outbox (task, job_key, args, trace_context)
-     select * from unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[])
+    `insert into mcsv_user.outbox (tenant, task, job_key, args, trace_context)
+     select $1::text, * from unnest($2::text[], $3::text[], $4::jsonb[], $5::jsonb[])
      on conflict (job_key) do nothing
      returning id`,
     [
+      tenant,
       jobs.map((j) => j.task),
       jobs.map((j) => j.jobKey),
       jobs.map((j) => JSON.stringify(j.args)),
@@ -65,6 +68,7 @@ export interface OutboxRelayOptions {
 
 interface ClaimedRow {
   id: string;
+  tenant: string;
   task: TaskName;
   job_key: string;
   args: Record<string, unknown>;
@@ -72,13 +76,10 @@ interface ClaimedRow {
   attempts: number;
 }
 
-const SENT_RETENTION = "7 days";
-
 export class OutboxRelay {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
-  private lastPrune = 0;
   private stopCounting: (() => void) | undefined;
   private readonly batchSize: number;
   private readonly claimSeconds: number;
@@ -135,10 +136,7 @@ export class OutboxRelay {
       await this.deliver(batch);
       if (batch.length < this.batchSize || this.stopped) break;
     }
-    if (Date.now() - this.lastPrune > 3_600_000) {
-      this.lastPrune = Date.now();
-      await this.db.query(`delete from mcsv_user.outbox where sent_at < now() - interval '${SENT_RETENTION}'`);
-    }
+    // Delivered rows are pruned by retention.ts (OUTBOX_RETENTION_DAYS).
   }
 
   private schedule(delayMs: number): void {
@@ -169,11 +167,12 @@ export class OutboxRelay {
          order by id
          limit $3
          for update skip locked)
-       returning o.id, o.task, o.job_key, o.args, o.trace_context, o.attempts`,
+       returning o.id, o.tenant, o.task, o.job_key, o.args, o.trace_context, o.attempts`,
       [this.claimSeconds, ids ?? null, this.batchSize],
     );
     return rows.map((r) => ({
       id: String(r.id),
+      tenant: r.tenant,
       task: r.task,
       jobKey: r.job_key,
       args: r.args,

@@ -9,6 +9,8 @@ import type { PresignedUrl } from "../shared/storage.js";
 
 export interface UserRow {
   id: string;
+  /** The tenant that registered the user; every read is scoped to it. */
+  tenant: string;
   name: string;
   email: string;
   idempotency_key: string | null;
@@ -20,6 +22,7 @@ export type StateName = "queued" | "processing" | "succeeded" | "failed";
 export interface ConversionRow {
   id: string;
   seq: string;
+  tenant: string;
   user_email: string;
   state: StateName;
   filename: string;
@@ -45,6 +48,7 @@ export interface ConversionRow {
 
 export interface UploadRow {
   id: string;
+  tenant: string;
   user_email: string;
   filename: string;
   content_type: string;
@@ -76,8 +80,20 @@ export function optionsFromJson(json: JsonValue): ConversionOptions {
   return fromJson(ConversionOptionsSchema, json);
 }
 
-/** The conversion as the API shows it; `pdf` is the presigned link of a succeeded conversion. */
-export function toConversion(row: ConversionRow, pdf?: PresignedUrl): Conversion {
+/**
+ * Whether a PDF that the storage sweep may delete at `expiresAt` counts as gone. A second early: object stores keep
+ * whole seconds (the sweep may see the PDF as up to a second older than it is), and no shorter link is signed.
+ */
+export function isPdfExpired(expiresAt: Date, now = Date.now()): boolean {
+  return expiresAt.getTime() - now < 1_000;
+}
+
+/**
+ * The conversion as the API shows it; `pdf` is the presigned link of a succeeded conversion, `pdfExpiresAt` when its
+ * PDF is deleted (after which there is no link, and pdf_expired says why).
+ */
+export function toConversion(row: ConversionRow, pdf?: PresignedUrl, pdfExpiresAt?: Date): Conversion {
+  const expired = pdfExpiresAt !== undefined && isPdfExpired(pdfExpiresAt);
   return create(ConversionSchema, {
     id: row.id,
     userEmail: row.user_email,
@@ -92,7 +108,8 @@ export function toConversion(row: ConversionRow, pdf?: PresignedUrl): Conversion
     updatedAt: timestampFromDate(row.updated_at),
     options: optionsFromJson(row.options),
     inputFormat: row.input_format,
-    ...(pdf ? { pdfUrl: pdf.url, pdfUrlExpiresAt: timestampFromDate(pdf.expiresAt) } : {}),
+    ...(pdf && !expired ? { pdfUrl: pdf.url, pdfUrlExpiresAt: timestampFromDate(pdf.expiresAt) } : {}),
+    ...(pdfExpiresAt ? { pdfExpiresAt: timestampFromDate(pdfExpiresAt), pdfExpired: expired } : {}),
   });
 }
 

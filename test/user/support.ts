@@ -30,7 +30,7 @@ import { ObjectStore } from "../../services/shared/storage.js";
 import { TASK_NAMES, taskPayloads, type TaskName } from "../../services/shared/tasks.js";
 import { loadUserConfig, type UserConfig } from "../../services/user/config.js";
 import { startUserService, type UserServiceOverrides } from "../../services/user/service.js";
-import { gatewayAuth, testAuthEnv } from "../support/credentials.js";
+import { gatewayAuth, serviceAuthEnv } from "../support/credentials.js";
 
 export interface EnqueuedJob {
   task: TaskName;
@@ -163,7 +163,7 @@ export interface Gateway {
 
 export async function startGateway(infra: Infra, env: Record<string, string> = {}, overrides: UserServiceOverrides = {}): Promise<Gateway> {
   const config = loadUserConfig({
-    ...testAuthEnv,
+    ...serviceAuthEnv("user"),
     USER_PORT: "0",
     HOST: "127.0.0.1",
     DATABASE_URL: infra.postgres.url,
