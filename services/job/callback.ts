@@ -8,6 +8,9 @@
  * Redirects are not followed, so that an allowed host cannot bounce the request elsewhere. A 2xx answer is success;
  * a refused URL and other 3xx and 4xx answers are permanent; 408, 429, 5xx, timeouts, DNS and network errors are
  * retried. Only the URL's origin appears in errors: a callback URL may carry a secret in its path or query.
+ *
+ * Every POST is signed (Standard Webhooks, webhook-signing.ts): `webhook-id` is the delivery's idempotency key, so
+ * a receiver can both verify the sender and drop repeats; the timestamp is this attempt's.
  */
 import type { LookupAddress } from "node:dns";
 import { request as httpRequest, type OutgoingHttpHeaders, type RequestOptions } from "node:http";
@@ -20,12 +23,15 @@ import { describeError } from "../shared/errors.js";
 import { SERVICE_VERSION } from "../shared/topology.js";
 import { withSpan } from "../shared/tracing.js";
 import { PermanentJobError } from "./tasks/context.js";
+import { signatureHeaders } from "./webhook-signing.js";
 
 export interface CallbackOptions {
   /** Sent as X-Mcsv-Event, e.g. pdf_ready. */
   event: string;
-  /** The same for every retry of one delivery, so that the receiver can drop repeats. */
+  /** The same for every retry of one delivery, so that the receiver can drop repeats; also the webhook-id. */
   idempotencyKey: string;
+  /** The tenant's signing secrets (whsec_…), current first: the POST carries one signature by each. */
+  signingSecrets: readonly string[];
   timeoutMs: number;
   signal?: AbortSignal | undefined;
   /** Certificate authorities trusted for https instead of the system's (tests; in production use NODE_EXTRA_CA_CERTS). */
@@ -63,11 +69,13 @@ export async function postCallback(policy: CallbackPolicy, url: string, body: Js
   }
 
   const target = new URL(checked.url);
+  const payload = JSON.stringify(body);
   const headers: OutgoingHttpHeaders = {
     "content-type": "application/json",
     "user-agent": `mcsv-job/${SERVICE_VERSION}`,
     "x-mcsv-event": options.event,
     "idempotency-key": options.idempotencyKey,
+    ...signatureHeaders(options.signingSecrets, options.idempotencyKey, new Date(), payload),
   };
   const attributes = {
     "http.request.method": "POST",
@@ -80,7 +88,7 @@ export async function postCallback(policy: CallbackPolicy, url: string, body: Js
     attributes,
     async (span) => {
       try {
-        const answer = await send(checked, JSON.stringify(body), headers, signal, options.ca);
+        const answer = await send(checked, payload, headers, signal, options.ca);
         span.setAttribute("http.response.status_code", answer);
         return answer;
       } catch (error) {

@@ -1,5 +1,6 @@
 /** Configuration of the job service, validated once at start-up. */
 import { z } from "zod";
+import { callerEnv } from "../shared/auth.js";
 import { boolean, callbackEnv, commonEnv, ConfigError, databaseEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
 
 /** A positive number of hours or days; fractions allowed, so that tests can use a few seconds. */
@@ -24,6 +25,13 @@ export const jobEnv = {
   RPC_TIMEOUT_MS: positiveInt(30_000),
   /** Deadline of one POST to a client's callback URL. */
   CALLBACK_TIMEOUT_MS: positiveInt(10_000),
+  /**
+   * Lifetime of the PDF link presigned when the conversion-complete email, the client notification and the callback
+   * are sent (SigV4 allows up to 7 days); never beyond the PDF's own retention.
+   */
+  NOTIFICATION_PDF_URL_TTL_SECONDS: z.coerce.number().int().min(60).max(604_800).default(604_800),
+  /** How long the webhook signing secrets of a tenant, fetched from the gateway, are reused before asking again. */
+  WEBHOOK_SECRETS_CACHE_MS: z.coerce.number().int().min(0).default(60_000),
   /** Uploads (uploads/) older than this are deleted by the sweep. */
   UPLOAD_RETENTION_HOURS: positiveNumber(24),
   /** PDFs (pdfs/) and originals (originals/) older than this are deleted by the sweep. */
@@ -31,7 +39,7 @@ export const jobEnv = {
 };
 
 export function loadJobConfig(env: NodeJS.ProcessEnv = process.env) {
-  const config = loadConfig("job-svc", { ...commonEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...callbackEnv, ...jobEnv }, env);
+  const config = loadConfig("job-svc", { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...callbackEnv, ...jobEnv }, env);
   // A live pool must be able to miss a beat or two without being declared dead.
   if (config.JOB_WORKER_DEAD_AFTER_MS < 2 * config.JOB_WORKER_HEARTBEAT_MS) {
     throw new ConfigError(

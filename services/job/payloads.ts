@@ -36,7 +36,7 @@ export function isTaskName(name: string): name is TaskName {
 export interface DecodedPayloads {
   send_email: Omit<TaskPayload<"send_email">, "request"> & { request: SendEmailRequest };
   convert_image: Omit<TaskPayload<"convert_image">, "request"> & { request: ImageServiceConvertImageRequest };
-  notify_client: { pdfReady?: NotifyPdfReadyRequest; emailSent?: NotifyEmailSentRequest; callbackUrl?: string };
+  notify_client: Omit<TaskPayload<"notify_client">, "pdfReady" | "emailSent"> & { pdfReady?: NotifyPdfReadyRequest; emailSent?: NotifyEmailSentRequest };
   cleanup_storage: TaskPayload<"cleanup_storage">;
   report_conversion_failed: TaskPayload<"report_conversion_failed">;
 }
@@ -56,10 +56,10 @@ function message<S extends Parameters<typeof fromJson>[0]>(schema: S, json: unkn
 const decoders: { [T in TaskName]: Decode<T> } = {
   send_email: (p, bad) => ({ ...p, request: message(SendEmailRequestSchema, p.request, "request", bad)! }),
   convert_image: (p, bad) => ({ ...p, request: message(ImageServiceConvertImageRequestSchema, p.request, "request", bad)! }),
-  notify_client: (p, bad) => ({
-    ...(p.pdfReady ? { pdfReady: message(NotifyPdfReadyRequestSchema, p.pdfReady, "pdfReady", bad)! } : {}),
-    ...(p.emailSent ? { emailSent: message(NotifyEmailSentRequestSchema, p.emailSent, "emailSent", bad)! } : {}),
-    ...(p.callbackUrl ? { callbackUrl: p.callbackUrl } : {}),
+  notify_client: ({ pdfReady, emailSent, ...rest }, bad) => ({
+    ...rest,
+    ...(pdfReady ? { pdfReady: message(NotifyPdfReadyRequestSchema, pdfReady, "pdfReady", bad)! } : {}),
+    ...(emailSent ? { emailSent: message(NotifyEmailSentRequestSchema, emailSent, "emailSent", bad)! } : {}),
   }),
   cleanup_storage: (p) => p,
   report_conversion_failed: (p) => p,

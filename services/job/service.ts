@@ -8,12 +8,12 @@ import type { WorkerEvents } from "graphile-worker";
 import { ClientService, EmailService, ImageService, JobService, UserService } from "@mcsv/sdk";
 import { CallbackPolicy, systemResolver, type HostResolver } from "../shared/callback-policy.js";
 import { createServiceClient } from "../shared/clients.js";
-import { serviceUrl } from "../shared/config.js";
+import { serverSettings, serviceUrl } from "../shared/config.js";
 import { createPool, databaseCheck, migrate } from "../shared/database.js";
 import { describeError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
-import { internalOnly } from "../shared/auth.js";
+import { authPolicy } from "../shared/auth.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
@@ -25,6 +25,7 @@ import { createJobHandlers } from "./handlers.js";
 import { JobLedger } from "./ledger.js";
 import { setQueueCountSource } from "./metrics.js";
 import { createTaskDefinitions } from "./tasks/index.js";
+import { gatewaySigningSecrets } from "./webhook-signing.js";
 import { migrateGraphile, startWorker } from "./worker.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations", import.meta.url));
@@ -59,18 +60,21 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
   const ledger = new JobLedger(pool);
   const enqueue = (input: EnqueueInput) => enqueueJob(ledger, input);
   const store = overrides.store ?? new ObjectStore(config);
-  const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS, internalToken: config.MCSV_INTERNAL_TOKEN };
+  const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS, credential: config.MCSV_SERVICE_TOKEN };
+  const user = createServiceClient(UserService, serviceUrl(config, "user"), clientOptions);
   const definitions = createTaskDefinitions({
     email: createServiceClient(EmailService, serviceUrl(config, "email"), clientOptions),
     image: createServiceClient(ImageService, serviceUrl(config, "image"), { ...clientOptions, timeoutMs: config.CONVERT_TIMEOUT_MS }),
-    user: createServiceClient(UserService, serviceUrl(config, "user"), clientOptions),
+    user,
     client: createServiceClient(ClientService, serviceUrl(config, "client"), clientOptions),
     store,
     ledger,
     rpcTimeoutMs: config.RPC_TIMEOUT_MS,
     convertTimeoutMs: config.CONVERT_TIMEOUT_MS,
     callbackTimeoutMs: config.CALLBACK_TIMEOUT_MS,
-    callbacks: new CallbackPolicy(config.CALLBACK_ALLOWED_HOSTS, overrides.resolveHost ?? systemResolver),
+    callbacks: CallbackPolicy.fromConfig(config, overrides.resolveHost ?? systemResolver),
+    signingSecrets: gatewaySigningSecrets(user, { cacheMs: config.WEBHOOK_SECRETS_CACHE_MS, rpcTimeoutMs: config.RPC_TIMEOUT_MS }),
+    notificationPdfTtlSeconds: config.NOTIFICATION_PDF_URL_TTL_SECONDS,
     uploadMaxAgeMs: config.UPLOAD_RETENTION_HOURS * HOUR_MS,
     pdfMaxAgeMs: config.PDF_RETENTION_DAYS * DAY_MS,
     jobRetentionMs: config.JOB_RETENTION_DAYS * DAY_MS,
@@ -120,14 +124,13 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
     return await runService({
       name,
       port: config.JOB_PORT,
-      host: config.HOST,
+      ...serverSettings(config),
       logger,
       routes: (router) => router.service(JobService, createJobHandlers({ ledger, enqueue })),
-      auth: internalOnly(config.MCSV_INTERNAL_TOKEN),
+      auth: authPolicy({ internal: config }),
       readiness: { postgres: databaseCheck(pool) },
-      // Job arguments carry metadata and URLs, never file contents.
+      // Job arguments carry metadata and object keys, never file contents (nor links).
       readMaxBytes: 1024 * 1024,
-      shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
       drain: async () => {
         await running.stop(config.SHUTDOWN_GRACE_MS);
         await recovery.stop();

@@ -4,6 +4,11 @@
  * allowlist, and every address it resolves to must be public, unless the allowlist names that host exactly (a
  * deliberate internal receiver). The gateway checks when it accepts the URL; the job service checks again when it
  * sends, and connects only to the addresses that check returned (DNS may answer differently by then: rebinding).
+ *
+ * Only https outside development (plain http would let anyone on the path read and alter a callback). Only the
+ * scheme's default port, unless the allowlist entry names the port (`hooks.example.com:8443`): an allowed host must
+ * not become a way to reach its other services. IPv6 addresses that carry an IPv4 address (mapped, NAT64, 6to4) are
+ * judged by that address; Teredo tunnels are refused.
  */
 import { lookup } from "node:dns/promises";
 import { BlockList, isIP } from "node:net";
@@ -53,16 +58,51 @@ export function isPublicAddress(address: string): boolean {
   const family = isIP(address);
   if (family === 4) return !nonPublic.check(address, "ipv4");
   if (family !== 6) return false;
-  // An IPv4-mapped (::ffff:a.b.c.d) or IPv4-compatible address reaches the IPv4 host.
-  const mapped = /^::(ffff:)?(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return isPublicAddress(mapped[2]!);
-  const mappedHex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(address);
-  if (mappedHex) {
-    const high = parseInt(mappedHex[1]!, 16);
-    const low = parseInt(mappedHex[2]!, 16);
-    return isPublicAddress(`${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`);
+  const groups = ipv6Groups(address);
+  if (!groups) return false;
+  const embedded = embeddedIPv4(groups);
+  if (embedded === "refused") return false;
+  if (embedded !== undefined) return isPublicAddress(embedded);
+  return !nonPublic.check(address.replace(/%.*$/, ""), "ipv6");
+}
+
+/** The eight 16-bit groups of an IPv6 address (a trailing dotted quad and a zone index allowed). */
+export function ipv6Groups(address: string): number[] | undefined {
+  let text = address.replace(/%.*$/, "");
+  const quad = /(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (quad) {
+    const [a, b, c, d] = quad.slice(1).map(Number) as [number, number, number, number];
+    if ([a, b, c, d].some((n) => n > 255)) return undefined;
+    text = `${text.slice(0, quad.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
   }
-  return !nonPublic.check(address, "ipv6");
+  const halves = text.split("::");
+  if (halves.length > 2) return undefined;
+  const parse = (part: string | undefined) => (part ? part.split(":").map((group) => (/^[0-9a-f]{1,4}$/i.test(group) ? parseInt(group, 16) : NaN)) : []);
+  const head = parse(halves[0]);
+  const tail = parse(halves[1]);
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 1 ? missing !== 0 : missing < 1) return undefined;
+  const groups = [...head, ...Array<number>(halves.length === 1 ? 0 : missing).fill(0), ...tail];
+  return groups.every((g) => Number.isInteger(g)) ? groups : undefined;
+}
+
+const dottedQuad = (high: number, low: number) => `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`;
+
+/**
+ * The IPv4 address that an IPv6 address reaches, when it carries one: IPv4-mapped (::ffff:0:0/96), IPv4-translated
+ * (::ffff:0:0:0/96), IPv4-compatible (::/96), NAT64 (64:ff9b::/96) and 6to4 (2002::/16). Teredo (2001::/32) is
+ * "refused": its server and obfuscated client addresses both reach IPv4 hosts, and no receiver needs it.
+ */
+export function embeddedIPv4(groups: readonly number[]): string | "refused" | undefined {
+  const [g0, g1, g2, g3, g4, g5, g6, g7] = groups as [number, number, number, number, number, number, number, number];
+  const zeroThrough = (n: number) => groups.slice(0, n).every((g) => g === 0);
+  if (zeroThrough(5) && g5 === 0xffff) return dottedQuad(g6, g7);
+  if (zeroThrough(4) && g4 === 0xffff && g5 === 0) return dottedQuad(g6, g7);
+  if (zeroThrough(6)) return dottedQuad(g6, g7);
+  if (g0 === 0x64 && g1 === 0xff9b && g2 === 0 && g3 === 0 && g4 === 0 && g5 === 0) return dottedQuad(g6, g7);
+  if (g0 === 0x2002) return dottedQuad(g1, g2);
+  if (g0 === 0x2001 && g1 === 0) return "refused";
+  return undefined;
 }
 
 /** Why a callback URL is refused; only `unresolvable` may pass with time (a DNS failure). */
@@ -78,16 +118,51 @@ export interface AcceptedCallback {
 
 export type CallbackCheck = AcceptedCallback | { problem: string; refusal: CallbackRefusal };
 
+/** One CALLBACK_ALLOWED_HOSTS entry: a host (or `*.` suffix), with the one port it allows when it names one. */
+interface AllowedHost {
+  host: string;
+  wildcard: boolean;
+  port?: number;
+}
+
+/** `host`, `*.host`, `host:port`, `1.2.3.4:port`, `::1` or `[::1]:port`. */
+export function parseAllowedHost(entry: string): AllowedHost {
+  let host = entry.trim();
+  let port: number | undefined;
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(host);
+  const withPort = /^([^:]+):(\d+)$/.exec(host);
+  if (bracketed) [host, port] = [bracketed[1]!, bracketed[2] === undefined ? undefined : Number(bracketed[2])];
+  else if (withPort) [host, port] = [withPort[1]!, Number(withPort[2])];
+  const wildcard = host.startsWith("*.");
+  return { host: normaliseHost(wildcard ? host.slice(2) : host), wildcard, ...(port === undefined ? {} : { port }) };
+}
+
+export interface CallbackPolicyOptions {
+  /** Accept plain http URLs (development); otherwise only https. */
+  allowHttp?: boolean;
+}
+
+export const DEFAULT_PORTS: Record<string, number> = { "https:": 443, "http:": 80 };
+
 export class CallbackPolicy {
-  private readonly exact: Set<string>;
-  private readonly suffixes: string[];
+  private readonly allowed: AllowedHost[];
+  private readonly allowHttp: boolean;
+
+  /** The policy of a service's configuration: http is allowed unless NODE_ENV=production or CALLBACK_ALLOW_HTTP says. */
+  static fromConfig(
+    config: { CALLBACK_ALLOWED_HOSTS: readonly string[]; CALLBACK_ALLOW_HTTP?: boolean | undefined; NODE_ENV?: string | undefined },
+    resolve: HostResolver = systemResolver,
+  ): CallbackPolicy {
+    return new CallbackPolicy(config.CALLBACK_ALLOWED_HOSTS, resolve, { allowHttp: config.CALLBACK_ALLOW_HTTP ?? config.NODE_ENV !== "production" });
+  }
 
   constructor(
     allowedHosts: readonly string[],
     private readonly resolve: HostResolver = systemResolver,
+    options: CallbackPolicyOptions = {},
   ) {
-    this.exact = new Set(allowedHosts.filter((h) => !h.startsWith("*.")).map(normaliseHost));
-    this.suffixes = allowedHosts.filter((h) => h.startsWith("*.")).map((h) => `.${normaliseHost(h.slice(2))}`);
+    this.allowed = allowedHosts.map(parseAllowedHost);
+    this.allowHttp = options.allowHttp ?? false;
   }
 
   /**
@@ -103,12 +178,17 @@ export class CallbackPolicy {
       return { problem: "must be an absolute http(s) URL", refusal: "invalid" };
     }
     if (url.protocol !== "https:" && url.protocol !== "http:") return { problem: "must be an https or http URL", refusal: "invalid" };
+    if (url.protocol === "http:" && !this.allowHttp) return { problem: "must be an https URL (plain http is accepted in development only)", refusal: "invalid" };
     if (url.username || url.password) return { problem: "must not carry credentials", refusal: "invalid" };
     const host = normaliseHost(url.hostname);
-    const named = this.exact.has(host);
-    if (!named && !this.suffixes.some((suffix) => host.endsWith(suffix))) {
-      return { problem: `host ${host} is not allowed for callbacks`, refusal: "not_allowed" };
+    const entries = this.allowed.filter((entry) => (entry.wildcard ? host.endsWith(`.${entry.host}`) : host === entry.host));
+    if (entries.length === 0) return { problem: `host ${host} is not allowed for callbacks`, refusal: "not_allowed" };
+    const port = url.port ? Number(url.port) : DEFAULT_PORTS[url.protocol]!;
+    const matching = entries.filter((entry) => (entry.port ?? DEFAULT_PORTS[url.protocol]) === port);
+    if (matching.length === 0) {
+      return { problem: `port ${port} is not allowed for host ${host} (only the scheme's default, unless the allowlist names ${host}:${port})`, refusal: "not_allowed" };
     }
+    const named = matching.some((entry) => !entry.wildcard);
     let addresses: string[];
     try {
       addresses = isIP(host) ? [host] : await withTimeout(this.resolve(host), RESOLVE_TIMEOUT_MS);

@@ -137,15 +137,22 @@ export class ObjectStore {
     } while (token);
   }
 
-  async presignGet(key: string, options: { ttlSeconds?: number; filename?: string } = {}): Promise<PresignedUrl> {
+  /**
+   * A GET URL of one object. It names S3_PUBLIC_ENDPOINT (for people and clients) unless `internal`: a link that only
+   * the services open (the image service's fetch of an original) names S3_ENDPOINT, which they can reach. With
+   * `signedAt` (not in the future) the link is signed as of then and lives `ttlSeconds` from then: the same
+   * arguments give the same link.
+   */
+  async presignGet(key: string, options: { ttlSeconds?: number; filename?: string; internal?: boolean; signedAt?: Date } = {}): Promise<PresignedUrl> {
     const ttl = options.ttlSeconds ?? this.config.PRESIGN_TTL_SECONDS;
+    const signedAt = options.signedAt ?? new Date();
     const command = new GetObjectCommand({
       Bucket: this.bucket,
       Key: key,
       ...(options.filename ? { ResponseContentDisposition: `attachment; filename="${options.filename.replace(/[^\w.-]/g, "_")}"` } : {}),
     });
-    const url = await getSignedUrl(this.presigner, command, { expiresIn: ttl });
-    return { url, expiresAt: new Date(Date.now() + ttl * 1000) };
+    const url = await getSignedUrl(options.internal ? this.client : this.presigner, command, { expiresIn: ttl, signingDate: signedAt });
+    return { url, expiresAt: new Date(signedAt.getTime() + ttl * 1000) };
   }
 
   /** A PUT URL for exactly this content type and length. */

@@ -1,6 +1,8 @@
 /**
  * The job payloads: the contract between the services that enqueue work (through JobService.EnqueueJob) and the
- * job service's tasks that run it. A payload carries only metadata and presigned URLs, never file contents.
+ * job service's tasks that run it. A payload carries only metadata and object keys, never file contents and never
+ * a presigned URL: a link is made by the task right before it is sent (e-mail, client notification, callback, the
+ * image service's fetch), so no long-lived link sits in the outbox, the job ledger or the job API.
  * Messages travel as their canonical protobuf JSON, so a task sends exactly what was enqueued.
  */
 import { z } from "zod";
@@ -13,34 +15,69 @@ export const traceCarrier = z.record(z.string(), z.string()).optional();
 
 const json = z.record(z.string(), z.unknown());
 
+/** The field at `path` of a JSON object, if any. */
+function fieldAt(value: Record<string, unknown>, ...path: string[]): unknown {
+  let at: unknown = value;
+  for (const key of path) at = at && typeof at === "object" ? (at as Record<string, unknown>)[key] : undefined;
+  return at;
+}
+
+/** A link field that must stay empty in a payload: the task fills it when it sends. */
+const withoutLink = (...path: string[]) =>
+  json.refine((value) => !fieldAt(value, ...path), `must not carry ${path.join(".")}: links are presigned when the task sends (see pdf)`);
+
+/** A stored PDF that a task links to: presigned when the task sends, never kept as a URL. */
+export const pdfObject = z.object({
+  key: z.string().regex(/^pdfs\/[^/]+\.pdf$/, "must be a key under pdfs/"),
+  /** The download name (Content-Disposition of the link). */
+  filename: z.string().min(1).max(255),
+  /** When the storage sweep may delete the PDF: no link outlives it. */
+  expiresAt: z.iso.datetime().optional(),
+  /**
+   * Links to it are signed as of this instant (the conversion's end) and live NOTIFICATION_PDF_URL_TTL_SECONDS from
+   * then, so that every attempt of a job sends the same link: an email retried after Resend took it must carry the
+   * same body under its idempotency key, and a callback receiver sees the same event. Unset: from the attempt.
+   */
+  linkedAt: z.iso.datetime().optional(),
+});
+
 export const taskPayloads = {
-  /** `request` is a mcsv.v1.SendEmailRequest in JSON; `conversionId` links a conversion-complete email. */
+  /**
+   * `request` is a mcsv.v1.SendEmailRequest in JSON; `conversionId` links a conversion-complete email. With `pdf`,
+   * the task adds the variables pdf_url and pdf_url_expires_at (a link presigned at send time).
+   */
   send_email: z.object({
-    request: json,
+    request: withoutLink("variables", "pdf_url"),
     conversionId: z.string().optional(),
+    pdf: pdfObject.optional(),
   }),
   /**
-   * `request` is a mcsv.v1.ImageServiceConvertImageRequest in JSON (its imageUrl a presigned GET);
-   * `objectKey` lets the task presign the original again when the URL expired before a retry.
+   * `request` is a mcsv.v1.ImageServiceConvertImageRequest in JSON without its imageUrl: the task presigns the
+   * original (`objectKey`, under originals/) right before it calls the image service.
    */
   convert_image: z.object({
-    request: json,
-    objectKey: z.string().min(1),
-    imageUrlExpiresAt: z.iso.datetime(),
+    request: withoutLink("imageUrl"),
+    objectKey: z.string().regex(/^originals\/[^/]+$/, "must be a key under originals/"),
   }),
-  /** Exactly one of `pdfReady` (mcsv.v1.NotifyPdfReadyRequest) and `emailSent` (mcsv.v1.NotifyEmailSentRequest). */
+  /**
+   * Exactly one of `pdfReady` (mcsv.v1.NotifyPdfReadyRequest) and `emailSent` (mcsv.v1.NotifyEmailSentRequest).
+   * With `pdf`, the task fills the conversion's pdf_url (presigned at send time). `tenant` names whose secrets sign
+   * the callback ('default' when absent).
+   */
   notify_client: z
     .object({
-      pdfReady: json.optional(),
+      pdfReady: withoutLink("conversion", "pdfUrl").optional(),
       emailSent: json.optional(),
       /** Also POST the event as JSON here (already checked against the callback allowlist). */
       callbackUrl: z.url().optional(),
+      pdf: pdfObject.optional(),
+      tenant: z.string().min(1).max(63).optional(),
     })
     .refine((p) => (p.pdfReady === undefined) !== (p.emailSent === undefined), "exactly one of pdfReady and emailSent"),
   /** Delete one object (an original whose conversion succeeded), or with `sweep`, every expired object. */
   cleanup_storage: z
     .object({
-      objectKey: z.string().optional(),
+      objectKey: z.string().refine(isOwnedObjectKey, "must be an object key under uploads/, originals/ or pdfs/").optional(),
       sweep: z.boolean().optional(),
     })
     .refine((p) => Boolean(p.objectKey) !== Boolean(p.sweep), "exactly one of objectKey and sweep"),
@@ -73,3 +110,11 @@ export const objectKeys = {
   original: (conversionId: string) => `originals/${conversionId}`,
   pdf: (conversionId: string) => `pdfs/${conversionId}.pdf`,
 };
+
+/** The prefixes of objectKeys: the only objects mcsv writes, and so the only ones cleanup_storage may delete. */
+export const OWNED_PREFIXES = ["uploads/", "originals/", "pdfs/"] as const;
+
+/** One object directly under an owned prefix (no deeper path, no dot segments). */
+export function isOwnedObjectKey(key: string): boolean {
+  return /^(uploads|originals|pdfs)\/(?!\.\.?$)[\w.-]{1,200}$/.test(key);
+}

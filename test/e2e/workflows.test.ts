@@ -88,6 +88,10 @@ test("workflow 2: a PNG becomes a pixel-identical PDF, with one email and one ca
   const completeEmails = () => system.sink.delivered().filter((e) => e.body.to.includes("grace@example.com"));
   await eventually(() => (completeEmails().length > 0 ? true : undefined), "the conversion-complete email");
   expect(completeEmails()[0]!.body.html).toContain("gradient.png");
+  // The email's link was presigned by the job service when it sent the email, and works; no job carries a link.
+  const emailed = /^(https?:\/\/\S+X-Amz-Signature=\S+)$/m.exec(completeEmails()[0]!.body.text ?? "")?.[1];
+  expect(emailed).toBeDefined();
+  expect(Buffer.from(await (await fetch(emailed!)).arrayBuffer()).subarray(0, 5).toString()).toBe("%PDF-");
 
   const clientEvents = system.client(ClientService, "client");
   await eventually(async () => {
@@ -109,6 +113,12 @@ test("workflow 2: a PNG becomes a pixel-identical PDF, with one email and one ca
   expect(conversions.map((c) => c.id)).toEqual([conversion!.id]);
   const status = await jobs.getJobStatus({ id: ours[0]!.id });
   expect(status.job?.state).toBe(JobState.COMPLETED);
+  // Job arguments hold object keys, never links (the job API shows them to operators).
+  for (const task of ["convert_image", "send_email", "notify_client"]) {
+    const listed = (await jobs.listJobs({ task, pageSize: 100 })).jobs.filter((j) => JSON.stringify(j.args).includes(conversion!.id));
+    expect(listed.length).toBeGreaterThan(0);
+    for (const job of listed) expect(JSON.stringify(job.args)).not.toMatch(/X-Amz-|pdf_url|pdfUrl|imageUrl/);
+  }
 });
 
 test("a JPEG with engine PASSTHROUGH reaches SUCCEEDED with its own pixels; an unknown engine is refused", async () => {

@@ -3,7 +3,8 @@
  * resolver standing in for DNS (the sandbox has none): the send-time re-check of CALLBACK_ALLOWED_HOSTS, the pinned
  * connection (DNS rebinding between the gateway's check and the POST is refused, and the socket goes only to the
  * address the check saw), TLS verification against the host name, and the classification of answers (2xx success;
- * 408, 429, 5xx, timeouts and network errors retried; other 3xx and 4xx permanent; redirects never followed).
+ * 408, 429, 5xx, timeouts and network errors retried; other 3xx and 4xx permanent; redirects never followed), and
+ * the Standard Webhooks signatures, checked with the standardwebhooks library's own verify as a receiver would.
  * Also notify_client's refusal log and metric. In process; no Postgres.
  */
 import { execFileSync } from "node:child_process";
@@ -15,18 +16,25 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import type { TLSSocket } from "node:tls";
+import { Webhook, WebhookVerificationError } from "standardwebhooks";
 import winston from "winston";
 import { create } from "@bufbuild/protobuf";
-import { NotifyPdfReadyRequestSchema } from "@mcsv/sdk";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { GetWebhookSigningSecretsResponseSchema, NotifyPdfReadyRequestSchema } from "@mcsv/sdk";
 import { CallbackPolicy, type HostResolver } from "../../services/shared/callback-policy.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { CallbackRefusedError, pinnedLookup, postCallback, type CallbackOptions } from "../../services/job/callback.js";
 import { callbackRefusalsTotal } from "../../services/job/metrics.js";
 import { isPermanentFailure, type TaskContext } from "../../services/job/tasks/context.js";
 import { notifyClientTask } from "../../services/job/tasks/notify_client.js";
+import { gatewaySigningSecrets } from "../../services/job/webhook-signing.js";
 
 const PUBLIC = "93.184.216.34";
-const options: CallbackOptions = { event: "pdf_ready", idempotencyKey: "mcsv-job-42", timeoutMs: 5_000 };
+const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const options: CallbackOptions = { event: "pdf_ready", idempotencyKey: "mcsv-job-42", signingSecrets: [SECRET], timeoutMs: 5_000 };
+
+/** A policy as in development (plain http allowed) for local receivers, whose ports the entries must name. */
+const devPolicy = (hosts: string[], resolver?: HostResolver) => new CallbackPolicy(hosts, resolver, { allowHttp: true });
 const body = { conversion: { id: "conv-1", state: "CONVERSION_STATE_SUCCEEDED" } };
 
 interface Received {
@@ -109,7 +117,7 @@ beforeEach(() => {
 describe("the send-time check", () => {
   test("DNS rebinding: public at the gateway's check, 127.0.0.1 at send time → refused for good, nothing reaches the local server", async () => {
     const resolver = scriptedResolver([PUBLIC], ["127.0.0.1"]);
-    const policy = new CallbackPolicy(["*.example.com"], resolver);
+    const policy = devPolicy([`*.example.com:${http.port}`], resolver);
     const url = `http://rebind.example.com:${http.port}/ok?token=s3cret`;
     // The gateway's check, when it accepted the conversion.
     expect(await policy.check(url)).toMatchObject({ addresses: [PUBLIC] });
@@ -124,7 +132,7 @@ describe("the send-time check", () => {
   });
 
   test("a mix of public and private addresses at send time is refused", async () => {
-    const policy = new CallbackPolicy(["*.example.com"], scriptedResolver([PUBLIC, "127.0.0.1"]));
+    const policy = devPolicy([`*.example.com:${http.port}`], scriptedResolver([PUBLIC, "127.0.0.1"]));
     const error = await failureOf(postCallback(policy, `http://mixed.example.com:${http.port}/ok`, body, options));
     expect(error).toBeInstanceOf(CallbackRefusedError);
     expect((error as CallbackRefusedError).refusal).toBe("non_public");
@@ -133,8 +141,8 @@ describe("the send-time check", () => {
 
   test("a host taken off the allowlist after the job was enqueued is refused, even one that is reachable", async () => {
     const url = `http://127.0.0.1:${http.port}/ok`;
-    expect(await new CallbackPolicy(["127.0.0.1"]).check(url)).toMatchObject({ url });
-    const now = new CallbackPolicy(["hooks.example.com"], scriptedResolver([PUBLIC]));
+    expect(await devPolicy([`127.0.0.1:${http.port}`]).check(url)).toMatchObject({ url });
+    const now = devPolicy(["hooks.example.com"], scriptedResolver([PUBLIC]));
     const error = await failureOf(postCallback(now, url, body, options));
     expect(error).toBeInstanceOf(CallbackRefusedError);
     expect(error.message).toBe(`callback to http://127.0.0.1:${http.port} refused: host 127.0.0.1 is not allowed for callbacks`);
@@ -144,7 +152,7 @@ describe("the send-time check", () => {
   test("a host named exactly may resolve to loopback: delivered to the address the check saw, with no second lookup", async () => {
     // Any lookup after the check would answer an unroutable address: the POST would then time out instead.
     const resolver = scriptedResolver(["127.0.0.1"], ["10.255.255.1"]);
-    const policy = new CallbackPolicy(["hooks.internal.test"], resolver);
+    const policy = devPolicy([`hooks.internal.test:${http.port}`], resolver);
     await postCallback(policy, `http://hooks.internal.test:${http.port}/ok?token=s3cret`, body, options);
     expect(resolver.lookups).toEqual(["hooks.internal.test"]);
     expect(http.requests).toHaveLength(1);
@@ -160,7 +168,7 @@ describe("the send-time check", () => {
   });
 
   test("a DNS failure at send time is retried, not refused", async () => {
-    const policy = new CallbackPolicy(["*.example.com"], async () => {
+    const policy = devPolicy([`*.example.com:${http.port}`], async () => {
       throw Object.assign(new Error("getaddrinfo EAI_AGAIN"), { code: "EAI_AGAIN" });
     });
     const error = await failureOf(postCallback(policy, `http://flaky.example.com:${http.port}/ok`, body, options));
@@ -182,32 +190,32 @@ describe("the send-time check", () => {
 });
 
 describe("answers and failures", () => {
-  const local = new CallbackPolicy(["127.0.0.1"]);
+  const local = () => devPolicy([`127.0.0.1:${http.port}`]);
   const at = (path: string) => `http://127.0.0.1:${http.port}${path}`;
 
   test("408, 429 and 5xx are retried; other 4xx and redirects are permanent, and a redirect is not followed", async () => {
     for (const status of [408, 429, 500, 503]) {
-      const error = await failureOf(postCallback(local, at(`/status/${status}`), body, options));
+      const error = await failureOf(postCallback(local(), at(`/status/${status}`), body, options));
       expect({ status, message: error.message, permanent: isPermanentFailure(error) }).toEqual({ status, message: `callback to http://127.0.0.1:${http.port} answered ${status}`, permanent: false });
     }
     for (const status of [400, 404, 410]) {
-      const error = await failureOf(postCallback(local, at(`/status/${status}`), body, options));
+      const error = await failureOf(postCallback(local(), at(`/status/${status}`), body, options));
       expect({ status, permanent: isPermanentFailure(error) }).toEqual({ status, permanent: true });
     }
-    const moved = await failureOf(postCallback(local, at("/moved"), body, options));
+    const moved = await failureOf(postCallback(local(), at("/moved"), body, options));
     expect(isPermanentFailure(moved)).toBe(true);
     expect(moved.message).toContain("answered 302 (redirects are not followed)");
     expect(http.requests.map((r) => r.path)).toEqual(["/status/408", "/status/429", "/status/500", "/status/503", "/status/400", "/status/404", "/status/410", "/moved"]);
-    await postCallback(local, at("/status/200"), body, options);
+    await postCallback(local(), at("/status/200"), body, options);
   });
 
   test("a receiver that does not answer in time, or a shutdown, fails the attempt (retried), naming only the origin", async () => {
-    const slow = await failureOf(postCallback(local, at("/hang/secret-path?key=s3cret"), body, { ...options, timeoutMs: 300 }));
+    const slow = await failureOf(postCallback(local(), at("/hang/secret-path?key=s3cret"), body, { ...options, timeoutMs: 300 }));
     expect(slow.message).toBe(`callback to http://127.0.0.1:${http.port} failed: timed out after 300 ms`);
     expect(isPermanentFailure(slow)).toBe(false);
 
     const shutdown = new AbortController();
-    const pending = failureOf(postCallback(local, at("/hang?key=s3cret"), body, { ...options, signal: shutdown.signal }));
+    const pending = failureOf(postCallback(local(), at("/hang?key=s3cret"), body, { ...options, signal: shutdown.signal }));
     while (http.requests.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
     shutdown.abort();
     const aborted = await pending;
@@ -219,9 +227,93 @@ describe("answers and failures", () => {
   test("a refused connection is retried", async () => {
     const closed = await new Receiver(createServer()).listen();
     await closed.close();
-    const error = await failureOf(postCallback(local, `http://127.0.0.1:${closed.port}/ok`, body, options));
+    const error = await failureOf(postCallback(devPolicy([`127.0.0.1:${closed.port}`]), `http://127.0.0.1:${closed.port}/ok`, body, options));
     expect(error.message).toContain("ECONNREFUSED");
     expect(isPermanentFailure(error)).toBe(false);
+  });
+});
+
+describe("signatures (Standard Webhooks)", () => {
+  const at = (path: string) => `http://127.0.0.1:${http.port}${path}`;
+  /** The headers a receiver verifies with, as it got them. */
+  const received = (index = 0) => {
+    const { headers, body: text } = http.requests[index]!;
+    return { text, headers: { "webhook-id": String(headers["webhook-id"]), "webhook-timestamp": String(headers["webhook-timestamp"]), "webhook-signature": String(headers["webhook-signature"]) } };
+  };
+
+  test("every POST is signed: the receiver's own standardwebhooks verify accepts it, webhook-id is the idempotency key", async () => {
+    const before = Math.floor(Date.now() / 1000);
+    await postCallback(devPolicy([`127.0.0.1:${http.port}`]), at("/ok"), body, options);
+    const { text, headers } = received();
+    expect(headers["webhook-id"]).toBe("mcsv-job-42");
+    expect(http.requests[0]!.headers["idempotency-key"]).toBe("mcsv-job-42");
+    expect(Number(headers["webhook-timestamp"])).toBeGreaterThanOrEqual(before);
+    expect(Number(headers["webhook-timestamp"])).toBeLessThanOrEqual(Math.floor(Date.now() / 1000));
+    expect(headers["webhook-signature"]).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
+    expect(new Webhook(SECRET).verify(text, headers)).toEqual(body);
+  });
+
+  test("a forged or altered callback fails verification", async () => {
+    await postCallback(devPolicy([`127.0.0.1:${http.port}`]), at("/ok"), body, options);
+    const { text, headers } = received();
+    const altered = text.replace("CONVERSION_STATE_SUCCEEDED", "CONVERSION_STATE_FAILED");
+    expect(altered).not.toBe(text);
+    expect(() => new Webhook(SECRET).verify(altered, headers)).toThrow(WebhookVerificationError);
+    expect(() => new Webhook(SECRET).verify(text, { ...headers, "webhook-id": "mcsv-job-43" })).toThrow(WebhookVerificationError);
+    expect(() => new Webhook(SECRET).verify(text, { ...headers, "webhook-timestamp": String(Number(headers["webhook-timestamp"]) - 1) })).toThrow(WebhookVerificationError);
+    // Signed by anyone else (a forger without the tenant's secret).
+    const forger = new Webhook("whsec_" + Buffer.alloc(32, 7).toString("base64"));
+    const forged = { ...headers, "webhook-signature": forger.sign(headers["webhook-id"], new Date(Number(headers["webhook-timestamp"]) * 1000), text) };
+    expect(() => new Webhook(SECRET).verify(text, forged)).toThrow(WebhookVerificationError);
+    // Too old: a replay after the receiver's tolerance (5 minutes).
+    const old = new Date(Date.now() - 10 * 60_000);
+    const replayed = { ...headers, "webhook-timestamp": String(Math.floor(old.getTime() / 1000)), "webhook-signature": new Webhook(SECRET).sign(headers["webhook-id"], old, text) };
+    expect(() => new Webhook(SECRET).verify(text, replayed)).toThrow(/too old/);
+  });
+
+  test("with two secrets (after a rotation) the header carries both signatures, and either secret verifies", async () => {
+    const next = "whsec_" + Buffer.alloc(32, 9).toString("base64");
+    await postCallback(devPolicy([`127.0.0.1:${http.port}`]), at("/ok"), body, { ...options, signingSecrets: [next, SECRET] });
+    const { text, headers } = received();
+    expect(headers["webhook-signature"].split(" ")).toHaveLength(2);
+    expect(new Webhook(next).verify(text, headers)).toEqual(body);
+    expect(new Webhook(SECRET).verify(text, headers)).toEqual(body);
+  });
+
+  test("the tenant's secrets are asked of the gateway and kept briefly: never past a rotated secret's grace period", async () => {
+    const asked: string[] = [];
+    let answer: { secret: string; expiresAt?: Date }[] = [{ secret: SECRET }];
+    const user = {
+      getWebhookSigningSecrets: async ({ tenant }: { tenant?: string }) => {
+        asked.push(tenant ?? "");
+        return create(GetWebhookSigningSecretsResponseSchema, { secrets: answer.map((s) => ({ secret: s.secret, ...(s.expiresAt ? { expiresAt: timestampFromDate(s.expiresAt) } : {}) })) });
+      },
+    };
+    const cached = gatewaySigningSecrets(user as never, { cacheMs: 60_000, rpcTimeoutMs: 1_000 });
+    expect(await cached("acme")).toEqual([SECRET]);
+    expect(await cached("acme")).toEqual([SECRET]);
+    expect(await cached("globex")).toEqual([SECRET]);
+    expect(asked).toEqual(["acme", "globex"]);
+    // A rotated secret whose grace ends in 50 ms: the answer is kept no longer than that.
+    answer = [{ secret: "whsec_bmV3LXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm" }, { secret: SECRET, expiresAt: new Date(Date.now() + 50) }];
+    const rotated = gatewaySigningSecrets(user as never, { cacheMs: 60_000, rpcTimeoutMs: 1_000 });
+    expect(await rotated("acme")).toHaveLength(2);
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    answer = [answer[0]!];
+    expect(await rotated("acme")).toEqual([answer[0]!.secret]);
+    // Without a cache every callback asks; an empty answer sends nothing.
+    const uncached = gatewaySigningSecrets(user as never, { cacheMs: 0, rpcTimeoutMs: 1_000 });
+    await uncached("acme");
+    await uncached("acme");
+    expect(asked).toEqual(["acme", "globex", "acme", "acme", "acme", "acme"]);
+    answer = [];
+    await expect(uncached("acme")).rejects.toThrow("no webhook signing secret");
+  });
+
+  test("without a secret nothing is sent", async () => {
+    const error = await failureOf(postCallback(devPolicy([`127.0.0.1:${http.port}`]), at("/ok"), body, { ...options, signingSecrets: [] }));
+    expect(error.message).toContain("never sent unsigned");
+    expect(http.requests).toEqual([]);
   });
 });
 
@@ -248,18 +340,18 @@ describe("https", () => {
   });
 
   test("pinned to the checked address, TLS still verifies the certificate against the host name (SNI included)", async () => {
-    const policy = new CallbackPolicy(["hooks.test"], scriptedResolver(["127.0.0.1"]));
+    const policy = new CallbackPolicy([`hooks.test:${https.port}`], scriptedResolver(["127.0.0.1"]));
     await postCallback(policy, `https://hooks.test:${https.port}/ok`, body, { ...options, ca });
     expect(https.requests).toHaveLength(1);
     expect(https.requests[0]).toMatchObject({ path: "/ok", servername: "hooks.test", headers: expect.objectContaining({ host: `hooks.test:${https.port}` }) });
   });
 
   test("verification stays on: an untrusted certificate fails (retried), and nothing is sent", async () => {
-    const policy = new CallbackPolicy(["hooks.test"], scriptedResolver(["127.0.0.1"]));
+    const policy = new CallbackPolicy([`hooks.test:${https.port}`], scriptedResolver(["127.0.0.1"]));
     const untrusted = await failureOf(postCallback(policy, `https://hooks.test:${https.port}/ok`, body, options));
     expect(untrusted.message).toMatch(/self[- ]signed certificate/);
     // Trusted, but the name does not match: the certificate is for hooks.test, not for the address.
-    const wrongName = await failureOf(postCallback(new CallbackPolicy(["127.0.0.1"]), `https://127.0.0.1:${https.port}/ok`, body, { ...options, ca }));
+    const wrongName = await failureOf(postCallback(new CallbackPolicy([`127.0.0.1:${https.port}`]), `https://127.0.0.1:${https.port}/ok`, body, { ...options, ca }));
     expect(wrongName.message).toMatch(/IP: 127\.0\.0\.1 is not in the cert's list|does not match/);
     expect(https.requests).toEqual([]);
   });
@@ -275,7 +367,10 @@ describe("notify_client", () => {
       client: { notifyPdfReady: async () => ({ recorded: true }) as never, notifyEmailSent: async () => ({ recorded: true }) as never },
       rpcTimeoutMs: 1_000,
       callbackTimeoutMs: 1_000,
-      callbacks: new CallbackPolicy(["*.example.com"], scriptedResolver(["169.254.169.254"])),
+      callbacks: devPolicy([`*.example.com:${http.port}`], scriptedResolver(["169.254.169.254"])),
+      signingSecrets: async () => [SECRET],
+      store: { presignGet: async () => ({ url: "https://s3.example/pdfs/x.pdf?X-Amz-Signature=x", expiresAt: new Date() }) },
+      notificationPdfTtlSeconds: 3_600,
     });
     const ctx = { jobId: "42", attempt: 1, maxAttempts: 5, isLastAttempt: false, signal: new AbortController().signal, logger } as TaskContext;
     const pdfReady = create(NotifyPdfReadyRequestSchema, { conversion: { id: "conv-1" } });

@@ -62,9 +62,8 @@ async function parkedConversion(conversionId: string, maxAttempts: number, trace
     {
       task: "convert_image",
       args: {
-        request: { conversionId, imageUrl: `https://images.example/${conversionId}?sig=x`, inputFormat: "png" },
+        request: { conversionId, inputFormat: "png" },
         objectKey: `originals/${conversionId}`,
-        imageUrlExpiresAt: new Date(Date.now() + 3_600_000).toISOString(),
       },
       jobKey: jobKeys.convertImage(conversionId),
       runAt: inAnHour(),
@@ -261,9 +260,8 @@ test("convert_image's last attempt: a FAILED report the gateway does not take is
   const { job } = await env.jobs.enqueueJob({
     task: "convert_image",
     args: {
-      request: { conversionId: "conv-last-away", imageUrl: "https://images.example/conv-last-away?sig=x", inputFormat: "png" },
+      request: { conversionId: "conv-last-away", inputFormat: "png" },
       objectKey: "originals/conv-last-away",
-      imageUrlExpiresAt: new Date(Date.now() + 3_600_000).toISOString(),
     },
     maxAttempts: 1,
   });
@@ -282,9 +280,8 @@ test("convert_image's last attempt: a gateway that does not take the PROCESSING 
   const { job } = await env.jobs.enqueueJob({
     task: "convert_image",
     args: {
-      request: { conversionId: "conv-never-started", imageUrl: "https://images.example/conv-never-started?sig=x", inputFormat: "png" },
+      request: { conversionId: "conv-never-started", inputFormat: "png" },
       objectKey: "originals/conv-never-started",
-      imageUrlExpiresAt: new Date(Date.now() + 3_600_000).toISOString(),
     },
     maxAttempts: 1,
   });

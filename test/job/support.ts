@@ -8,6 +8,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import { createClient, type Client, type HandlerContext } from "@connectrpc/connect";
 import { context, propagation } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
@@ -19,6 +20,9 @@ import {
   ImageService,
   JobService,
   UserService,
+  WebhookSigningSecretSchema,
+  type GetWebhookSigningSecretsRequest,
+  type GetWebhookSigningSecretsResponse,
   type ImageServiceConvertImageRequest,
   type ImageServiceConvertImageResponse,
   type Job,
@@ -37,13 +41,14 @@ import { createLogger, type Logger } from "../../services/shared/logger.js";
 import type { RunningService } from "../../services/shared/server.js";
 import { loadJobConfig, type JobConfig } from "../../services/job/config.js";
 import { startJobService, type JobServiceOverrides } from "../../services/job/service.js";
-import { internalAuth, testAuthEnv } from "../support/credentials.js";
+import { internalAuth, serviceAuthEnv } from "../support/credentials.js";
 
 /** Scripted answers per method of the stand-in services; each gets the request and returns (or throws). */
 export interface StubMethods {
   sendEmail(req: SendEmailRequest): Promise<Partial<SendEmailResponse>> | Partial<SendEmailResponse>;
   convertImage(req: ImageServiceConvertImageRequest): Promise<Partial<ImageServiceConvertImageResponse>> | Partial<ImageServiceConvertImageResponse>;
   notifyImageConverted(req: NotifyImageConvertedRequest): Promise<Partial<NotifyImageConvertedResponse>> | Partial<NotifyImageConvertedResponse>;
+  getWebhookSigningSecrets(req: GetWebhookSigningSecretsRequest): Promise<Partial<GetWebhookSigningSecretsResponse>> | Partial<GetWebhookSigningSecretsResponse>;
   notifyPdfReady(req: NotifyPdfReadyRequest): Promise<Partial<NotifyPdfReadyResponse>> | Partial<NotifyPdfReadyResponse>;
   notifyEmailSent(req: NotifyEmailSentRequest): Promise<Partial<NotifyEmailSentResponse>> | Partial<NotifyEmailSentResponse>;
 }
@@ -59,11 +64,15 @@ export interface Stubs {
   close(): Promise<void>;
 }
 
+/** The webhook signing secret the stand-in gateway gives every tenant unless a test scripts otherwise. */
+export const STUB_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
 function defaults(): StubMethods {
   return {
     sendEmail: (req) => ({ success: true, message: "sent", emailId: `email-${req.idempotencyKey || "x"}` }),
     convertImage: (req) => ({ pdfKey: `pdfs/${req.conversionId}.pdf`, inputSize: 1000n, outputSize: 2000n, width: 64, height: 48, durationMs: 12n }),
     notifyImageConverted: () => ({}),
+    getWebhookSigningSecrets: () => ({ secrets: [create(WebhookSigningSecretSchema, { secret: STUB_WEBHOOK_SECRET })] }),
     notifyPdfReady: () => ({ recorded: true }),
     notifyEmailSent: () => ({ recorded: true }),
   };
@@ -72,8 +81,8 @@ function defaults(): StubMethods {
 export async function startStubs(): Promise<Stubs> {
   const stubs = {
     methods: defaults(),
-    calls: { sendEmail: [], convertImage: [], notifyImageConverted: [], notifyPdfReady: [], notifyEmailSent: [] },
-    traceparents: { sendEmail: [], convertImage: [], notifyImageConverted: [], notifyPdfReady: [], notifyEmailSent: [] },
+    calls: { sendEmail: [], convertImage: [], notifyImageConverted: [], getWebhookSigningSecrets: [], notifyPdfReady: [], notifyEmailSent: [] },
+    traceparents: { sendEmail: [], convertImage: [], notifyImageConverted: [], getWebhookSigningSecrets: [], notifyPdfReady: [], notifyEmailSent: [] },
   } as unknown as Stubs;
   const call = async <K extends keyof StubMethods>(name: K, req: Parameters<StubMethods[K]>[0], ctx: HandlerContext) => {
     (stubs.calls[name] as unknown[]).push(req);
@@ -85,6 +94,7 @@ export async function startStubs(): Promise<Stubs> {
       router.service(EmailService, { sendEmail: (req, ctx) => call("sendEmail", req, ctx) as Promise<SendEmailResponse> });
       router.service(ImageService, { convertImage: (req, ctx) => call("convertImage", req, ctx) as Promise<ImageServiceConvertImageResponse> });
       router.rpc(UserService.method.notifyImageConverted, (req, ctx) => call("notifyImageConverted", req, ctx) as Promise<NotifyImageConvertedResponse>);
+      router.rpc(UserService.method.getWebhookSigningSecrets, (req, ctx) => call("getWebhookSigningSecrets", req, ctx) as Promise<GetWebhookSigningSecretsResponse>);
       router.rpc(ClientService.method.notifyPdfReady, (req, ctx) => call("notifyPdfReady", req, ctx) as Promise<NotifyPdfReadyResponse>);
       router.rpc(ClientService.method.notifyEmailSent, (req, ctx) => call("notifyEmailSent", req, ctx) as Promise<NotifyEmailSentResponse>);
     },
@@ -168,17 +178,18 @@ export async function startJobTestEnv(env: Record<string, string> = {}, options:
   try {
     pg = await startEmbeddedPostgres(join(dir, "pg"), await freePort());
     cleanups.push(() => pg.stop());
-    let s3Env: Record<string, string> = { S3_ENDPOINT: "http://127.0.0.1:9" };
+    // No S3 server: nothing is stored, but tasks still presign links (a local computation that needs credentials).
+    let s3Env: Record<string, string> = { S3_ENDPOINT: "http://127.0.0.1:9", S3_ACCESS_KEY_ID: "unused", S3_SECRET_ACCESS_KEY: "unused" };
     if (options.s3) {
       const handle = await startEmbeddedS3(join(dir, "s3"), await freePort(), ["mcsv"]);
       cleanups.push(() => handle.stop());
       s3Env = { S3_ENDPOINT: handle.endpoint, S3_ACCESS_KEY_ID: handle.accessKeyId, S3_SECRET_ACCESS_KEY: handle.secretAccessKey, S3_BUCKET: "mcsv" };
-      s3 = { handle, dir: join(dir, "s3"), store: new ObjectStore(loadJobConfig({ DATABASE_URL: pg.url, ...testAuthEnv, ...s3Env })) };
+      s3 = { handle, dir: join(dir, "s3"), store: new ObjectStore(loadJobConfig({ DATABASE_URL: pg.url, ...serviceAuthEnv("job"), ...s3Env })) };
     }
     stubs = await startStubs();
     cleanups.push(() => stubs.close());
     config = loadJobConfig({
-      ...testAuthEnv,
+      ...serviceAuthEnv("job"),
       DATABASE_URL: pg.url,
       JOB_PORT: "0",
       HOST: "127.0.0.1",

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcsv/v1/user.proto.
  */
 export const file_mcsv_v1_user: GenFile = /*@__PURE__*/
-  fileDesc("ChJtY3N2L3YxL3VzZXIucHJvdG8SB21jc3YudjEiXwoEVXNlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWVtYWlsGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkkKEUNyZWF0ZVVzZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZW1haWwYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIjEKEkNyZWF0ZVVzZXJSZXNwb25zZRIbCgR1c2VyGAEgASgLMg0ubWNzdi52MS5Vc2VyIhwKDkdldFVzZXJSZXF1ZXN0EgoKAmlkGAEgASgJIi4KD0dldFVzZXJSZXNwb25zZRIbCgR1c2VyGAEgASgLMg0ubWNzdi52MS5Vc2VyIswBChNDb252ZXJ0SW1hZ2VSZXF1ZXN0EhIKCnVzZXJfZW1haWwYASABKAkSFAoKaW1hZ2VfZGF0YRgCIAEoDEgAEhMKCXVwbG9hZF9pZBgDIAEoCUgAEhAKCGZpbGVuYW1lGAQgASgJEisKB29wdGlvbnMYBSABKAsyGi5tY3N2LnYxLkNvbnZlcnNpb25PcHRpb25zEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIUCgxjYWxsYmFja191cmwYByABKAlCCAoGc291cmNlIj8KFENvbnZlcnRJbWFnZVJlc3BvbnNlEicKCmNvbnZlcnNpb24YASABKAsyEy5tY3N2LnYxLkNvbnZlcnNpb24iYgoWQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBISCgp1c2VyX2VtYWlsGAEgASgJEhAKCGZpbGVuYW1lGAIgASgJEhQKDGNvbnRlbnRfdHlwZRgDIAEoCRIMCgRzaXplGAQgASgDIuABChdDcmVhdGVVcGxvYWRVcmxSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSEgoKdXBsb2FkX3VybBgCIAEoCRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI+CgdoZWFkZXJzGAQgAygLMi0ubWNzdi52MS5DcmVhdGVVcGxvYWRVcmxSZXNwb25zZS5IZWFkZXJzRW50cnkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoUR2V0Q29udmVyc2lvblJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgBIAEoCSJAChVHZXRDb252ZXJzaW9uUmVzcG9uc2USJwoKY29udmVyc2lvbhgBIAEoCzITLm1jc3YudjEuQ29udmVyc2lvbiIvChZXYXRjaENvbnZlcnNpb25SZXF1ZXN0EhUKDWNvbnZlcnNpb25faWQYASABKAkiQgoXV2F0Y2hDb252ZXJzaW9uUmVzcG9uc2USJwoKY29udmVyc2lvbhgBIAEoCzITLm1jc3YudjEuQ29udmVyc2lvbiJTChZMaXN0Q29udmVyc2lvbnNSZXF1ZXN0EhIKCnVzZXJfZW1haWwYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoXTGlzdENvbnZlcnNpb25zUmVzcG9uc2USKAoLY29udmVyc2lvbnMYASADKAsyEy5tY3N2LnYxLkNvbnZlcnNpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJItoBChtOb3RpZnlJbWFnZUNvbnZlcnRlZFJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgBIAEoCRInCgVzdGF0ZRgCIAEoDjIYLm1jc3YudjEuQ29udmVyc2lvblN0YXRlEg8KB3BkZl9rZXkYAyABKAkSEgoKaW5wdXRfc2l6ZRgEIAEoAxITCgtvdXRwdXRfc2l6ZRgFIAEoAxINCgV3aWR0aBgGIAEoDRIOCgZoZWlnaHQYByABKA0SEwoLZHVyYXRpb25fbXMYCCABKAMSDQoFZXJyb3IYCSABKAkiRwocTm90aWZ5SW1hZ2VDb252ZXJ0ZWRSZXNwb25zZRInCgpjb252ZXJzaW9uGAEgASgLMhMubWNzdi52MS5Db252ZXJzaW9uMrEFCgtVc2VyU2VydmljZRJFCgpDcmVhdGVVc2VyEhoubWNzdi52MS5DcmVhdGVVc2VyUmVxdWVzdBobLm1jc3YudjEuQ3JlYXRlVXNlclJlc3BvbnNlEkEKB0dldFVzZXISFy5tY3N2LnYxLkdldFVzZXJSZXF1ZXN0GhgubWNzdi52MS5HZXRVc2VyUmVzcG9uc2UiA5ACARJLCgxDb252ZXJ0SW1hZ2USHC5tY3N2LnYxLkNvbnZlcnRJbWFnZVJlcXVlc3QaHS5tY3N2LnYxLkNvbnZlcnRJbWFnZVJlc3BvbnNlElQKD0NyZWF0ZVVwbG9hZFVybBIfLm1jc3YudjEuQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBogLm1jc3YudjEuQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2USUwoNR2V0Q29udmVyc2lvbhIdLm1jc3YudjEuR2V0Q29udmVyc2lvblJlcXVlc3QaHi5tY3N2LnYxLkdldENvbnZlcnNpb25SZXNwb25zZSIDkAIBElsKD1dhdGNoQ29udmVyc2lvbhIfLm1jc3YudjEuV2F0Y2hDb252ZXJzaW9uUmVxdWVzdBogLm1jc3YudjEuV2F0Y2hDb252ZXJzaW9uUmVzcG9uc2UiA5ACATABElkKD0xpc3RDb252ZXJzaW9ucxIfLm1jc3YudjEuTGlzdENvbnZlcnNpb25zUmVxdWVzdBogLm1jc3YudjEuTGlzdENvbnZlcnNpb25zUmVzcG9uc2UiA5ACARJoChROb3RpZnlJbWFnZUNvbnZlcnRlZBIkLm1jc3YudjEuTm90aWZ5SW1hZ2VDb252ZXJ0ZWRSZXF1ZXN0GiUubWNzdi52MS5Ob3RpZnlJbWFnZUNvbnZlcnRlZFJlc3BvbnNlIgOQAgJiBnByb3RvMw", [file_google_protobuf_timestamp, file_mcsv_v1_common]);
+  fileDesc("ChJtY3N2L3YxL3VzZXIucHJvdG8SB21jc3YudjEiXwoEVXNlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWVtYWlsGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkkKEUNyZWF0ZVVzZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZW1haWwYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIjEKEkNyZWF0ZVVzZXJSZXNwb25zZRIbCgR1c2VyGAEgASgLMg0ubWNzdi52MS5Vc2VyIhwKDkdldFVzZXJSZXF1ZXN0EgoKAmlkGAEgASgJIi4KD0dldFVzZXJSZXNwb25zZRIbCgR1c2VyGAEgASgLMg0ubWNzdi52MS5Vc2VyIswBChNDb252ZXJ0SW1hZ2VSZXF1ZXN0EhIKCnVzZXJfZW1haWwYASABKAkSFAoKaW1hZ2VfZGF0YRgCIAEoDEgAEhMKCXVwbG9hZF9pZBgDIAEoCUgAEhAKCGZpbGVuYW1lGAQgASgJEisKB29wdGlvbnMYBSABKAsyGi5tY3N2LnYxLkNvbnZlcnNpb25PcHRpb25zEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIUCgxjYWxsYmFja191cmwYByABKAlCCAoGc291cmNlIj8KFENvbnZlcnRJbWFnZVJlc3BvbnNlEicKCmNvbnZlcnNpb24YASABKAsyEy5tY3N2LnYxLkNvbnZlcnNpb24iYgoWQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBISCgp1c2VyX2VtYWlsGAEgASgJEhAKCGZpbGVuYW1lGAIgASgJEhQKDGNvbnRlbnRfdHlwZRgDIAEoCRIMCgRzaXplGAQgASgDIuABChdDcmVhdGVVcGxvYWRVcmxSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSEgoKdXBsb2FkX3VybBgCIAEoCRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI+CgdoZWFkZXJzGAQgAygLMi0ubWNzdi52MS5DcmVhdGVVcGxvYWRVcmxSZXNwb25zZS5IZWFkZXJzRW50cnkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoUR2V0Q29udmVyc2lvblJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgBIAEoCSJAChVHZXRDb252ZXJzaW9uUmVzcG9uc2USJwoKY29udmVyc2lvbhgBIAEoCzITLm1jc3YudjEuQ29udmVyc2lvbiIvChZXYXRjaENvbnZlcnNpb25SZXF1ZXN0EhUKDWNvbnZlcnNpb25faWQYASABKAkiQgoXV2F0Y2hDb252ZXJzaW9uUmVzcG9uc2USJwoKY29udmVyc2lvbhgBIAEoCzITLm1jc3YudjEuQ29udmVyc2lvbiJTChZMaXN0Q29udmVyc2lvbnNSZXF1ZXN0EhIKCnVzZXJfZW1haWwYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoXTGlzdENvbnZlcnNpb25zUmVzcG9uc2USKAoLY29udmVyc2lvbnMYASADKAsyEy5tY3N2LnYxLkNvbnZlcnNpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJItoBChtOb3RpZnlJbWFnZUNvbnZlcnRlZFJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgBIAEoCRInCgVzdGF0ZRgCIAEoDjIYLm1jc3YudjEuQ29udmVyc2lvblN0YXRlEg8KB3BkZl9rZXkYAyABKAkSEgoKaW5wdXRfc2l6ZRgEIAEoAxITCgtvdXRwdXRfc2l6ZRgFIAEoAxINCgV3aWR0aBgGIAEoDRIOCgZoZWlnaHQYByABKA0SEwoLZHVyYXRpb25fbXMYCCABKAMSDQoFZXJyb3IYCSABKAkiRwocTm90aWZ5SW1hZ2VDb252ZXJ0ZWRSZXNwb25zZRInCgpjb252ZXJzaW9uGAEgASgLMhMubWNzdi52MS5Db252ZXJzaW9uIhkKF0dldFdlYmhvb2tTZWNyZXRSZXF1ZXN0IloKGEdldFdlYmhvb2tTZWNyZXRSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHAoaUm90YXRlV2ViaG9va1NlY3JldFJlcXVlc3QilgEKG1JvdGF0ZVdlYmhvb2tTZWNyZXRSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNwoTcHJldmlvdXNfZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiMQofR2V0V2ViaG9va1NpZ25pbmdTZWNyZXRzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiVgoUV2ViaG9va1NpZ25pbmdTZWNyZXQSDgoGc2VjcmV0GAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlIKIEdldFdlYmhvb2tTaWduaW5nU2VjcmV0c1Jlc3BvbnNlEi4KB3NlY3JldHMYASADKAsyHS5tY3N2LnYxLldlYmhvb2tTaWduaW5nU2VjcmV0MucHCgtVc2VyU2VydmljZRJFCgpDcmVhdGVVc2VyEhoubWNzdi52MS5DcmVhdGVVc2VyUmVxdWVzdBobLm1jc3YudjEuQ3JlYXRlVXNlclJlc3BvbnNlEkEKB0dldFVzZXISFy5tY3N2LnYxLkdldFVzZXJSZXF1ZXN0GhgubWNzdi52MS5HZXRVc2VyUmVzcG9uc2UiA5ACARJLCgxDb252ZXJ0SW1hZ2USHC5tY3N2LnYxLkNvbnZlcnRJbWFnZVJlcXVlc3QaHS5tY3N2LnYxLkNvbnZlcnRJbWFnZVJlc3BvbnNlElQKD0NyZWF0ZVVwbG9hZFVybBIfLm1jc3YudjEuQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBogLm1jc3YudjEuQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2USUwoNR2V0Q29udmVyc2lvbhIdLm1jc3YudjEuR2V0Q29udmVyc2lvblJlcXVlc3QaHi5tY3N2LnYxLkdldENvbnZlcnNpb25SZXNwb25zZSIDkAIBElsKD1dhdGNoQ29udmVyc2lvbhIfLm1jc3YudjEuV2F0Y2hDb252ZXJzaW9uUmVxdWVzdBogLm1jc3YudjEuV2F0Y2hDb252ZXJzaW9uUmVzcG9uc2UiA5ACATABElkKD0xpc3RDb252ZXJzaW9ucxIfLm1jc3YudjEuTGlzdENvbnZlcnNpb25zUmVxdWVzdBogLm1jc3YudjEuTGlzdENvbnZlcnNpb25zUmVzcG9uc2UiA5ACARJoChROb3RpZnlJbWFnZUNvbnZlcnRlZBIkLm1jc3YudjEuTm90aWZ5SW1hZ2VDb252ZXJ0ZWRSZXF1ZXN0GiUubWNzdi52MS5Ob3RpZnlJbWFnZUNvbnZlcnRlZFJlc3BvbnNlIgOQAgISXAoQR2V0V2ViaG9va1NlY3JldBIgLm1jc3YudjEuR2V0V2ViaG9va1NlY3JldFJlcXVlc3QaIS5tY3N2LnYxLkdldFdlYmhvb2tTZWNyZXRSZXNwb25zZSIDkAICEmAKE1JvdGF0ZVdlYmhvb2tTZWNyZXQSIy5tY3N2LnYxLlJvdGF0ZVdlYmhvb2tTZWNyZXRSZXF1ZXN0GiQubWNzdi52MS5Sb3RhdGVXZWJob29rU2VjcmV0UmVzcG9uc2USdAoYR2V0V2ViaG9va1NpZ25pbmdTZWNyZXRzEigubWNzdi52MS5HZXRXZWJob29rU2lnbmluZ1NlY3JldHNSZXF1ZXN0GikubWNzdi52MS5HZXRXZWJob29rU2lnbmluZ1NlY3JldHNSZXNwb25zZSIDkAICYgZwcm90bzM", [file_google_protobuf_timestamp, file_mcsv_v1_common]);
 
 /**
  * User is a registered user.
@@ -502,7 +502,8 @@ export type NotifyImageConvertedRequest = Message<"mcsv.v1.NotifyImageConvertedR
   state: ConversionState;
 
   /**
-   * Storage key of the PDF, when the state is CONVERSION_STATE_SUCCEEDED.
+   * Storage key of the PDF; optional. The gateway derives the key itself (pdfs/<conversion_id>.pdf) and refuses any
+   * other, so that a caller cannot have it presign another object.
    *
    * @generated from field: string pdf_key = 3;
    */
@@ -578,6 +579,169 @@ export type NotifyImageConvertedResponse = Message<"mcsv.v1.NotifyImageConverted
  */
 export const NotifyImageConvertedResponseSchema: GenMessage<NotifyImageConvertedResponse> = /*@__PURE__*/
   messageDesc(file_mcsv_v1_user, 16);
+
+/**
+ * GetWebhookSecretRequest asks for the calling tenant's webhook signing secret (the tenant is the API key's).
+ *
+ * @generated from message mcsv.v1.GetWebhookSecretRequest
+ */
+export type GetWebhookSecretRequest = Message<"mcsv.v1.GetWebhookSecretRequest"> & {
+};
+
+/**
+ * Describes the message mcsv.v1.GetWebhookSecretRequest.
+ * Use `create(GetWebhookSecretRequestSchema)` to create a new message.
+ */
+export const GetWebhookSecretRequestSchema: GenMessage<GetWebhookSecretRequest> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_user, 17);
+
+/**
+ * GetWebhookSecretResponse carries the current signing secret.
+ *
+ * @generated from message mcsv.v1.GetWebhookSecretResponse
+ */
+export type GetWebhookSecretResponse = Message<"mcsv.v1.GetWebhookSecretResponse"> & {
+  /**
+   * The secret, as whsec_ followed by base64 (the form the standardwebhooks libraries take). Keep it secret.
+   *
+   * @generated from field: string secret = 1;
+   */
+  secret: string;
+
+  /**
+   * When this secret was created.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 2;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mcsv.v1.GetWebhookSecretResponse.
+ * Use `create(GetWebhookSecretResponseSchema)` to create a new message.
+ */
+export const GetWebhookSecretResponseSchema: GenMessage<GetWebhookSecretResponse> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_user, 18);
+
+/**
+ * RotateWebhookSecretRequest asks for a new signing secret for the calling tenant.
+ *
+ * @generated from message mcsv.v1.RotateWebhookSecretRequest
+ */
+export type RotateWebhookSecretRequest = Message<"mcsv.v1.RotateWebhookSecretRequest"> & {
+};
+
+/**
+ * Describes the message mcsv.v1.RotateWebhookSecretRequest.
+ * Use `create(RotateWebhookSecretRequestSchema)` to create a new message.
+ */
+export const RotateWebhookSecretRequestSchema: GenMessage<RotateWebhookSecretRequest> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_user, 19);
+
+/**
+ * RotateWebhookSecretResponse carries the new secret and how long the previous one still signs.
+ *
+ * @generated from message mcsv.v1.RotateWebhookSecretResponse
+ */
+export type RotateWebhookSecretResponse = Message<"mcsv.v1.RotateWebhookSecretResponse"> & {
+  /**
+   * The new secret, as whsec_ followed by base64; it signs every callback from now on.
+   *
+   * @generated from field: string secret = 1;
+   */
+  secret: string;
+
+  /**
+   * When the new secret was created.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 2;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * Until when callbacks also carry a signature by the previous secret; unset when there was none.
+   *
+   * @generated from field: google.protobuf.Timestamp previous_expires_at = 3;
+   */
+  previousExpiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mcsv.v1.RotateWebhookSecretResponse.
+ * Use `create(RotateWebhookSecretResponseSchema)` to create a new message.
+ */
+export const RotateWebhookSecretResponseSchema: GenMessage<RotateWebhookSecretResponse> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_user, 20);
+
+/**
+ * GetWebhookSigningSecretsRequest names the tenant whose callbacks are to be signed (internal).
+ *
+ * @generated from message mcsv.v1.GetWebhookSigningSecretsRequest
+ */
+export type GetWebhookSigningSecretsRequest = Message<"mcsv.v1.GetWebhookSigningSecretsRequest"> & {
+  /**
+   * The tenant (the conversion's).
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message mcsv.v1.GetWebhookSigningSecretsRequest.
+ * Use `create(GetWebhookSigningSecretsRequestSchema)` to create a new message.
+ */
+export const GetWebhookSigningSecretsRequestSchema: GenMessage<GetWebhookSigningSecretsRequest> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_user, 21);
+
+/**
+ * WebhookSigningSecret is one secret that signs callbacks now.
+ *
+ * @generated from message mcsv.v1.WebhookSigningSecret
+ */
+export type WebhookSigningSecret = Message<"mcsv.v1.WebhookSigningSecret"> & {
+  /**
+   * The secret, as whsec_ followed by base64.
+   *
+   * @generated from field: string secret = 1;
+   */
+  secret: string;
+
+  /**
+   * When it stops signing (a rotated secret's grace period); unset for the current secret.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 2;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mcsv.v1.WebhookSigningSecret.
+ * Use `create(WebhookSigningSecretSchema)` to create a new message.
+ */
+export const WebhookSigningSecretSchema: GenMessage<WebhookSigningSecret> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_user, 22);
+
+/**
+ * GetWebhookSigningSecretsResponse carries the secrets that sign a tenant's callbacks now.
+ *
+ * @generated from message mcsv.v1.GetWebhookSigningSecretsResponse
+ */
+export type GetWebhookSigningSecretsResponse = Message<"mcsv.v1.GetWebhookSigningSecretsResponse"> & {
+  /**
+   * The current secret first, then rotated ones still in their grace period.
+   *
+   * @generated from field: repeated mcsv.v1.WebhookSigningSecret secrets = 1;
+   */
+  secrets: WebhookSigningSecret[];
+};
+
+/**
+ * Describes the message mcsv.v1.GetWebhookSigningSecretsResponse.
+ * Use `create(GetWebhookSigningSecretsResponseSchema)` to create a new message.
+ */
+export const GetWebhookSigningSecretsResponseSchema: GenMessage<GetWebhookSigningSecretsResponse> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_user, 23);
 
 /**
  * UserService is the public gateway of mcsv: users, and image-to-PDF conversions.
@@ -665,6 +829,39 @@ export const UserService: GenService<{
     methodKind: "unary";
     input: typeof NotifyImageConvertedRequestSchema;
     output: typeof NotifyImageConvertedResponseSchema;
+  },
+  /**
+   * GetWebhookSecret returns the secret with which the calling tenant's callbacks are signed (Standard Webhooks:
+   * webhook-id, webhook-timestamp and webhook-signature headers), creating it on first use.
+   *
+   * @generated from rpc mcsv.v1.UserService.GetWebhookSecret
+   */
+  getWebhookSecret: {
+    methodKind: "unary";
+    input: typeof GetWebhookSecretRequestSchema;
+    output: typeof GetWebhookSecretResponseSchema;
+  },
+  /**
+   * RotateWebhookSecret replaces the calling tenant's signing secret. Callbacks carry a signature by the previous
+   * secret too until its grace period ends, so that receivers can switch without losing a callback.
+   *
+   * @generated from rpc mcsv.v1.UserService.RotateWebhookSecret
+   */
+  rotateWebhookSecret: {
+    methodKind: "unary";
+    input: typeof RotateWebhookSecretRequestSchema;
+    output: typeof RotateWebhookSecretResponseSchema;
+  },
+  /**
+   * GetWebhookSigningSecrets (internal) returns the secrets that sign a tenant's callbacks now, creating the first
+   * one when the tenant has none: the job service signs each callback POST with every one of them.
+   *
+   * @generated from rpc mcsv.v1.UserService.GetWebhookSigningSecrets
+   */
+  getWebhookSigningSecrets: {
+    methodKind: "unary";
+    input: typeof GetWebhookSigningSecretsRequestSchema;
+    output: typeof GetWebhookSigningSecretsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mcsv_v1_user, 0);

@@ -1,13 +1,15 @@
 /**
  * cleanup_storage: deletes one object (an original whose conversion succeeded), or with `sweep`, every object past
  * its retention: uploads after UPLOAD_RETENTION_HOURS, originals and PDFs after PDF_RETENTION_DAYS. Deleting an
- * object that is already gone succeeds, so a repeated job is harmless.
+ * object that is already gone succeeds, so a repeated job is harmless. Only objects under the prefixes mcsv writes
+ * (uploads/, originals/, pdfs/) are ever deleted: any other key is refused when the job is enqueued, and again here
+ * (a permanent error), so that whoever may enqueue cannot have the bucket's other objects deleted.
  */
-import { objectKeys } from "../../shared/tasks.js";
+import { isOwnedObjectKey, objectKeys, OWNED_PREFIXES } from "../../shared/tasks.js";
 import { isNotFound, type ObjectStore } from "../../shared/storage.js";
 import { storageSweptObjects } from "../metrics.js";
 import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
-import type { TaskDefinition } from "./context.js";
+import { PermanentJobError, type TaskDefinition } from "./context.js";
 
 /** Deletes in flight at once during a sweep. */
 const SWEEP_PARALLELISM = 16;
@@ -50,6 +52,7 @@ export function cleanupStorageTask(deps: CleanupStorageDeps): TaskDefinition<Dec
     decode: (args) => decodeTaskArgs("cleanup_storage", args),
     async run({ objectKey, sweep }, ctx) {
       if (objectKey) {
+        if (!isOwnedObjectKey(objectKey)) throw new PermanentJobError(`refused to delete ${JSON.stringify(objectKey)}: not an object key under ${OWNED_PREFIXES.join(", ")}`);
         await deleteObject(deps.store, objectKey);
         ctx.logger.info("object deleted", { object_key: objectKey });
       }

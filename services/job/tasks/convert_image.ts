@@ -1,7 +1,7 @@
 /**
  * convert_image: reports PROCESSING to the gateway (UserService.NotifyImageConverted), has the image service
- * convert the original (presigning it again when the enqueued URL is about to expire), and reports SUCCEEDED with
- * the PDF's facts. A permanent failure, or a failure of the last attempt, is reported as FAILED first.
+ * convert the original (presigned from its object key right before the call: the payload carries no link), and
+ * reports SUCCEEDED with the PDF's facts. A permanent failure, or a failure of the last attempt, is reported as FAILED first.
  * The gateway answers failed_precondition for a conversion that has already finished: then there is nothing left
  * to do (a retry after the result was recorded), and the job completes without converting again.
  *
@@ -19,9 +19,6 @@ import { jobKeys } from "../../shared/tasks.js";
 import type { EnqueueInput } from "../enqueue.js";
 import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
 import { isPermanentFailure, type DiscardedJob, type TaskContext, type TaskDefinition } from "./context.js";
-
-/** A presigned URL with less time left than this is replaced before the image service fetches it. */
-export const PRESIGN_REFRESH_MARGIN_MS = 60_000;
 
 export interface ConvertImageDeps {
   image: Pick<Client<typeof ImageService>, "convertImage">;
@@ -70,7 +67,7 @@ async function reportLater(ctx: TaskContext, conversionId: string, message: stri
 export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<DecodedPayloads["convert_image"]> {
   return {
     decode: (args) => decodeTaskArgs("convert_image", args),
-    async run({ request, objectKey, imageUrlExpiresAt }, ctx) {
+    async run({ request, objectKey }, ctx) {
       const call = { signal: ctx.signal, timeoutMs: deps.rpcTimeoutMs };
       const { conversionId } = request;
       try {
@@ -86,11 +83,8 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
         throw error; // Unknown conversion (permanent, nothing to report to) or the gateway unreachable (retried).
       }
       try {
-        let imageUrl = request.imageUrl;
-        if (Date.parse(imageUrlExpiresAt) - Date.now() < PRESIGN_REFRESH_MARGIN_MS) {
-          imageUrl = (await deps.store.presignGet(objectKey)).url;
-          ctx.logger.info("presigned the original again", { reason: "enqueued URL expired or about to" });
-        }
+        // A link that lives PRESIGN_TTL_SECONDS from now, on the endpoint the services reach: fetched at once.
+        const imageUrl = (await deps.store.presignGet(objectKey, { internal: true })).url;
         const result = await deps.image.convertImage({ ...request, imageUrl }, { signal: ctx.signal, timeoutMs: deps.convertTimeoutMs });
         ctx.logger.info("image converted", { duration_ms: Number(result.durationMs), output_size: Number(result.outputSize) });
         await deps.user.notifyImageConverted(

@@ -1,6 +1,7 @@
 /**
  * send_email: EmailService.SendEmail with the enqueued request, then a notify_client job that tells the client
- * (ClientService.NotifyEmailSent) the email went out, or, once the job fails for good, that it did not.
+ * (ClientService.NotifyEmailSent) the email went out, or, once the job fails for good, that it did not. A payload
+ * with a PDF gets the variables pdf_url and pdf_url_expires_at here, presigned right before the call.
  */
 import { create, toJson, type JsonObject } from "@bufbuild/protobuf";
 import { timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
@@ -10,11 +11,20 @@ import { NotifyEmailSentRequestSchema, type EmailService, type SendEmailRequest 
 import { describeError } from "../../shared/errors.js";
 import { jobKeys } from "../../shared/tasks.js";
 import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
-import { isPermanentFailure, type TaskContext, type TaskDefinition } from "./context.js";
+import { presignPdf, type PdfLinksDeps, type PdfObject } from "../pdf-links.js";
+import { isPermanentFailure, PermanentJobError, type TaskContext, type TaskDefinition } from "./context.js";
 
-export interface SendEmailDeps {
+export interface SendEmailDeps extends PdfLinksDeps {
   email: Pick<Client<typeof EmailService>, "sendEmail">;
   rpcTimeoutMs: number;
+}
+
+/** The request as it is sent: with a fresh link to the PDF when the payload names one. */
+async function withPdfLink(deps: SendEmailDeps, request: SendEmailRequest, pdf: PdfObject | undefined): Promise<SendEmailRequest> {
+  if (!pdf) return request;
+  const link = await presignPdf(deps, pdf);
+  if (!link) throw new PermanentJobError("the PDF is past its retention (deleted by the storage sweep): there is no link to send");
+  return { ...request, variables: { ...request.variables, pdf_url: link.url, pdf_url_expires_at: link.expiresAt.toISOString() } };
 }
 
 interface Outcome {
@@ -48,10 +58,10 @@ async function enqueueEmailSent(ctx: TaskContext, request: SendEmailRequest, con
 export function sendEmailTask(deps: SendEmailDeps): TaskDefinition<DecodedPayloads["send_email"]> {
   return {
     decode: (args) => decodeTaskArgs("send_email", args),
-    async run({ request, conversionId }, ctx) {
+    async run({ request, conversionId, pdf }, ctx) {
       let response;
       try {
-        response = await deps.email.sendEmail(request, { signal: ctx.signal, timeoutMs: deps.rpcTimeoutMs });
+        response = await deps.email.sendEmail(await withPdfLink(deps, request, pdf), { signal: ctx.signal, timeoutMs: deps.rpcTimeoutMs });
       } catch (error) {
         if (isPermanentFailure(error) || ctx.isLastAttempt) {
           const message = error instanceof ConnectError ? error.rawMessage : describeError(error);
