@@ -62,6 +62,9 @@ export async function startBenchSystem(options: { imageMagickCommand: string; en
         IMAGEMAGICK_COMMAND: options.imageMagickCommand,
         // The hourly sweep and pruning must not land in the middle of a measurement.
         JOB_CRON_ENABLED: "false",
+        // One tenant drives the whole load: its abuse limits would measure themselves.
+        TENANT_RATE_PER_SECOND: "0",
+        TENANT_MAX_CONVERSIONS_IN_FLIGHT: "0",
         ...options.env,
       },
       onLine: (service, line) => {

@@ -2,6 +2,8 @@
  * Conversions: accepting an image (inline or uploaded), the life cycle QUEUED → PROCESSING → SUCCEEDED | FAILED as
  * the job service reports it, listing, and watching. Every state change notifies watchers and writes the jobs it
  * causes to the outbox in one transaction, so that a change and its consequences happen together or not at all.
+ * Every conversion belongs to a tenant, and every read and write on a caller's behalf is scoped to it (another
+ * tenant's conversion is not found); the job service's reports, which have no tenant, find conversions by id.
  */
 import { createHash, randomUUID } from "node:crypto";
 import { create, toJson, type JsonObject } from "@bufbuild/protobuf";
@@ -14,22 +16,24 @@ import {
   type ConversionOptions,
 } from "@mcsv/sdk";
 import { transaction, type Pool } from "../shared/database.js";
-import { invalidArgument } from "../shared/errors.js";
+import { invalidArgument, resourceExhausted } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { PresignedUrl } from "../shared/storage.js";
 import { jobKeys, objectKeys, type TaskPayload } from "../shared/tasks.js";
-import { notifyConversionChanged, type ConversionChanges } from "./conversion-changes.js";
-import { MIME_TYPE_OF, SNIFF_BYTES, sniffImageFormat, type ImageFormat } from "./image-format.js";
+import { notifyConversionChanged } from "./conversion-changes.js";
+import { HEADER_BYTES, mayContinue, MIME_TYPE_OF, readImageHeader, sniffImageFormat, type ImageFormat } from "./image-format.js";
 import { conversionResults, conversionsRequested, watchersActive } from "./metrics.js";
 import type { Originals } from "./originals.js";
 import { addToOutbox, type OutboxJob, type OutboxRelay, type Queryable } from "./outbox.js";
 import { encodePageToken } from "./page-token.js";
-import { isTerminal, optionsToJson, pdfFilename, toConversion, type ConversionRow, type StateName, type UserRow } from "./records.js";
+import { isPdfExpired, isTerminal, optionsToJson, pdfFilename, toConversion, type ConversionRow, type StateName, type UserRow } from "./records.js";
 import type { Uploads } from "./uploads.js";
+import type { WatchHub } from "./watch-hub.js";
 
 export type ImageSource = { kind: "inline"; bytes: Uint8Array } | { kind: "upload"; uploadId: string };
 
 export interface NewConversion {
+  tenant: string;
   userEmail: string;
   source: ImageSource;
   /** Empty means a name made from the format (or the upload's name). */
@@ -44,7 +48,6 @@ export interface NewConversion {
 export interface ConversionReport {
   conversionId: string;
   state: "processing" | "succeeded" | "failed";
-  pdfKey?: string | undefined;
   inputSize: bigint;
   outputSize: bigint;
   width: number;
@@ -54,9 +57,18 @@ export interface ConversionReport {
 }
 
 export interface ConversionsOptions {
-  /** Lifetime of the PDF link sent in the email and the client callback. */
-  notificationPdfTtlSeconds: number;
+  /** Conversions a tenant may have queued or processing at once; 0 means no cap. */
+  maxInFlightPerTenant: number;
+  /** Largest image accepted, in pixels, as its header claims. */
+  maxImagePixels: number;
+  /** How long a PDF is kept: the storage sweep deletes it this long after it was written (PDF_RETENTION_DAYS). */
+  pdfRetentionMs: number;
+  /** The storage's default lifetime of a presigned link (PRESIGN_TTL_SECONDS). */
+  presignTtlSeconds: number;
 }
+
+/** When a tenant at its cap may try again: a small conversion takes about this long. */
+const IN_FLIGHT_RETRY_SECONDS = 5;
 
 /** Longest error text kept (the email template takes up to 2,000 characters). */
 const MAX_ERROR_LENGTH = 1_000;
@@ -67,7 +79,7 @@ export class Conversions {
     private readonly originals: Originals,
     private readonly uploads: Uploads,
     private readonly relay: OutboxRelay,
-    private readonly changes: ConversionChanges,
+    private readonly watches: WatchHub,
     private readonly logger: Logger,
     private readonly options: ConversionsOptions,
   ) {}
@@ -80,25 +92,27 @@ export class Conversions {
   async create(input: NewConversion): Promise<{ conversion: ConversionRow; created: boolean }> {
     const digest = input.idempotencyKey === undefined ? "" : requestDigest(input);
     if (input.idempotencyKey !== undefined) {
-      const existing = await this.byIdempotencyKey(input.userEmail, input.idempotencyKey);
+      const existing = await this.byIdempotencyKey(input.tenant, input.userEmail, input.idempotencyKey);
       if (existing) return { conversion: sameRequest(existing, digest), created: false };
     }
+    // Checked before the original is stored (cheap refusal), and again in the transaction (exact).
+    await this.checkInFlight(this.pool, input.tenant);
 
     const id = randomUUID();
     const originalKey = objectKeys.original(id);
     const prepared = await this.storeOriginal(id, input);
     const filename = input.filename || prepared.filename || `image.${prepared.format === "jpeg" ? "jpg" : prepared.format}`;
-    const imageUrl = await this.originals.presignGet(originalKey);
 
     let outcome: { conversion: ConversionRow; outboxIds: string[] } | undefined;
     try {
       outcome = await transaction(this.pool, async (db) => {
+        await this.lockInFlight(db, input.tenant);
         const { rows } = await db.query<ConversionRow>(
           `insert into mcsv_user.conversions
-             (id, user_email, state, filename, input_format, input_size, options, source, upload_id, original_key,
+             (id, tenant, user_email, state, filename, input_format, input_size, options, source, upload_id, original_key,
               callback_url, idempotency_key, request_digest)
-           values ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-           on conflict ((lower(user_email)), idempotency_key) where idempotency_key is not null do nothing
+           values ($1, $13, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           on conflict (tenant, (lower(user_email)), idempotency_key) where idempotency_key is not null do nothing
            returning *`,
           [
             id,
@@ -113,23 +127,30 @@ export class Conversions {
             input.callbackUrl ?? null,
             input.idempotencyKey ?? null,
             digest,
+            input.tenant,
           ],
         );
         const conversion = rows[0];
         if (!conversion) return undefined;
+        // Counted with the new one, under the tenant's lock: exact however many requests arrive at once.
+        await this.checkInFlight(db, input.tenant, 1);
         if (input.source.kind === "upload") {
-          const consumed = await db.query("update mcsv_user.uploads set conversion_id = $1 where id = $2 and conversion_id is null", [id, input.source.uploadId]);
+          const consumed = await db.query("update mcsv_user.uploads set conversion_id = $1 where id = $2 and tenant = $3 and conversion_id is null", [
+            id,
+            input.source.uploadId,
+            input.tenant,
+          ]);
           if (consumed.rowCount === 0) throw new ConnectError("this upload was already converted", Code.FailedPrecondition);
         }
+        // The original's key, not a link: the job presigns it right before it calls the image service.
         const args: TaskPayload<"convert_image"> = {
           request: toJson(
             ImageServiceConvertImageRequestSchema,
-            create(ImageServiceConvertImageRequestSchema, { conversionId: id, imageUrl: imageUrl.url, inputFormat: prepared.format, options: input.options }),
+            create(ImageServiceConvertImageRequestSchema, { conversionId: id, inputFormat: prepared.format, options: input.options }),
           ) as JsonObject,
           objectKey: originalKey,
-          imageUrlExpiresAt: imageUrl.expiresAt.toISOString(),
         };
-        const outboxIds = await addToOutbox(db, [{ task: "convert_image", jobKey: jobKeys.convertImage(id), args }]);
+        const outboxIds = await addToOutbox(db, input.tenant, [{ task: "convert_image", jobKey: jobKeys.convertImage(id), args }]);
         return { conversion, outboxIds };
       });
     } catch (error) {
@@ -140,7 +161,7 @@ export class Conversions {
     if (!outcome) {
       // A concurrent request with the same key won: ours stored an original for nothing.
       await this.originals.deleteQuietly(originalKey);
-      const winner = await this.byIdempotencyKey(input.userEmail, input.idempotencyKey!);
+      const winner = await this.byIdempotencyKey(input.tenant, input.userEmail, input.idempotencyKey!);
       if (!winner) throw new ConnectError("the conversion could not be recorded; retry", Code.Aborted);
       return { conversion: sameRequest(winner, digest), created: false };
     }
@@ -150,24 +171,25 @@ export class Conversions {
     return { conversion: outcome.conversion, created: true };
   }
 
-  async get(id: string): Promise<ConversionRow> {
-    const row = await this.find(id);
+  /** The tenant's conversion; another tenant's is not found. */
+  async get(tenant: string, id: string): Promise<ConversionRow> {
+    const row = await this.find(id, tenant);
     if (!row) throw new ConnectError(`conversion ${id} not found`, Code.NotFound);
     return row;
   }
 
-  /** One page of an address's conversions, newest first. */
-  async list(userEmail: string, pageSize: number, afterSeq: string | undefined): Promise<{ conversions: ConversionRow[]; nextPageToken: string }> {
+  /** One page of the tenant's conversions for an address, newest first. */
+  async list(tenant: string, userEmail: string, pageSize: number, afterSeq: string | undefined): Promise<{ conversions: ConversionRow[]; nextPageToken: string }> {
     const { rows } = await this.pool.query<ConversionRow>(
       `select * from mcsv_user.conversions
-       where lower(user_email) = lower($1) and ($2::bigint is null or seq < $2::bigint)
+       where tenant = $4 and lower(user_email) = lower($1) and ($2::bigint is null or seq < $2::bigint)
        order by seq desc
        limit $3`,
-      [userEmail, afterSeq ?? null, pageSize + 1],
+      [userEmail, afterSeq ?? null, pageSize + 1, tenant],
     );
     const more = rows.length > pageSize;
     const conversions = rows.slice(0, pageSize);
-    return { conversions, nextPageToken: more ? encodePageToken(conversions.at(-1)!.seq, userEmail) : "" };
+    return { conversions, nextPageToken: more ? encodePageToken(conversions.at(-1)!.seq, { tenant, email: userEmail }) : "" };
   }
 
   /**
@@ -201,12 +223,12 @@ export class Conversions {
                      finished_at = now(), updated_at = now()
                where id = $1 returning *`,
               report.state === "succeeded"
-                ? [current.id, "succeeded", report.pdfKey, report.outputSize.toString(), report.width, report.height, report.durationMs.toString(), "", report.inputSize.toString()]
+                ? [current.id, "succeeded", objectKeys.pdf(current.id), report.outputSize.toString(), report.width, report.height, report.durationMs.toString(), "", report.inputSize.toString()]
                 : [current.id, "failed", null, 0, 0, 0, report.durationMs.toString(), clip(report.error || "the conversion failed", MAX_ERROR_LENGTH), report.inputSize.toString()],
             );
       const conversion = updated.rows[0]!;
       await notifyConversionChanged(db, conversion.id);
-      const outboxIds = isTerminal(conversion.state) ? await addToOutbox(db, await this.completionJobs(db, conversion)) : [];
+      const outboxIds = isTerminal(conversion.state) ? await addToOutbox(db, conversion.tenant, await this.completionJobs(db, conversion)) : [];
       return { conversion, outboxIds, finished: isTerminal(conversion.state) };
     });
     if (outcome.finished) {
@@ -218,29 +240,20 @@ export class Conversions {
   }
 
   /**
-   * The conversion now and after every change of state, until it ends or `signal` aborts. Waits on change
-   * notifications (no polling); it subscribes before the first read, so that no change slips in between.
+   * The tenant's conversion now and after every change of state, until it ends or `signal` aborts. Waits on change
+   * notifications (no polling); the watchers of one conversion share one read of its row per change (watch-hub.ts).
+   * Throws resource_exhausted when the tenant holds TENANT_MAX_WATCHES watches open already.
    */
-  async *watch(id: string, signal: AbortSignal): AsyncGenerator<ConversionRow> {
-    let dirty = true;
-    let wake: (() => void) | undefined;
-    const unsubscribe = this.changes.subscribe(id, () => {
-      dirty = true;
-      wake?.();
-    });
-    const onAbort = () => wake?.();
-    signal.addEventListener("abort", onAbort);
+  async *watch(tenant: string, id: string, signal: AbortSignal): AsyncGenerator<ConversionRow> {
+    const watch = this.watches.open(tenant, id);
     watchersActive.inc();
     try {
       let last: StateName | undefined;
-      while (!signal.aborted) {
-        if (!dirty) {
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = undefined;
-          continue;
-        }
-        dirty = false;
-        const row = await this.find(id);
+      for (;;) {
+        const next = await watch.next(signal);
+        if (!next) return;
+        // The shared read is by id alone: another tenant's conversion is not found.
+        const row = next.row?.tenant === tenant ? next.row : undefined;
         if (!row) {
           if (last === undefined) throw new ConnectError(`conversion ${id} not found`, Code.NotFound);
           return;
@@ -252,41 +265,81 @@ export class Conversions {
         if (isTerminal(row.state)) return;
       }
     } finally {
-      unsubscribe();
-      signal.removeEventListener("abort", onAbort);
+      watch.close();
       watchersActive.dec();
     }
   }
 
-  /** A fresh download link of a succeeded conversion's PDF. */
-  async pdfLink(row: ConversionRow, ttlSeconds?: number): Promise<PresignedUrl | undefined> {
+  /**
+   * When the storage sweep may delete a succeeded conversion's PDF (isPdfExpired tells whether that is past). The
+   * sweep goes by the object's age, and the PDF is written after the conversion was accepted, so counting from
+   * created_at never promises a PDF the sweep has taken.
+   */
+  pdfExpiresAt(row: ConversionRow): Date | undefined {
     if (row.state !== "succeeded" || !row.pdf_key) return undefined;
-    return this.originals.presignGet(row.pdf_key, { filename: pdfFilename(row.filename), ...(ttlSeconds ? { ttlSeconds } : {}) });
+    return new Date(row.created_at.getTime() + this.options.pdfRetentionMs);
   }
 
-  private async find(id: string): Promise<ConversionRow | undefined> {
-    const { rows } = await this.pool.query<ConversionRow>("select * from mcsv_user.conversions where id = $1", [id]);
+  /** A fresh download link of a succeeded conversion's PDF, valid no longer than the PDF is kept; none once expired. */
+  async pdfLink(row: ConversionRow, ttlSeconds?: number): Promise<PresignedUrl | undefined> {
+    const expiresAt = this.pdfExpiresAt(row);
+    if (!expiresAt || isPdfExpired(expiresAt) || !row.pdf_key) return undefined;
+    const left = Math.floor((expiresAt.getTime() - Date.now()) / 1000);
+    const ttl = Math.max(1, Math.min(ttlSeconds || this.options.presignTtlSeconds, left));
+    return this.originals.presignGet(row.pdf_key, { filename: pdfFilename(row.filename), ttlSeconds: ttl });
+  }
+
+
+  /** The conversion by id, within `tenant` when given (the job service's reports have none). */
+  private async find(id: string, tenant?: string): Promise<ConversionRow | undefined> {
+    const { rows } = await this.pool.query<ConversionRow>("select * from mcsv_user.conversions where id = $1 and ($2::text is null or tenant = $2)", [
+      id,
+      tenant ?? null,
+    ]);
     return rows[0];
   }
 
-  private async byIdempotencyKey(userEmail: string, key: string): Promise<ConversionRow | undefined> {
+  private async byIdempotencyKey(tenant: string, userEmail: string, key: string): Promise<ConversionRow | undefined> {
     const { rows } = await this.pool.query<ConversionRow>(
-      "select * from mcsv_user.conversions where lower(user_email) = lower($1) and idempotency_key = $2",
-      [userEmail, key],
+      "select * from mcsv_user.conversions where tenant = $1 and lower(user_email) = lower($2) and idempotency_key = $3",
+      [tenant, userEmail, key],
     );
     return rows[0];
+  }
+
+  /** Within a transaction: makes the tenant's concurrent creates wait for each other until it ends. */
+  private async lockInFlight(db: Queryable, tenant: string): Promise<void> {
+    if (this.options.maxInFlightPerTenant <= 0) return;
+    await db.query("select pg_advisory_xact_lock(hashtextextended('mcsv_user.in_flight:' || $1::text, 0))", [tenant]);
+  }
+
+  /**
+   * Refuses another conversion when the tenant has its cap queued or processing, not counting the `own` ones just
+   * inserted by the caller's transaction.
+   */
+  private async checkInFlight(db: Queryable, tenant: string, own = 0): Promise<void> {
+    const cap = this.options.maxInFlightPerTenant;
+    if (cap <= 0) return;
+    const { rows } = await db.query<{ n: number }>(
+      `select count(*)::int as n from (
+         select 1 from mcsv_user.conversions where tenant = $1 and state in ('queued', 'processing') limit $2) as in_flight`,
+      [tenant, cap + own],
+    );
+    if ((rows[0]?.n ?? 0) - own >= cap) {
+      throw resourceExhausted(`this tenant already has ${cap} conversions queued or processing, the most it may have at once`, IN_FLIGHT_RETRY_SECONDS);
+    }
   }
 
   /** Checks the image and puts it at the conversion's original key; returns what it found. */
   private async storeOriginal(id: string, input: NewConversion): Promise<{ format: ImageFormat; size: number; filename?: string }> {
     const originalKey = objectKeys.original(id);
     if (input.source.kind === "inline") {
-      const format = await sniffOrRefuse(input.source.bytes, "imageData");
+      const format = await this.checkImage(input.source.bytes, input.source.bytes.byteLength, "imageData");
       await this.originals.put(originalKey, input.source.bytes, MIME_TYPE_OF[format]);
       return { format, size: input.source.bytes.byteLength };
     }
     const { uploadId } = input.source;
-    const upload = await this.uploads.find(uploadId, input.userEmail);
+    const upload = await this.uploads.find(input.tenant, uploadId, input.userEmail);
     if (!upload) throw new ConnectError(`upload ${uploadId} not found for this address`, Code.NotFound);
     if (upload.conversion_id) throw new ConnectError("this upload was already converted", Code.FailedPrecondition);
     const uploadKey = objectKeys.upload(uploadId);
@@ -295,21 +348,61 @@ export class Conversions {
     if (stored.size === 0 || stored.size > Number(upload.size)) {
       throw new ConnectError(`the uploaded object has ${stored.size} bytes; ${upload.size} were declared`, Code.FailedPrecondition);
     }
-    const start = await this.originals.readStart(uploadKey, SNIFF_BYTES);
+    const start = await this.originals.readStart(uploadKey, HEADER_BYTES);
     if (!start) throw new ConnectError("the image has not been uploaded yet: PUT it to the upload_url first", Code.FailedPrecondition);
-    const format = await sniffOrRefuse(start, "uploadId");
+    const format = await this.checkImage(start, stored.size, "uploadId", () => this.originals.readStart(uploadKey, stored.size));
     await this.originals.copy(uploadKey, originalKey, MIME_TYPE_OF[format]);
     return { format, size: stored.size, filename: upload.filename };
   }
 
+  /**
+   * Refuses at once what the image's first bytes and header show: not a supported raster format, a header that
+   * cannot be read (invalid_argument, naming `field`), more pixels than GATEWAY_MAX_IMAGE_PIXELS (resource_exhausted).
+   * `start` is the image's beginning, `size` its whole length; when what decides lies beyond `start` (a TIFF's
+   * directory, an AVIF's header), the whole image is checked again, as `readAll` fetches it (an upload, bounded by
+   * UPLOAD_MAX_BYTES).
+   */
+  private async checkImage(start: Uint8Array, size: number, field: string, readAll?: () => Promise<Uint8Array | undefined>): Promise<ImageFormat> {
+    const max = this.options.maxImagePixels;
+    const inspect = async (bytes: Uint8Array) => {
+      const sniffed = await sniffImageFormat(bytes);
+      return "refused" in sniffed ? sniffed : { format: sniffed.format, header: await readImageHeader(bytes, sniffed.format, max) };
+    };
+    let found = await inspect(start);
+    if (start.byteLength < size && readAll && mayContinue(start, "refused" in found ? found : found.header)) {
+      const whole = await readAll();
+      if (whole) found = await inspect(whole);
+    }
+    if ("refused" in found) throw invalidArgument([{ field, description: `${found.refused}; send png, jpeg, webp, tiff, gif or avif` }]);
+    if ("tooManyPixels" in found.header) {
+      throw new ConnectError(`the image's header claims more pixels than the limit of ${pixels(max)} (width × height); send a smaller image`, Code.ResourceExhausted);
+    }
+    if ("unreadable" in found.header) {
+      throw invalidArgument([{ field, description: `${found.header.unreadable}; send an undamaged png, jpeg, webp, tiff, gif or avif` }]);
+    }
+    return found.format;
+  }
+
   /** The jobs that a conversion's end causes. */
   private async completionJobs(db: Queryable, conversion: ConversionRow): Promise<OutboxJob[]> {
-    const { rows } = await db.query<UserRow>("select id, name, email, idempotency_key, created_at from mcsv_user.users where lower(email) = lower($1)", [
-      conversion.user_email,
-    ]);
+    const { rows } = await db.query<UserRow>(
+      "select id, tenant, name, email, idempotency_key, created_at from mcsv_user.users where tenant = $1 and lower(email) = lower($2)",
+      [conversion.tenant, conversion.user_email],
+    );
     const user = rows[0];
     const succeeded = conversion.state === "succeeded";
-    const pdf = await this.pdfLink(conversion, this.options.notificationPdfTtlSeconds);
+    // The PDF's key, not a link: the email and the notification get one presigned when they are sent.
+    const pdfExpiresAt = this.pdfExpiresAt(conversion);
+    const pdf: TaskPayload<"send_email">["pdf"] =
+      succeeded && conversion.pdf_key
+        ? {
+            key: conversion.pdf_key,
+            filename: pdfFilename(conversion.filename),
+            ...(pdfExpiresAt ? { expiresAt: pdfExpiresAt.toISOString() } : {}),
+            // Every attempt of the email and the notification sends the same link (see pdfObject).
+            linkedAt: (conversion.finished_at ?? new Date()).toISOString(),
+          }
+        : undefined;
     const email: TaskPayload<"send_email"> = {
       request: toJson(
         SendEmailRequestSchema,
@@ -322,17 +415,20 @@ export class Conversions {
             conversion_id: conversion.id,
             filename: conversion.filename,
             state: conversion.state,
-            ...(pdf ? { pdf_url: pdf.url, pdf_url_expires_at: pdf.expiresAt.toISOString() } : {}),
             ...(succeeded ? {} : { error: conversion.error }),
           },
           idempotencyKey: `conversion_complete:${conversion.id}`,
         }),
       ) as JsonObject,
       conversionId: conversion.id,
+      ...(pdf ? { pdf } : {}),
     };
     const notify: TaskPayload<"notify_client"> = {
-      pdfReady: toJson(NotifyPdfReadyRequestSchema, create(NotifyPdfReadyRequestSchema, { conversion: toConversion(conversion, pdf) })) as JsonObject,
+      pdfReady: toJson(NotifyPdfReadyRequestSchema, create(NotifyPdfReadyRequestSchema, { conversion: toConversion(conversion, undefined, pdfExpiresAt) })) as JsonObject,
       ...(conversion.callback_url ? { callbackUrl: conversion.callback_url } : {}),
+      ...(pdf ? { pdf } : {}),
+      // Whose secrets sign the callback.
+      tenant: conversion.tenant ?? "default",
     };
     const jobs: OutboxJob[] = [
       { task: "send_email", jobKey: jobKeys.conversionEmail(conversion.id), args: email },
@@ -346,11 +442,8 @@ export class Conversions {
   }
 }
 
-async function sniffOrRefuse(bytes: Uint8Array, field: string): Promise<ImageFormat> {
-  const sniffed = await sniffImageFormat(bytes);
-  if ("refused" in sniffed) throw invalidArgument([{ field, description: `${sniffed.refused}; send png, jpeg, webp, tiff, gif or avif` }]);
-  return sniffed.format;
-}
+/** Renders a pixel count the way the image service's refusal does (100,000,000). */
+const pixels = (n: number) => n.toLocaleString("en-US");
 
 /** What a request asked for, so that a reused idempotency key with a different request is noticed. */
 function requestDigest(input: NewConversion): string {

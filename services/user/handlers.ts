@@ -1,18 +1,23 @@
 /**
  * The UserService RPCs: each validates its request (every bad field at once), hands the work to the domain
- * (users, uploads, conversions) and shapes the answer.
+ * (users, uploads, conversions) and shapes the answer. The public ones act for the tenant of the caller's API key
+ * (tenantOf), after its rate limit, and see only that tenant's rows: another tenant's are not found.
  */
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ConversionState, UserService, type Conversion } from "@mcsv/sdk";
+import { TENANT_NAME, tenantOf } from "../shared/auth.js";
 import { Violations } from "../shared/errors.js";
+import { objectKeys } from "../shared/tasks.js";
 import type { CallbackPolicy } from "../shared/callback-policy.js";
 import type { ConversionReport, Conversions, ImageSource } from "./conversions.js";
 import { IMAGE_MIME_TYPES } from "./image-format.js";
 import { decodePageToken } from "./page-token.js";
+import type { TenantRateLimiter } from "./rate-limit.js";
 import { isTerminal, toConversion, toUser, type ConversionRow } from "./records.js";
 import type { Uploads } from "./uploads.js";
 import type { Users } from "./users.js";
+import type { WebhookSecrets } from "./webhook-secrets.js";
 import { checkEmail, checkFilename, checkId, checkIdempotencyKey, checkName, checkOptions, type Checked } from "./validation.js";
 
 export interface UserHandlerDeps {
@@ -21,13 +26,18 @@ export interface UserHandlerDeps {
   conversions: Conversions;
   callbacks: CallbackPolicy;
   limits: { maxImageBytes: number; uploadMaxBytes: number };
+  /** Requests per tenant (every public RPC takes one). */
+  rateLimit: TenantRateLimiter;
   /** Aborted when the server shuts down: open watches end. */
   stopping: AbortSignal;
+  /** Longest WatchConversion stream, in seconds (WATCH_MAX_SECONDS). */
+  watchMaxSeconds: number;
+  /** Each tenant's callback signing secrets. */
+  webhookSecrets: WebhookSecrets;
 }
 
 const DEFAULT_PAGE_SIZE = 20;
 const MAX_PAGE_SIZE = 100;
-const MAX_PDF_KEY_LENGTH = 1_024;
 
 /** The value when it passed, else records the problem under `field`. */
 function take<T>(violations: Violations, field: string, checked: Checked<T>): T | undefined {
@@ -46,28 +56,38 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
   const { users, uploads, conversions, callbacks, limits } = deps;
 
   async function present(row: ConversionRow): Promise<Conversion> {
-    return toConversion(row, await conversions.pdfLink(row));
+    return toConversion(row, await conversions.pdfLink(row), conversions.pdfExpiresAt(row));
+  }
+
+  /** The caller's tenant, once its rate limit lets the call through. */
+  function admitTenant(ctx: HandlerContext): string {
+    const tenant = tenantOf(ctx);
+    deps.rateLimit.take(tenant);
+    return tenant;
   }
 
   return {
-    async createUser(req) {
+    async createUser(req, ctx) {
+      const tenant = admitTenant(ctx);
       const violations = new Violations();
       const name = take(violations, "name", checkName(req.name));
       const email = take(violations, "email", checkEmail(req.email));
       const idempotencyKey = take(violations, "idempotencyKey", checkIdempotencyKey(req.idempotencyKey));
       violations.throwIfAny();
-      const { user } = await users.create({ name: name!, email: email!, idempotencyKey });
+      const { user } = await users.create({ tenant, name: name!, email: email!, idempotencyKey });
       return { user: toUser(user) };
     },
 
-    async getUser(req) {
+    async getUser(req, ctx) {
+      const tenant = admitTenant(ctx);
       const violations = new Violations();
       const id = take(violations, "id", checkId(req.id));
       violations.throwIfAny();
-      return { user: toUser(await users.get(id!)) };
+      return { user: toUser(await users.get(tenant, id!)) };
     },
 
-    async convertImage(req) {
+    async convertImage(req, ctx) {
+      const tenant = admitTenant(ctx);
       const violations = new Violations();
       const userEmail = take(violations, "userEmail", checkEmail(req.userEmail));
       let source: ImageSource | undefined;
@@ -102,11 +122,12 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
         else callbackUrl = checked.url;
       }
       violations.throwIfAny();
-      const { conversion } = await conversions.create({ userEmail: userEmail!, source: source!, filename: filename!, options, idempotencyKey, callbackUrl });
+      const { conversion } = await conversions.create({ tenant, userEmail: userEmail!, source: source!, filename: filename!, options, idempotencyKey, callbackUrl });
       return { conversion: await present(conversion) };
     },
 
-    async createUploadUrl(req) {
+    async createUploadUrl(req, ctx) {
+      const tenant = admitTenant(ctx);
       const violations = new Violations();
       const userEmail = take(violations, "userEmail", checkEmail(req.userEmail));
       const filename = take(violations, "filename", checkFilename(req.filename, ""));
@@ -117,7 +138,7 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
       if (req.size > BigInt(limits.uploadMaxBytes)) {
         throw new ConnectError(`uploads are limited to ${limits.uploadMaxBytes} bytes (${mebibytes(limits.uploadMaxBytes)})`, Code.ResourceExhausted);
       }
-      const ticket = await uploads.create({ userEmail: userEmail!, filename: filename!, contentType, size: Number(req.size) });
+      const ticket = await uploads.create({ tenant, userEmail: userEmail!, filename: filename!, contentType, size: Number(req.size) });
       return {
         uploadId: ticket.uploadId,
         uploadUrl: ticket.upload.url,
@@ -126,22 +147,31 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
       };
     },
 
-    async getConversion(req) {
+    async getConversion(req, ctx) {
+      const tenant = admitTenant(ctx);
       const violations = new Violations();
       const id = take(violations, "conversionId", checkId(req.conversionId));
       violations.throwIfAny();
-      return { conversion: await present(await conversions.get(id!)) };
+      return { conversion: await present(await conversions.get(tenant, id!)) };
     },
 
     async *watchConversion(req, ctx: HandlerContext) {
+      const tenant = admitTenant(ctx);
       const violations = new Violations();
       const id = take(violations, "conversionId", checkId(req.conversionId));
       violations.throwIfAny();
-      const signal = AbortSignal.any([ctx.signal, deps.stopping]);
+      // No stream is held forever: past WATCH_MAX_SECONDS it ends, and the client watches again.
+      const timeUp = new AbortController();
+      const timer = setTimeout(() => timeUp.abort(), deps.watchMaxSeconds * 1000);
+      const signal = AbortSignal.any([ctx.signal, deps.stopping, timeUp.signal]);
       let ended = false;
-      for await (const row of conversions.watch(id!, signal)) {
-        ended = isTerminal(row.state);
-        yield { conversion: await present(row) };
+      try {
+        for await (const row of conversions.watch(tenant, id!, signal)) {
+          ended = isTerminal(row.state);
+          yield { conversion: await present(row) };
+        }
+      } finally {
+        clearTimeout(timer);
       }
       // Recorded as canceled in the RPC metrics and traces (nobody is left to read it).
       if (!ended && ctx.signal.aborted) throw new ConnectError("the client cancelled the watch", Code.Canceled);
@@ -149,16 +179,20 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
       if (!ended && deps.stopping.aborted) {
         throw new ConnectError("the server is shutting down; watch again", Code.Unavailable);
       }
+      if (!ended && timeUp.signal.aborted) {
+        throw new ConnectError(`the watch reached its maximum duration of ${deps.watchMaxSeconds} s; watch again`, Code.DeadlineExceeded);
+      }
     },
 
-    async listConversions(req) {
+    async listConversions(req, ctx) {
+      const tenant = admitTenant(ctx);
       const violations = new Violations();
       const userEmail = take(violations, "userEmail", checkEmail(req.userEmail));
       if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) violations.add("pageSize", `must be between 1 and ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE})`);
-      const after = req.pageToken && userEmail ? decodePageToken(req.pageToken, userEmail) : undefined;
+      const after = req.pageToken && userEmail ? decodePageToken(req.pageToken, { tenant, email: userEmail }) : undefined;
       if (req.pageToken && userEmail && after === undefined) violations.add("pageToken", "is not a token of this listing");
       violations.throwIfAny();
-      const page = await conversions.list(userEmail!, req.pageSize || DEFAULT_PAGE_SIZE, after);
+      const page = await conversions.list(tenant, userEmail!, req.pageSize || DEFAULT_PAGE_SIZE, after);
       return { conversions: await Promise.all(page.conversions.map(present)), nextPageToken: page.nextPageToken };
     },
 
@@ -168,8 +202,8 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
       const state =
         req.state === ConversionState.PROCESSING ? "processing" : req.state === ConversionState.SUCCEEDED ? "succeeded" : req.state === ConversionState.FAILED ? "failed" : undefined;
       if (!state) violations.add("state", "must be CONVERSION_STATE_PROCESSING, CONVERSION_STATE_SUCCEEDED or CONVERSION_STATE_FAILED");
-      if (state === "succeeded" && req.pdfKey === "") violations.add("pdfKey", "is required when the state is CONVERSION_STATE_SUCCEEDED");
-      if (req.pdfKey.length > MAX_PDF_KEY_LENGTH || /\p{Cc}/u.test(req.pdfKey)) violations.add("pdfKey", "is not a valid storage key");
+      // The gateway presigns only keys it derives itself: a caller cannot point a conversion at another object.
+      if (req.pdfKey !== "" && conversionId && req.pdfKey !== objectKeys.pdf(conversionId)) violations.add("pdfKey", `must be empty or ${objectKeys.pdf(conversionId)}: the gateway derives the PDF's key`);
       for (const [field, value] of [
         ["inputSize", req.inputSize],
         ["outputSize", req.outputSize],
@@ -181,7 +215,6 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
       const report: ConversionReport = {
         conversionId: conversionId!,
         state: state!,
-        pdfKey: req.pdfKey || undefined,
         inputSize: req.inputSize,
         outputSize: req.outputSize,
         width: req.width,
@@ -190,6 +223,28 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
         error: req.error,
       };
       return { conversion: await present(await conversions.report(report)) };
+    },
+
+    async getWebhookSecret(_req, ctx) {
+      const current = await deps.webhookSecrets.current(admitTenant(ctx));
+      return { secret: current.secret, createdAt: timestampFromDate(current.createdAt) };
+    },
+
+    async rotateWebhookSecret(_req, ctx) {
+      const { current, previousExpiresAt } = await deps.webhookSecrets.rotate(admitTenant(ctx));
+      return {
+        secret: current.secret,
+        createdAt: timestampFromDate(current.createdAt),
+        ...(previousExpiresAt ? { previousExpiresAt: timestampFromDate(previousExpiresAt) } : {}),
+      };
+    },
+
+    async getWebhookSigningSecrets(req) {
+      const violations = new Violations();
+      if (!TENANT_NAME.test(req.tenant)) violations.add("tenant", "must be a tenant name: 1 to 63 of a-z, 0-9, '_', '.', '-'");
+      violations.throwIfAny();
+      const secrets = await deps.webhookSecrets.signing(req.tenant);
+      return { secrets: secrets.map((s) => ({ secret: s.secret, ...(s.expiresAt ? { expiresAt: timestampFromDate(s.expiresAt) } : {}) })) };
     },
   };
 }

@@ -54,3 +54,16 @@ export const watchersActive = new prom.Gauge({
   help: "WatchConversion streams open in this process.",
   registers: [registry],
 });
+
+export const watchReads = new prom.Counter({
+  name: "mcsv_conversion_watch_reads_total",
+  help: "Reads of a watched conversion's row: one per change of the conversion, however many watch it (watch-hub.ts).",
+  registers: [registry],
+});
+
+export const retentionPruned = new prom.Counter({
+  name: "mcsv_retention_pruned_rows_total",
+  help: "Rows deleted by the retention prune, by table (conversions, uploads, outbox).",
+  labelNames: ["table"] as const,
+  registers: [registry],
+});

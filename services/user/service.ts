@@ -6,25 +6,34 @@ import { fileURLToPath } from "node:url";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { JobService, UserService } from "@mcsv/sdk";
 import { createServiceClient } from "../shared/clients.js";
-import { serviceUrl } from "../shared/config.js";
+import { serverSettings, serviceUrl } from "../shared/config.js";
 import { createPool, databaseCheck, migrate } from "../shared/database.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
 import { runService, type RunningService } from "../shared/server.js";
-import { publicWithInternal } from "../shared/auth.js";
+import { authPolicy } from "../shared/auth.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
 import { withTraceContext } from "../shared/tracing.js";
 import { CallbackPolicy, systemResolver, type HostResolver } from "../shared/callback-policy.js";
 import type { UserConfig } from "./config.js";
+import { createTenantKeyLookup } from "./api-keys.js";
 import { ConversionChanges } from "./conversion-changes.js";
 import { Conversions } from "./conversions.js";
 import { docsPages } from "./docs.js";
+import { USER_PUBLIC_METHODS } from "./public-methods.js";
 import { createUserHandlers } from "./handlers.js";
 import { Originals } from "./originals.js";
 import { OutboxRelay, type JobEnqueuer } from "./outbox.js";
+import { TenantRateLimiter } from "./rate-limit.js";
 import { Uploads } from "./uploads.js";
 import { Users } from "./users.js";
+import { WebhookSecrets } from "./webhook-secrets.js";
+import { Retention } from "./retention.js";
+import { conversionReader, WatchHub } from "./watch-hub.js";
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
 
 export const USER_SCHEMA = "mcsv_user";
 const MIGRATIONS_DIR = fileURLToPath(new URL("./migrations", import.meta.url));
@@ -49,7 +58,7 @@ export async function startUserService(config: UserConfig, overrides: UserServic
 
   const jobs = createServiceClient(JobService, serviceUrl(config, "job"), {
     timeoutMs: config.JOB_CALL_TIMEOUT_MS,
-    internalToken: config.MCSV_INTERNAL_TOKEN,
+    credential: config.MCSV_SERVICE_TOKEN,
   });
   // protobuf-es represents a google.protobuf.Struct field as its JSON object.
   const enqueue: JobEnqueuer = async (job) => {
@@ -69,29 +78,45 @@ export async function startUserService(config: UserConfig, overrides: UserServic
   const closing = new AbortController();
   const uploads = new Uploads(pool, originals);
   const users = new Users(pool, relay);
-  const conversions = new Conversions(pool, originals, uploads, relay, changes, logger, {
-    notificationPdfTtlSeconds: config.NOTIFICATION_PDF_URL_TTL_SECONDS,
+  const watches = new WatchHub(changes, conversionReader(pool), { maxPerTenant: config.TENANT_MAX_WATCHES });
+  const conversions = new Conversions(pool, originals, uploads, relay, watches, logger, {
+    maxInFlightPerTenant: config.TENANT_MAX_CONVERSIONS_IN_FLIGHT,
+    maxImagePixels: config.GATEWAY_MAX_IMAGE_PIXELS,
+    pdfRetentionMs: config.PDF_RETENTION_DAYS * DAY_MS,
+    presignTtlSeconds: config.PRESIGN_TTL_SECONDS,
   });
   const handlers = createUserHandlers({
     users,
     uploads,
     conversions,
-    callbacks: new CallbackPolicy(config.CALLBACK_ALLOWED_HOSTS, overrides.resolveHost ?? systemResolver),
+    callbacks: CallbackPolicy.fromConfig(config, overrides.resolveHost ?? systemResolver),
     limits: { maxImageBytes: config.GATEWAY_MAX_IMAGE_BYTES, uploadMaxBytes: config.UPLOAD_MAX_BYTES },
+    rateLimit: new TenantRateLimiter({ perSecond: config.TENANT_RATE_PER_SECOND, burst: config.TENANT_RATE_BURST }),
     stopping: closing.signal,
+    watchMaxSeconds: config.WATCH_MAX_SECONDS,
+    webhookSecrets: new WebhookSecrets(pool, { graceMs: config.WEBHOOK_SECRET_GRACE_HOURS * HOUR_MS }),
+  });
+  const retention = new Retention(pool, logger, {
+    conversionRetentionMs: config.CONVERSION_RETENTION_DAYS * DAY_MS,
+    uploadRetentionMs: config.UPLOAD_RETENTION_HOURS * HOUR_MS,
+    outboxRetentionMs: config.OUTBOX_RETENTION_DAYS * DAY_MS,
+    intervalMs: config.RETENTION_INTERVAL_MS,
   });
 
   relay.start();
+  retention.start();
   return runService({
     name,
     port: config.USER_PORT,
-    host: config.HOST,
+    ...serverSettings(config),
     logger,
     routes: (router) => router.service(UserService, handlers),
-    // The job service reports results through NotifyImageConverted; users call everything else.
-    auth: publicWithInternal(config.MCSV_API_KEYS, config.MCSV_INTERNAL_TOKEN, ["NotifyImageConverted"]),
-    // The largest inline image, base64 in a JSON body (4/3 of its size), plus the rest of the message.
-    readMaxBytes: Math.ceil((config.GATEWAY_MAX_IMAGE_BYTES * 4) / 3) + 1024 * 1024,
+    // Tenants call the public methods with API keys; the job service reports through the internal ones.
+    // Keys of MCSV_API_KEYS, and those kept in Postgres (`npm run keys`).
+    auth: authPolicy({ internal: config, publicMethods: USER_PUBLIC_METHODS, apiKeys: config.MCSV_API_KEYS, lookupTenantKey: createTenantKeyLookup(pool) }),
+    // Only ConvertImage carries an image: the largest inline one, base64 in a JSON body (4/3 of its size), plus
+    // the rest of the message. Every other method keeps the small default.
+    readLimits: { ConvertImage: Math.ceil((config.GATEWAY_MAX_IMAGE_BYTES * 4) / 3) + 64 * 1024 },
     pages: docsPages(overrides.openapiDir),
     readiness: {
       postgres: databaseCheck(pool),
@@ -101,10 +126,9 @@ export async function startUserService(config: UserConfig, overrides: UserServic
         if (!changes.listening) throw new Error("reconnecting to Postgres");
       },
     },
-    shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
     drain: async () => {
       closing.abort();
-      await relay.stop();
+      await Promise.all([relay.stop(), retention.stop()]);
     },
     close: async () => {
       await changes.close();

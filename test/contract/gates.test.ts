@@ -88,7 +88,7 @@ test("deleting a field or changing its type breaks the baseline", async () => {
 
 test("an undocumented field fails buf lint (COMMENTS)", async () => {
   const workspace = editedWorkspace("mcsv/v1/common.proto", (source) =>
-    source.replace("string input_format = 15;", "string input_format = 15;\n  string undocumented = 16;"),
+    source.replace("string input_format = 15;", "string input_format = 15;\n  string undocumented = 99;"),
   );
   try {
     const result = await run(BUF, ["lint", "--error-format", "json"], { cwd: workspace.dir });

@@ -4,8 +4,9 @@
  * One table: every row names the service, the RPC, the request (through the binary or the JSON client, or a raw HTTP
  * body for what no client would send) and the Connect code it must get, with the fields its ValidationError detail
  * names, and what must (not) have happened besides. All five services are targeted. Classes: field validation, size limits, malformed and
- * over-specified JSON, format sniffing (nothing that is not a raster image reaches ImageMagick), decompression bombs
- * and damaged images (refused by the image service, the conversion ends FAILED, nothing crashes), HTML escaping of
+ * over-specified JSON, format sniffing (nothing that is not a raster image reaches ImageMagick), image headers that
+ * claim too many pixels or cannot be read (refused by the gateway at once, nothing queued), decompression bombs and
+ * damaged images past the header (refused by the image service, the conversion ends FAILED, nothing crashes), HTML escaping of
  * template values, SSRF through callback_url and through the image service's image_url.
  *
  * After the table every service is still ready and still converts; then the presigned URLs a conversion hands out
@@ -14,7 +15,7 @@
 import { createHash, createHmac } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { deflateSync } from "node:zlib";
+import { brotliCompressSync, deflateSync, gzipSync } from "node:zlib";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fromBinary, type DescService } from "@bufbuild/protobuf";
@@ -123,8 +124,8 @@ const email = <M extends Method<typeof EmailService>>(method: M, message: Init<t
 const job = <M extends Method<typeof JobService>>(method: M, message: Init<typeof JobService, M>, json = false) => call("job", JobService, method, message, json);
 const image = <M extends Method<typeof ImageService>>(method: M, message: Init<typeof ImageService, M>) => call("image", ImageService, method, message);
 
-/** A body no SDK client would send, POSTed as a Connect unary request with the right credential. */
-function raw(key: ServiceKey, method: string, body: string | Uint8Array, contentType = "application/json"): Request {
+/** A body no SDK client would send, POSTed as a Connect unary request with the right credential (or `headers`). */
+function raw(key: ServiceKey, method: string, body: string | Uint8Array, contentType = "application/json", headers?: Record<string, string>): Request {
   const service = SERVICE_OF[key];
   return {
     service: key,
@@ -134,7 +135,7 @@ function raw(key: ServiceKey, method: string, body: string | Uint8Array, content
       const credential = key === "user" ? TEST_API_KEY : TEST_INTERNAL_TOKEN;
       const response = await fetch(`${system.urls[key]}/${service.typeName}/${method}`, {
         method: "POST",
-        headers: { "content-type": contentType, "connect-protocol-version": "1", authorization: `Bearer ${credential}` },
+        headers: { "content-type": contentType, "connect-protocol-version": "1", ...(headers ?? { authorization: `Bearer ${credential}` }) },
         body,
       });
       const text = await response.text();
@@ -176,6 +177,12 @@ function claimedSizePng(width: number, height: number): Buffer {
   ihdr.writeUInt32BE(height, 4);
   ihdr.set([8, 0, 0, 0, 0], 8); // bit depth 8, greyscale, deflate, adaptive filtering, no interlace
   return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", ihdr), chunk("IDAT", deflateSync(Buffer.alloc(64 * KiB))), chunk("IEND", new Uint8Array())]);
+}
+
+/** `GIF89a` followed by garbage: sniffed as a GIF, but no GIF header follows. */
+function gifGarbage(): Buffer {
+  let seed = 11;
+  return Buffer.concat([Buffer.from("GIF89a", "latin1"), Buffer.from(Array.from({ length: 2048 }, () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 256))]);
 }
 
 /** A JPEG start (SOI, JFIF APP0) followed by garbage. */
@@ -250,6 +257,8 @@ interface Row {
 const png = await photoLikePng(24, 16);
 const wholePng = await photoLikePng(64, 48);
 const halfPng = wholePng.subarray(0, Math.floor(wholePng.byteLength / 2));
+const wholeJpeg = await sharp(wholePng).jpeg({ quality: 90 }).toBuffer();
+const halfJpeg = wholeJpeg.subarray(0, Math.floor(wholeJpeg.byteLength / 2));
 const realBomb = await sharp({ create: { width: 3_000, height: 3_000, channels: 3, background: "#000" } }).greyscale().png({ compressionLevel: 9 }).toBuffer();
 const uuid = () => crypto.randomUUID();
 const convert = (userEmail: string, bytes: Uint8Array, extra: { callbackUrl?: string } = {}) =>
@@ -339,11 +348,43 @@ const rows: Row[] = [
     unchanged: imageActivity,
   },
 
-  // -- decompression bombs, damaged images: the gateway accepts the header, the image service refuses the pixels --
-  { name: "a hand-made PNG whose IHDR claims 100,000 × 100,000 pixels", request: convert("bomb@example.com", claimedSizePng(100_000, 100_000)), code: "ok", then: failsWith(/more pixels than the limit of 4,000,000/) },
-  { name: `a real, highly compressed 3,000 × 3,000 PNG (${Math.round(realBomb.byteLength / KiB)} KiB) over IMAGE_MAX_PIXELS`, request: convert("bomb@example.com", realBomb), code: "ok", then: failsWith(/more pixels than the limit/) },
+  // -- what the header shows is refused by the gateway at once (sharp reads it, no pixel decoded): nothing queued --
+  {
+    name: "a hand-made PNG whose IHDR claims 100,000 × 100,000 pixels",
+    request: convert("bomb@example.com", claimedSizePng(100_000, 100_000)),
+    code: "resource_exhausted",
+    message: /header claims more pixels than the limit of 100,000,000/,
+    unchanged: imageActivity,
+  },
+  {
+    name: "the same PNG uploaded through CreateUploadUrl",
+    request: {
+      service: "user",
+      rpc: "UserService/CreateUploadUrl, PUT, UserService/ConvertImage",
+      via: "binary client",
+      async send() {
+        const body = claimedSizePng(100_000, 100_000);
+        const ticket = await system.client(UserService, "user").createUploadUrl({ userEmail: "bomb-upload@example.com", contentType: "image/png", size: BigInt(body.byteLength) });
+        expect((await fetch(ticket.uploadUrl, { method: "PUT", headers: ticket.headers, body })).status).toBe(200);
+        return user("convertImage", { userEmail: "bomb-upload@example.com", source: { case: "uploadId", value: ticket.uploadId } }).send();
+      },
+    },
+    code: "resource_exhausted",
+    message: /header claims more pixels than the limit/,
+    unchanged: imageActivity,
+  },
+  { name: "GIF89a followed by garbage", request: convert("damaged@example.com", gifGarbage()), code: "invalid_argument", fields: ["imageData"], message: /has a gif header that cannot be read/, unchanged: imageActivity },
+  { name: "a JPEG start followed by garbage", request: convert("damaged@example.com", garbageJpeg()), code: "invalid_argument", fields: ["imageData"], message: /has a jpeg header that cannot be read/, unchanged: imageActivity },
+
+  // -- decompression bombs, damaged images past the header: the gateway accepts the header, the image service refuses the pixels --
+  {
+    name: `a real, highly compressed 3,000 × 3,000 PNG (${Math.round(realBomb.byteLength / KiB)} KiB) under the gateway's GATEWAY_MAX_IMAGE_PIXELS, over the image service's IMAGE_MAX_PIXELS`,
+    request: convert("bomb@example.com", realBomb),
+    code: "ok",
+    then: failsWith(/more pixels than the limit of 4,000,000/),
+  },
   { name: "a PNG cut in half", request: convert("damaged@example.com", halfPng), code: "ok", then: failsWith(/cannot be decoded \(damaged or truncated\): .*png/) },
-  { name: "a JPEG header followed by garbage", request: convert("damaged@example.com", garbageJpeg()), code: "ok", then: failsWith(/cannot be decoded \(damaged or truncated\): .*JPEG/) },
+  { name: "a JPEG cut in half, after its header", request: convert("damaged@example.com", halfJpeg), code: "ok", then: failsWith(/cannot be decoded \(damaged or truncated\): .*JPEG/) },
 
   // -- template values are HTML-escaped --
   {
@@ -363,7 +404,7 @@ const rows: Row[] = [
     request: call("client", ClientService, "notifyEmailSent", { userEmail: "xss-4@example.com", emailType: EmailType.WELCOME, emailId: "hostile-xss-4", success: true, message: "<script>alert(4)</script>" }),
     code: "ok",
     then: async () => {
-      const page = await (await fetch(`${system.urls.client}/`)).text();
+      const page = await (await fetch(`${system.urls.client}/`, { headers: { authorization: `Bearer ${TEST_INTERNAL_TOKEN}` } })).text();
       expect(page).toContain("&lt;script&gt;alert(4)&lt;&#x2F;script&gt;");
       expect(page).not.toContain("<script>alert(4)");
     },
@@ -373,6 +414,24 @@ const rows: Row[] = [
     request: user("createUser", { name: "<b onmouseover=alert(1)>Bob</b>", email: "xss-3@example.com" }),
     code: "ok",
     then: deliveredEscaped("xss-3@example.com", "<b onmouseover", "&lt;b onmouseover&#x3D;alert(1)&gt;Bob&lt;&#x2F;b&gt;"),
+  },
+
+  // -- Compressed bombs: the credential is checked before the body is read, and each method bounds inflation --
+  {
+    name: "an unauthenticated brotli bomb (30 MiB inflated) to ConvertImage",
+    request: raw("user", "ConvertImage", brotliCompressSync(Buffer.from(JSON.stringify({ userEmail: "a@example.com", imageData: "A".repeat(30 << 20) }))), "application/json", { "content-encoding": "br" }),
+    code: "unauthenticated",
+  },
+  {
+    name: "a gzip bomb (8 MiB inflated) to GetUser with a valid key",
+    request: raw("user", "GetUser", gzipSync(Buffer.from(JSON.stringify({ id: "A".repeat(8 << 20) }))), "application/json", { "content-encoding": "gzip", authorization: `Bearer ${TEST_API_KEY}` }),
+    code: "resource_exhausted",
+    message: /larger than configured readMaxBytes 262144 after decompression/,
+  },
+  {
+    name: "a brotli bomb to an internal service with a tenant's API key",
+    request: raw("job", "EnqueueJob", brotliCompressSync(Buffer.alloc(64 << 20)), "application/proto", { "content-encoding": "br", authorization: `Bearer ${TEST_API_KEY}` }),
+    code: "unauthenticated",
   },
 
   // -- SSRF through callback_url (allowed: hooks.example.com and *.hooks.example.org) --
@@ -387,6 +446,9 @@ const rows: Row[] = [
     ["an allowed name as a prefix of another host", "https://hooks.example.com.attacker.net/", /is not allowed/],
     ["credentials in the URL", "https://user:secret@hooks.example.com/", /must not carry credentials/],
     ["a file: URL", "file:///etc/passwd", /must be an https or http URL/],
+    ["an allowed host on a port its allowlist entry does not name", "https://hooks.example.com:8443/", /port 8443 is not allowed for host hooks.example.com/],
+    ["an allowed host's other services, on http's port", "http://hooks.example.com:22/", /port 22 is not allowed/],
+    ["a NAT64 address of loopback", "https://[64:ff9b::7f00:1]/", /host 64:ff9b::7f00:1 is not allowed/],
   ].map(
     ([what, url, message]): Row => ({
       name: `callback_url to ${what as string}`,

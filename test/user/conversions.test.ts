@@ -18,6 +18,9 @@ const DNS: Record<string, string[]> = {
   "metadata.example.com": ["169.254.169.254"],
   "mapped.example.com": ["::ffff:127.0.0.1"],
   "hooks.internal.test": ["10.1.2.3"],
+  "nat64.example.com": ["64:ff9b::a9fe:a9fe"],
+  "sixtofour.example.com": ["2002:a00:7::1"],
+  "teredo.example.com": ["2001:0:4136:e378:8000:63bf:3fff:fdd2"],
 };
 
 let infra: Infra;
@@ -28,7 +31,7 @@ beforeAll(async () => {
   infra = await startInfra();
   gw = await startGateway(
     infra,
-    { GATEWAY_MAX_IMAGE_BYTES: String(LIMIT), UPLOAD_MAX_BYTES: String(UPLOAD_LIMIT), CALLBACK_ALLOWED_HOSTS: "*.example.com, hooks.internal.test, 127.0.0.1" },
+    { GATEWAY_MAX_IMAGE_BYTES: String(LIMIT), UPLOAD_MAX_BYTES: String(UPLOAD_LIMIT), CALLBACK_ALLOWED_HOSTS: "*.example.com, *.example.com:8080, hooks.internal.test, 127.0.0.1:9" },
     {
       resolveHost: async (host) => {
         const addresses = DNS[host];
@@ -55,7 +58,7 @@ async function objectBytes(key: string): Promise<Uint8Array | undefined> {
 }
 
 describe("ConvertImage inline", () => {
-  test("stores the original, records a QUEUED conversion and enqueues convert_image with a working presigned URL", async () => {
+  test("stores the original, records a QUEUED conversion and enqueues convert_image with the original's key (no link)", async () => {
     const options = create(ConversionOptionsSchema, { quality: Quality.LOSSLESS, maxWidth: 800, stripMetadata: true });
     const { conversion } = await gw.client.convertImage({
       userEmail: "conv@Example.com",
@@ -81,11 +84,12 @@ describe("ConvertImage inline", () => {
       objectKey: objectKeys.original(id),
       request: { conversionId: id, inputFormat: "png", options: { quality: "QUALITY_LOSSLESS", maxWidth: 800, stripMetadata: true } },
     });
-    expect(Date.parse(String(job!.args["imageUrlExpiresAt"]))).toBeGreaterThan(Date.now());
-    const imageUrl = (job!.args["request"] as { imageUrl: string }).imageUrl;
-    const fetched = await fetch(imageUrl);
-    expect(fetched.status).toBe(200);
-    expect(new Uint8Array(await fetched.arrayBuffer())).toEqual(png);
+    // The job service presigns the original when it calls the image service: no link in the outbox or the job.
+    expect(job!.args["request"]).not.toHaveProperty("imageUrl");
+    expect(JSON.stringify(job!.args)).not.toMatch(/X-Amz-Signature|https?:\/\//);
+    const { rows } = await gw.db.query<{ args: unknown }>("select args from mcsv_user.outbox where job_key = $1", [jobKeys.convertImage(id)]);
+    expect(rows).toHaveLength(1);
+    expect(JSON.stringify(rows[0]!.args)).not.toMatch(/X-Amz-Signature|https?:\/\//);
 
     expect((await gw.client.getConversion({ conversionId: id })).conversion).toEqual(conversion);
   });
@@ -284,6 +288,12 @@ describe("callback_url", () => {
     ["https://sneaky.example.com/cb", "non-public"],
     ["https://metadata.example.com/latest", "non-public"],
     ["https://mapped.example.com/", "non-public"],
+    ["https://nat64.example.com/", "non-public"], // NAT64 of 169.254.169.254
+    ["https://sixtofour.example.com/", "non-public"], // 6to4 of 10.0.0.7
+    ["https://teredo.example.com/", "non-public"],
+    ["https://api.example.com:8443/cb", "port 8443 is not allowed"],
+    ["http://127.0.0.1:8085/events", "port 8085 is not allowed"],
+    ["https://hooks.internal.test:22/", "port 22 is not allowed"],
     ["https://nowhere.example.com/", "cannot be resolved"],
     ["http://169.254.169.254/latest/meta-data", "not allowed"],
     ["http://[::1]/cb", "not allowed"],

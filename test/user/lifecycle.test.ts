@@ -6,6 +6,7 @@
 import { Code, type Client } from "@connectrpc/connect";
 import { ConversionState, UserService, type Conversion } from "@mcsv/sdk";
 import { jobKeys, objectKeys } from "../../services/shared/tasks.js";
+import { TEST_TENANT } from "../support/credentials.js";
 import { badFields, eventually, failure, image, metricValue, startGateway, startInfra, type Gateway, type Infra } from "./support.js";
 
 let infra: Infra;
@@ -14,7 +15,7 @@ let png: Uint8Array;
 
 beforeAll(async () => {
   infra = await startInfra();
-  gw = await startGateway(infra, { CALLBACK_ALLOWED_HOSTS: "127.0.0.1" });
+  gw = await startGateway(infra, { CALLBACK_ALLOWED_HOSTS: "127.0.0.1:9" });
   png = await image("png");
 });
 
@@ -90,13 +91,21 @@ describe("WatchConversion", () => {
         variables: { filename: "cat.png", state: "succeeded", conversion_id: id },
       },
     });
-    const variables = (jobs.email[0]!.args["request"] as { variables: Record<string, string> }).variables;
-    expect((await fetch(variables["pdf_url"]!)).status).toBe(200);
-    expect(Date.parse(variables["pdf_url_expires_at"]!)).toBeGreaterThan(Date.now() + 24 * 3600 * 1000);
+    // The PDF's key, never a link: the job service presigns it when it sends the email and the notification.
+    const finishedAt = (await gw.db.query<{ finished_at: Date }>("select finished_at from mcsv_user.conversions where id = $1", [id])).rows[0]!.finished_at;
+    const pdfObject = { key: objectKeys.pdf(id), filename: "cat.pdf", expiresAt: expect.any(String), linkedAt: finishedAt.toISOString() };
+    expect(jobs.email[0]!.args["pdf"]).toEqual(pdfObject);
+    expect(jobs.notify[0]!.args["pdf"]).toEqual(pdfObject);
+    for (const job of [...jobs.email, ...jobs.notify, ...jobs.cleanup]) expect(JSON.stringify(job.args)).not.toMatch(/X-Amz-|pdf_url|pdfUrl/);
+    const { rows } = await gw.db.query<{ args: unknown }>("select args from mcsv_user.outbox where job_key like $1", [`%${id}%`]);
+    expect(rows.length).toBeGreaterThanOrEqual(3);
+    for (const { args } of rows) expect(JSON.stringify(args)).not.toMatch(/X-Amz-|pdf_url|pdfUrl/);
 
     expect(jobs.notify).toHaveLength(1);
     expect(jobs.notify[0]!.args).toMatchObject({
       callbackUrl: "http://127.0.0.1:9/hook",
+      // Whose webhook secrets sign the callback: the conversion's tenant.
+      tenant: TEST_TENANT,
       pdfReady: { conversion: { id, state: "CONVERSION_STATE_SUCCEEDED", filename: "cat.png", userEmail: "life@example.com" } },
     });
     expect(jobs.cleanup.map((c) => c.args)).toEqual([{ objectKey: objectKeys.original(id) }]);
@@ -237,6 +246,8 @@ describe("NotifyImageConverted", () => {
       variables: { state: "failed", error: "unsupported colour space", filename: "cat.png" },
     });
     expect((jobs.email[0]!.args["request"] as { variables: Record<string, string> }).variables["pdf_url"]).toBeUndefined();
+    expect(jobs.email[0]!.args["pdf"]).toBeUndefined();
+    expect(jobs.notify[0]!.args["pdf"]).toBeUndefined();
     expect(jobs.notify[0]!.args).toMatchObject({ pdfReady: { conversion: { id, state: "CONVERSION_STATE_FAILED", error: "unsupported colour space" } } });
     expect(jobs.cleanup).toHaveLength(0);
     expect(await gw.store.head(objectKeys.original(id))).toBeDefined();
@@ -258,12 +269,22 @@ describe("NotifyImageConverted", () => {
     const { id } = await queue();
     expect(badFields(await failure(gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.QUEUED })))).toEqual(["state"]);
     expect(badFields(await failure(gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.UNSPECIFIED })))).toEqual(["state"]);
-    expect(badFields(await failure(gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.SUCCEEDED })))).toEqual(["pdfKey"]);
+    // The gateway derives the PDF's key: it refuses any other, so a caller cannot have it presign another object.
+    for (const pdfKey of ["originals/someone-else", "pdfs/6f1c2b1e-0000-4000-8000-000000000000.pdf", "../secrets"]) {
+      expect(badFields(await failure(gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.SUCCEEDED, pdfKey })))).toEqual(["pdfKey"]);
+    }
     expect(badFields(await failure(gw.client.notifyImageConverted({ conversionId: "x", state: ConversionState.PROCESSING, outputSize: -1n })).then((e) => e)).sort()).toEqual([
       "conversionId",
       "outputSize",
     ]);
     expect((await failure(gw.client.notifyImageConverted({ conversionId: "6f1c2b1e-0000-4000-8000-000000000000", state: ConversionState.PROCESSING }))).code).toBe(Code.NotFound);
     expect((await gw.client.getConversion({ conversionId: id })).conversion!.state).toBe(ConversionState.QUEUED);
+  });
+
+  test("a success reported without a key is stored under the key the gateway derives", async () => {
+    const { id } = await queue();
+    await gw.client.notifyImageConverted({ conversionId: id, state: ConversionState.SUCCEEDED, outputSize: 10n });
+    const { rows } = await gw.db.query<{ pdf_key: string }>("select pdf_key from mcsv_user.conversions where id = $1", [id]);
+    expect(rows[0]!.pdf_key).toBe(objectKeys.pdf(id));
   });
 });
