@@ -9,7 +9,7 @@ import { injectTraceContext } from "../shared/tracing.js";
 import type { PoolClient } from "../shared/database.js";
 import { argsOfPayload, enqueueInTransaction, type JobLedger } from "./ledger.js";
 import { InvalidJobError, type EnqueueResult, type EnqueueSpec } from "./model.js";
-import { decodeTaskArgs, DEFAULT_MAX_ATTEMPTS, isTaskName } from "./payloads.js";
+import { decodeTaskArgs, DEFAULT_MAX_ATTEMPTS, isTaskName, upgradeLegacyArgs } from "./payloads.js";
 
 export const MAX_ATTEMPTS_LIMIT = 25;
 export const MAX_JOB_KEY_LENGTH = 200;
@@ -62,7 +62,8 @@ export function enqueueSpec(input: EnqueueInput, trace: Record<string, string> |
   if (violations.length > 0 || !isTaskName(input.task)) throw new InvalidJobError(violations);
   return {
     task: input.task,
-    args: argsOfPayload(input.args),
+    // What is stored is the payload as it is now: a legacy one loses its links here (payloads.ts).
+    args: upgradeLegacyArgs(input.task, argsOfPayload(input.args)) as typeof input.args,
     queue: input.queue || undefined,
     priority: input.priority ?? 0,
     maxAttempts: input.maxAttempts || DEFAULT_MAX_ATTEMPTS[input.task],

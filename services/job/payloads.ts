@@ -16,7 +16,7 @@ import {
 } from "@mcsv/sdk";
 import type { z } from "zod";
 import { describeError, type Violation } from "../shared/errors.js";
-import { TASK_NAMES, taskPayloads, type TaskName, type TaskPayload } from "../shared/tasks.js";
+import { objectKeys, TASK_NAMES, taskPayloads, type TaskName, type TaskPayload } from "../shared/tasks.js";
 
 /** Attempts per task unless EnqueueJob.max_attempts says otherwise. */
 export const DEFAULT_MAX_ATTEMPTS: Record<TaskName, number> = {
@@ -65,6 +65,42 @@ const decoders: { [T in TaskName]: Decode<T> } = {
   report_conversion_failed: (p) => p,
 };
 
+type Json = Record<string, unknown>;
+const isObject = (value: unknown): value is Json => typeof value === "object" && value !== null && !Array.isArray(value);
+
+/** The PDF object of a succeeded conversion whose payload was written with a link instead (legacy). */
+function legacyPdf(conversionId: unknown, filename: unknown): Json | undefined {
+  if (typeof conversionId !== "string" || !/^[\w-]{1,100}$/.test(conversionId)) return undefined;
+  const base = typeof filename === "string" ? filename.replace(/\.[^.]*$/, "") : "";
+  return { key: objectKeys.pdf(conversionId), filename: `${base || "image"}.pdf` };
+}
+
+/**
+ * Payloads written before links were presigned at send time carried the links themselves (convert_image's
+ * request.imageUrl, send_email's pdf_url variables, notify_client's conversion.pdfUrl). Jobs and outbox rows of
+ * that shape may still be queued during an upgrade: their links are dropped and the PDF named by its key, which
+ * the object layout derives from the conversion, so that none of them is refused or lost.
+ */
+export function upgradeLegacyArgs(task: TaskName, args: unknown): unknown {
+  if (!isObject(args)) return args;
+  if (task === "convert_image" && isObject(args["request"]) && "imageUrl" in args["request"]) {
+    const { imageUrl: _url, ...request } = args["request"];
+    const { imageUrlExpiresAt: _expires, ...rest } = args;
+    return { ...rest, request };
+  }
+  if (task === "send_email" && isObject(args["request"]) && isObject(args["request"]["variables"]) && "pdf_url" in args["request"]["variables"]) {
+    const { pdf_url: _url, pdf_url_expires_at: _expires, ...variables } = args["request"]["variables"];
+    const pdf = args["pdf"] ?? legacyPdf(args["conversionId"], variables["filename"]);
+    return { ...args, request: { ...args["request"], variables }, ...(pdf ? { pdf } : {}) };
+  }
+  if (task === "notify_client" && isObject(args["pdfReady"]) && isObject(args["pdfReady"]["conversion"]) && "pdfUrl" in args["pdfReady"]["conversion"]) {
+    const { pdfUrl: _url, pdfUrlExpiresAt: _expires, ...conversion } = args["pdfReady"]["conversion"];
+    const pdf = args["pdf"] ?? legacyPdf(conversion["id"], conversion["filename"]);
+    return { ...args, pdfReady: { ...args["pdfReady"], conversion }, ...(pdf ? { pdf } : {}) };
+  }
+  return args;
+}
+
 export type DecodeResult<T extends TaskName> = { ok: true; payload: DecodedPayloads[T] } | { ok: false; violations: Violation[] };
 
 /**
@@ -73,7 +109,7 @@ export type DecodeResult<T extends TaskName> = { ok: true; payload: DecodedPaylo
  */
 export function decodeTaskArgs<T extends TaskName>(task: T, args: unknown, prefix = "args"): DecodeResult<T> {
   const schema = taskPayloads[task] as unknown as z.ZodType<TaskPayload<T>>;
-  const parsed = schema.safeParse(args);
+  const parsed = schema.safeParse(upgradeLegacyArgs(task, args));
   if (!parsed.success) {
     return {
       ok: false,

@@ -2,7 +2,8 @@
  * The job payloads: the contract between the services that enqueue work (through JobService.EnqueueJob) and the
  * job service's tasks that run it. A payload carries only metadata and object keys, never file contents and never
  * a presigned URL: a link is made by the task right before it is sent (e-mail, client notification, callback, the
- * image service's fetch), so no long-lived link sits in the outbox, the job ledger or the job API.
+ * image service's fetch), so no long-lived link sits in the outbox, the job ledger or the job API (the job service
+ * drops any link a payload still carries before it stores it: services/job/payloads.ts).
  * Messages travel as their canonical protobuf JSON, so a task sends exactly what was enqueued.
  */
 import { z } from "zod";
@@ -14,17 +15,6 @@ export type TaskName = (typeof TASK_NAMES)[number];
 export const traceCarrier = z.record(z.string(), z.string()).optional();
 
 const json = z.record(z.string(), z.unknown());
-
-/** The field at `path` of a JSON object, if any. */
-function fieldAt(value: Record<string, unknown>, ...path: string[]): unknown {
-  let at: unknown = value;
-  for (const key of path) at = at && typeof at === "object" ? (at as Record<string, unknown>)[key] : undefined;
-  return at;
-}
-
-/** A link field that must stay empty in a payload: the task fills it when it sends. */
-const withoutLink = (...path: string[]) =>
-  json.refine((value) => !fieldAt(value, ...path), `must not carry ${path.join(".")}: links are presigned when the task sends (see pdf)`);
 
 /** A stored PDF that a task links to: presigned when the task sends, never kept as a URL. */
 export const pdfObject = z.object({
@@ -47,7 +37,7 @@ export const taskPayloads = {
    * the task adds the variables pdf_url and pdf_url_expires_at (a link presigned at send time).
    */
   send_email: z.object({
-    request: withoutLink("variables", "pdf_url"),
+    request: json,
     conversionId: z.string().optional(),
     pdf: pdfObject.optional(),
   }),
@@ -56,7 +46,7 @@ export const taskPayloads = {
    * original (`objectKey`, under originals/) right before it calls the image service.
    */
   convert_image: z.object({
-    request: withoutLink("imageUrl"),
+    request: json,
     objectKey: z.string().regex(/^originals\/[^/]+$/, "must be a key under originals/"),
   }),
   /**
@@ -66,7 +56,7 @@ export const taskPayloads = {
    */
   notify_client: z
     .object({
-      pdfReady: withoutLink("conversion", "pdfUrl").optional(),
+      pdfReady: json.optional(),
       emailSent: json.optional(),
       /** Also POST the event as JSON here (already checked against the callback allowlist). */
       callbackUrl: z.url().optional(),

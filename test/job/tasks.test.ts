@@ -12,6 +12,7 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { context, propagation } from "@opentelemetry/api";
 import { create, type JsonObject } from "@bufbuild/protobuf";
@@ -203,11 +204,17 @@ test("send_email presigns the PDF when it sends: the email carries a working lin
   expect(env.stubs.calls.sendEmail.filter((r) => r.idempotencyKey === "mail-3")).toHaveLength(0);
 });
 
-test("job arguments with a link in them are refused: payloads carry object keys, links are made at send time", async () => {
-  const refused = [
+test("job arguments never keep a link: one sent in is dropped before the job is stored; keys outside their prefixes are refused", async () => {
+  const linked = [
     { task: "send_email", args: { request: { userEmail: "a@example.com", emailType: "EMAIL_TYPE_CONVERSION_COMPLETE", variables: { pdf_url: "https://s3/pdfs/x.pdf?X-Amz-Signature=1" } } } },
     { task: "convert_image", args: { ...convertArgs("conv-url"), request: { ...convertArgs("conv-url").request, imageUrl: "https://s3/originals/conv-url?X-Amz-Signature=1" } } },
     { task: "notify_client", args: { pdfReady: { conversion: { id: "conv-url", pdfUrl: "https://s3/pdfs/x.pdf?X-Amz-Signature=1" } } } },
+  ];
+  for (const [i, job] of linked.entries()) {
+    const { job: stored } = await env.jobs.enqueueJob({ task: job.task, args: job.args as unknown as JsonObject, jobKey: `linked-${i}`, runAt: timestampFromDate(new Date(Date.now() + HOUR)) });
+    expect({ task: job.task, args: JSON.stringify(stored!.args) }).toEqual({ task: job.task, args: expect.not.stringContaining("X-Amz-Signature") });
+  }
+  const refused = [
     { task: "convert_image", args: { ...convertArgs("conv-url"), objectKey: "pdfs/elsewhere.pdf" } },
     { task: "send_email", args: { request: { userEmail: "a@example.com" }, pdf: { key: "originals/not-a-pdf", filename: "x.pdf" } } },
   ];
