@@ -5,12 +5,12 @@
  * bearer token. Neither carries a PDF link (the inbox keeps none).
  */
 import { readFileSync } from "node:fs";
-import type { IncomingMessage, ServerResponse } from "node:http";
 import { create, toJsonString } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { ConnectError } from "@connectrpc/connect";
 import { ConversionState, EmailType, ListEventsResponseSchema, type ClientEvent } from "@mcsv/sdk";
 import Mustache from "mustache";
+import type { AnyRequest, AnyResponse } from "../shared/listener.js";
 import type { PageHandler } from "../shared/server.js";
 import type { CallbackInbox } from "./inbox.js";
 import { validateLimit } from "./validation.js";
@@ -74,12 +74,12 @@ function formatBytes(bytes: bigint): string {
   return n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-function limitOf(req: IncomingMessage): number {
+function limitOf(req: AnyRequest): number {
   const raw = new URL(req.url ?? "/", "http://localhost").searchParams.get("limit");
   return validateLimit(raw === null ? 0 : /^\d{1,6}$/.test(raw) ? Number(raw) : -1);
 }
 
-function send(res: ServerResponse, status: number, headers: Record<string, string>, body: string): void {
+function send(res: AnyResponse, status: number, headers: Record<string, string>, body: string): void {
   res.writeHead(status, { ...headers, "content-length": Buffer.byteLength(body) });
   res.end(body);
 }

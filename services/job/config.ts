@@ -1,7 +1,7 @@
 /** Configuration of the job service, validated once at start-up. */
 import { z } from "zod";
 import { callerEnv } from "../shared/auth.js";
-import { boolean, callbackEnv, commonEnv, ConfigError, databaseEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
+import { boolean, callbackEnv, commonEnv, ConfigError, databaseEnv, internalCallsEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
 
 /** A positive number of hours or days; fractions allowed, so that tests can use a few seconds. */
 const positiveNumber = (fallback: number) => z.coerce.number().positive().default(fallback);
@@ -39,7 +39,7 @@ export const jobEnv = {
 };
 
 export function loadJobConfig(env: NodeJS.ProcessEnv = process.env) {
-  const config = loadConfig("job-svc", { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...callbackEnv, ...jobEnv }, env);
+  const config = loadConfig("job-svc", { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...internalCallsEnv, ...callbackEnv, ...jobEnv }, env);
   // A live pool must be able to miss a beat or two without being declared dead.
   if (config.JOB_WORKER_DEAD_AFTER_MS < 2 * config.JOB_WORKER_HEARTBEAT_MS) {
     throw new ConfigError(

@@ -60,7 +60,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
   const ledger = new JobLedger(pool);
   const enqueue = (input: EnqueueInput) => enqueueJob(ledger, input);
   const store = overrides.store ?? new ObjectStore(config);
-  const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS, credential: config.MCSV_SERVICE_TOKEN };
+  const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS, credential: config.MCSV_SERVICE_TOKEN, httpVersion: config.INTERNAL_HTTP_VERSION };
   const user = createServiceClient(UserService, serviceUrl(config, "user"), clientOptions);
   const definitions = createTaskDefinitions({
     email: createServiceClient(EmailService, serviceUrl(config, "email"), clientOptions),

@@ -8,10 +8,10 @@
  * replaced by an empty message: the caller's bytes are never read, and the refusal travels as a context value that
  * refusalInterceptor throws.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
 import { ConnectError, createContextKey, createContextValues, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import type { UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { universalRequestFromNodeRequest } from "@connectrpc/connect-node";
+import type { AnyRequest, AnyResponse } from "./listener.js";
 import { bearerCredential, principalKey, type AuthPolicy } from "./auth.js";
 import { resourceExhausted } from "./errors.js";
 
@@ -61,8 +61,8 @@ export interface Admission {
 export async function admit(
   admission: Admission,
   rpc: { service: string; method: string; readMaxBytes: number },
-  req: IncomingMessage,
-  res: ServerResponse,
+  req: AnyRequest,
+  res: AnyResponse,
 ): Promise<UniversalServerRequest> {
   const values = createContextValues();
   try {
@@ -101,13 +101,13 @@ const CONTENT_CODINGS = ["content-encoding", "connect-content-encoding", "grpc-e
 /** How much of a refused body is read and dropped, so that a client still sending gets its answer; beyond, reset. */
 const MAX_DISCARDED_BYTES = 1024 * 1024;
 
-function refused(req: IncomingMessage, res: ServerResponse, values: ContextValues): UniversalServerRequest {
+function refused(req: AnyRequest, res: AnyResponse, values: ContextValues): UniversalServerRequest {
   // The body is dropped as it arrives, never held or inflated. Closing at once would fail a client that is still
   // sending (EPIPE instead of the answer); one that goes on sending too long loses its connection.
   let discarded = 0;
   req.on("data", (chunk: Buffer) => {
     discarded += chunk.byteLength;
-    if (discarded > MAX_DISCARDED_BYTES) req.socket.destroy();
+    if (discarded > MAX_DISCARDED_BYTES) req.destroy();
   });
   const request = universalRequestFromNodeRequest(req, res, undefined, values);
   const header = new Headers(request.header);

@@ -2,6 +2,7 @@
  * Configuration comes from environment variables, validated once at start-up. A bad value stops the process with
  * one message that lists every problem, not just the first.
  */
+import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { internalAuthEnv } from "./auth.js";
 import { productionProblems } from "./secrets.js";
@@ -58,16 +59,32 @@ export const commonEnv = {
   HOST: z.string().default("0.0.0.0"),
   /** Request bytes one process holds at once; unset means four times its largest request. */
   MAX_REQUEST_BYTES_IN_FLIGHT: z.coerce.number().int().positive().optional(),
+  /** PEM files: with both, the port speaks TLS and ALPN chooses HTTP/2 or HTTP/1.1; without, HTTP/1.1 and h2c. */
+  TLS_CERT_FILE: z.string().optional(),
+  TLS_KEY_FILE: z.string().optional(),
   ...internalAuthEnv,
 };
 
-/** What runService takes from commonEnv. */
-export function serverSettings(config: { NODE_ENV: string; MAX_REQUEST_BYTES_IN_FLIGHT?: number | undefined; HOST: string; SHUTDOWN_GRACE_MS: number }) {
+interface CommonConfig {
+  NODE_ENV: string;
+  MAX_REQUEST_BYTES_IN_FLIGHT?: number | undefined;
+  HOST: string;
+  SHUTDOWN_GRACE_MS: number;
+  TLS_CERT_FILE?: string | undefined;
+  TLS_KEY_FILE?: string | undefined;
+}
+
+/** What runService takes from commonEnv (the TLS files read here, at start-up). */
+export function serverSettings(config: CommonConfig) {
+  if (Boolean(config.TLS_CERT_FILE) !== Boolean(config.TLS_KEY_FILE)) {
+    throw new ConfigError("invalid configuration:\n  - TLS_CERT_FILE, TLS_KEY_FILE: set both (TLS) or neither (cleartext HTTP/1.1 and h2c)");
+  }
   return {
     host: config.HOST,
     production: config.NODE_ENV === "production",
     shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
     ...(config.MAX_REQUEST_BYTES_IN_FLIGHT ? { maxBytesInFlight: config.MAX_REQUEST_BYTES_IN_FLIGHT } : {}),
+    ...(config.TLS_CERT_FILE && config.TLS_KEY_FILE ? { tls: { cert: readFileSync(config.TLS_CERT_FILE), key: readFileSync(config.TLS_KEY_FILE) } } : {}),
   };
 }
 
@@ -90,6 +107,11 @@ export const storageEnv = {
     .default("mcsv"),
   S3_TIMEOUT_MS: positiveInt(30_000),
   PRESIGN_TTL_SECONDS: z.coerce.number().int().min(60).max(604_800).default(900),
+};
+
+/** How services call each other: HTTP/1.1 keep-alive connections, or HTTP/2 (h2c on http URLs) sessions. */
+export const internalCallsEnv = {
+  INTERNAL_HTTP_VERSION: z.enum(["1.1", "2"]).default("1.1"),
 };
 
 /** `<SERVICE>_PORT` and `<SERVICE>_URL` for all five; a URL defaults to the local port of its service. */

@@ -4,7 +4,7 @@
  * `internal` ("parse binary: …", from createBinarySerialization), which tells a client to look for the fault on the
  * server and makes it count towards server-error alerts. The parse happens before any interceptor runs, so the
  * answer is corrected on its way out instead: a Connect unary error (HTTP 500, JSON body), a Connect stream's end
- * message, or a gRPC-web trailer. gRPC proper needs HTTP/2, which these servers do not speak.
+ * message, a gRPC-web trailer, or a gRPC trailer (HTTP/2).
  */
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
 
@@ -35,6 +35,7 @@ export function correctParseErrors(response: UniversalServerResponse): Universal
   if (response.status !== 200) return response;
   if (contentType.startsWith("application/connect+")) return { ...response, body: mapEnvelopes(response.body, CONNECT_END_STREAM, correctEndStream) };
   if (contentType.startsWith("application/grpc-web")) return { ...response, body: mapEnvelopes(response.body, GRPC_WEB_TRAILER, correctTrailer) };
+  if (contentType.startsWith("application/grpc") && response.trailer) return { ...response, body: correctingTrailer(response.body, response.trailer) };
   return response;
 }
 
@@ -64,6 +65,13 @@ function correctTrailer(payload: Uint8Array): Uint8Array {
   const message = /^grpc-message:\s*(.*?)\s*$/im.exec(text)?.[1];
   if (status !== GRPC_INTERNAL || !message || !decodeURIComponent(message).startsWith(PARSE_BINARY)) return payload;
   return encoder.encode(text.replace(/^grpc-status:\s*\d+/im, `grpc-status: ${GRPC_INVALID_ARGUMENT}`));
+}
+
+/** gRPC's status travels in HTTP/2 trailers, complete once the body is: corrected as the body ends. */
+async function* correctingTrailer(body: AsyncIterable<Uint8Array>, trailer: Headers): AsyncIterable<Uint8Array> {
+  yield* body;
+  const message = trailer.get("grpc-message");
+  if (trailer.get("grpc-status") === GRPC_INTERNAL && message && decodeURIComponent(message).startsWith(PARSE_BINARY)) trailer.set("grpc-status", GRPC_INVALID_ARGUMENT);
 }
 
 /**

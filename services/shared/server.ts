@@ -1,12 +1,14 @@
 /**
- * Server bootstrap shared by the five services: Connect routes on node:http (HTTP/1.1), health and readiness,
+ * Server bootstrap shared by the five services: Connect, gRPC and gRPC-Web routes on one port for HTTP/1.1 and
+ * HTTP/2 (listener.ts), health and readiness,
  * /metrics, and a graceful shutdown on SIGTERM or SIGINT that stops accepting work and finishes what is in flight.
  * Every RPC is authenticated, and its bytes budgeted, before its body is read (admission.ts).
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type Interceptor } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import { createListener, type AnyRequest, type AnyResponse, type Listener, type TlsFiles } from "./listener.js";
 import { admit, ByteBudget, presentedCredential, refusalInterceptor, type Admission } from "./admission.js";
 import type { AuthPolicy } from "./auth.js";
 import { describeError } from "./errors.js";
@@ -25,7 +27,7 @@ export interface PlainCaller {
 }
 
 /** Extra plain-HTTP routes (a page, docs); returns false when it does not handle the request. */
-export type PageHandler = (req: IncomingMessage, res: ServerResponse, caller: PlainCaller) => boolean | Promise<boolean>;
+export type PageHandler = (req: AnyRequest, res: AnyResponse, caller: PlainCaller) => boolean | Promise<boolean>;
 
 export interface ServiceOptions {
   name: string;
@@ -51,6 +53,8 @@ export interface ServiceOptions {
   /** Request bytes this process holds at once; a request beyond it gets resource_exhausted before it is read. */
   maxBytesInFlight?: number;
   shutdownGraceMs?: number;
+  /** With a certificate and key: TLS, and ALPN chooses h2 or http/1.1; without: HTTP/1.1 and h2c on the one port. */
+  tls?: TlsFiles | undefined;
   /** Runs after the HTTP server stopped accepting requests: stop workers, finish jobs. */
   drain?: () => Promise<void>;
   /** Runs last: close pools and clients. */
@@ -58,7 +62,7 @@ export interface ServiceOptions {
 }
 
 export interface RunningService {
-  server: Server;
+  server: Listener["server"];
   url: string;
   /** Aborted when shutdown begins; long-lived streams end on it. */
   stopping: AbortSignal;
@@ -71,7 +75,7 @@ const DEFAULT_READ_MAX_BYTES = 256 * 1024;
 /** How long a stopping server goes on answering on open connections, each answer closing its connection. */
 const DRAIN_LINGER_MS = 500;
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+function sendJson(res: AnyResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
   res.end(text);
@@ -119,7 +123,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
     logger,
   });
 
-  async function handlePlain(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handlePlain(req: AnyRequest, res: AnyResponse): Promise<void> {
     const path = (req.url ?? "/").split("?")[0];
     const caller: PlainCaller = { operator: options.auth.isOperator(presentedCredential(req.headers.authorization)) };
     try {
@@ -153,27 +157,26 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
     }
   }
 
-  const answering = new Set<ServerResponse>();
-  const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
-    inFlight++;
-    answering.add(res);
-    res.once("close", () => {
-      inFlight--;
-      answering.delete(res);
-    });
-    // While stopping, every answer closes its connection (see shutdown).
-    if (stopping.signal.aborted) res.setHeader("connection", "close");
-    connect(req, res);
-  });
-  let connections = 0;
-  server.on("connection", (socket) => {
-    connections++;
-    socket.once("close", () => connections--);
-  });
-  server.on("clientError", (error, socket) => {
-    logger.debug("client error", { error: describeError(error) });
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
-  });
+  const answering = new Set<AnyResponse>();
+  /** HTTP/1.1 only: HTTP/2 forbids connection headers, and a session is ended with GOAWAY instead. */
+  const closeConnectionAfter = (res: AnyResponse) => {
+    if (res instanceof ServerResponse && !res.headersSent) res.setHeader("connection", "close");
+  };
+  const listener = createListener(
+    (req, res) => {
+      inFlight++;
+      answering.add(res);
+      res.once("close", () => {
+        inFlight--;
+        answering.delete(res);
+      });
+      // While stopping, every answer closes its connection (see shutdown).
+      if (stopping.signal.aborted) closeConnectionAfter(res);
+      connect(req, res);
+    },
+    { keepAliveTimeout: 65_000, tls: options.tls, onClientError: (error) => logger.debug("client error", { error: describeError(error) }) },
+  );
+  const server = listener.server;
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -183,7 +186,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
     });
   });
   const { port } = server.address() as AddressInfo;
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${options.tls ? "https" : "http"}://127.0.0.1:${port}`;
   logger.info(`${options.name} listening`, { url });
 
   let shuttingDown: Promise<void> | undefined;
@@ -193,26 +196,27 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
       const grace = options.shutdownGraceMs ?? 10_000;
       const deadline = Date.now() + grace;
       stopping.abort();
-      for (const res of answering) if (!res.headersSent) res.setHeader("connection", "close");
+      for (const res of answering) closeConnectionAfter(res);
+      listener.goAway();
       const drained = options.drain?.().catch((error) => logger.error("drain failed", { error: describeError(error) }));
       // Closing a kept-alive connection races with the client's next request on it, which then fails with a reset
       // (connect: aborted) and no way to tell whether it was handled. So for a moment the server still answers, and
       // every answer closes its connection: clients learn of the shutdown from an answer and reconnect, which is
       // then refused (connect: unavailable). Only then does it stop listening and close what is still idle.
       const lingerUntil = Math.min(deadline, Date.now() + DRAIN_LINGER_MS);
-      while (connections > 0 && Date.now() < lingerUntil) await new Promise((resolve) => setTimeout(resolve, 20));
-      server.close();
-      server.closeIdleConnections();
+      while (listener.connections > 0 && Date.now() < lingerUntil) await new Promise((resolve) => setTimeout(resolve, 20));
+      listener.stopAccepting();
+      listener.closeIdle();
       while (inFlight > 0 && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 50));
-        server.closeIdleConnections();
+        listener.closeIdle();
       }
       if (inFlight > 0) {
         logger.warn("grace period over, aborting requests still in flight", { inFlight });
         shutdownSignal.abort(new ConnectError("server is shutting down", Code.Unavailable));
       }
       await drained;
-      server.closeAllConnections();
+      listener.closeAll();
       await options.close?.().catch((error) => logger.error("close failed", { error: describeError(error) }));
       logger.info(`${options.name} stopped`);
     })();
@@ -227,7 +231,7 @@ interface ConnectHandlerOptions extends ConnectRouterOptions {
   readMaxBytes: number;
   readLimits: Record<string, number>;
   admission: Admission;
-  fallback: (req: IncomingMessage, res: ServerResponse) => void;
+  fallback: (req: AnyRequest, res: AnyResponse) => void;
   logger: Logger;
 }
 
@@ -266,7 +270,7 @@ function connectHandler(options: ConnectHandlerOptions) {
   const limitOf = (method: string) => options.readLimits[method] ?? options.readMaxBytes;
   options.routes(routerWithReadLimits(router, limitOf));
   const handlers = new Map(router.handlers.map((handler) => [handler.requestPath, handler]));
-  return (req: IncomingMessage, res: ServerResponse): void => {
+  return (req: AnyRequest, res: AnyResponse): void => {
     const handler = handlers.get((req.url ?? "").split("?", 1)[0] ?? "");
     if (!handler) return options.fallback(req, res);
     const rpc = { service: handler.service.typeName, method: handler.method.name, readMaxBytes: limitOf(handler.method.name) };

@@ -1,7 +1,7 @@
 /** Configuration of the user service (the public gateway), validated once at start-up. */
 import { z } from "zod";
 import { apiKeysEnv, callerEnv } from "../shared/auth.js";
-import { callbackEnv, commonEnv, databaseEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
+import { callbackEnv, commonEnv, databaseEnv, internalCallsEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
 import { SERVICES } from "../shared/topology.js";
 
 const MiB = 1024 * 1024;
@@ -55,7 +55,7 @@ export const userEnv = {
 };
 
 export function loadUserConfig(env: NodeJS.ProcessEnv = process.env) {
-  return loadConfig(SERVICES.user.name, { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...apiKeysEnv, ...callbackEnv, ...userEnv }, env);
+  return loadConfig(SERVICES.user.name, { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...internalCallsEnv, ...apiKeysEnv, ...callbackEnv, ...userEnv }, env);
 }
 
 export type UserConfig = ReturnType<typeof loadUserConfig>;

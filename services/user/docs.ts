@@ -7,7 +7,7 @@ import { stat } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { ServerResponse } from "node:http";
+import type { AnyResponse } from "../shared/listener.js";
 import type { PageHandler } from "../shared/server.js";
 import { SERVICE_KEYS } from "../shared/topology.js";
 
@@ -46,7 +46,7 @@ function initializer(): string {
 
 const COMMON_HEADERS = { "x-content-type-options": "nosniff", "referrer-policy": "no-referrer" };
 
-async function sendFile(res: ServerResponse, path: string, contentType: string, head: boolean, cacheControl: string): Promise<boolean> {
+async function sendFile(res: AnyResponse, path: string, contentType: string, head: boolean, cacheControl: string): Promise<boolean> {
   let size: number;
   try {
     const info = await stat(path);
@@ -84,7 +84,8 @@ export function docsPages(openapiDir: string = DEFAULT_OPENAPI_DIR): PageHandler
     const name = path.slice("/docs/".length) || "index.html";
     if (name === "swagger-initializer.js") {
       res.writeHead(200, { ...COMMON_HEADERS, "content-type": "text/javascript; charset=utf-8", "content-length": Buffer.byteLength(script), "cache-control": "no-cache" });
-      res.end(head ? undefined : script);
+      if (head) res.end();
+      else res.end(script);
       return true;
     }
     const spec = /^openapi\/([a-z]+)\.yaml$/.exec(name);

@@ -59,6 +59,7 @@ export async function startUserService(config: UserConfig, overrides: UserServic
   const jobs = createServiceClient(JobService, serviceUrl(config, "job"), {
     timeoutMs: config.JOB_CALL_TIMEOUT_MS,
     credential: config.MCSV_SERVICE_TOKEN,
+    httpVersion: config.INTERNAL_HTTP_VERSION,
   });
   // protobuf-es represents a google.protobuf.Struct field as its JSON object.
   const enqueue: JobEnqueuer = async (job) => {

@@ -2,6 +2,7 @@
  * A binary request body that is not protobuf gets invalid_argument over every protocol an mcsv server speaks on
  * HTTP/1.1 (connect-es 2.1.2 alone would say internal), and well-formed calls and other errors are left alone.
  */
+import { connect } from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ClientService, ConversionSchema, NotifyEmailSentRequestSchema, UserService } from "@mcsv/sdk";
@@ -97,6 +98,27 @@ test("gRPC-web: the trailer says grpc-status 3 (invalid argument)", async () => 
   const text = trailer?.payload.toString() ?? res.headers.get("grpc-status") ?? "";
   expect(text).toMatch(/grpc-status: ?3\b/);
   expect(text).toMatch(/grpc-message: ?parse%20binary/);
+});
+
+test("gRPC over HTTP/2: the trailers say grpc-status 3 (invalid argument)", async () => {
+  const session = connect(server.url);
+  try {
+    const answer = await new Promise<{ status: string | undefined; message: string | undefined }>((resolve, reject) => {
+      const stream = session.request({ ":method": "POST", ":path": "/mcsv.v1.ClientService/NotifyEmailSent", "content-type": "application/grpc+proto", te: "trailers", ...auth });
+      let headers: Record<string, unknown> = {};
+      stream.on("response", (h) => (headers = h));
+      stream.on("trailers", (t) => resolve({ status: String(t["grpc-status"]), message: String(t["grpc-message"]) }));
+      // A trailers-only answer carries the status in its headers.
+      stream.on("end", () => resolve({ status: headers["grpc-status"] as string | undefined, message: headers["grpc-message"] as string | undefined }));
+      stream.on("error", reject);
+      stream.resume();
+      stream.end(envelope(0, MALFORMED));
+    });
+    expect(answer.status).toBe("3");
+    expect(decodeURIComponent(answer.message ?? "")).toMatch(/^parse binary:/);
+  } finally {
+    session.close();
+  }
 });
 
 test("well-formed calls and a handler's own internal error are left as they are", async () => {
