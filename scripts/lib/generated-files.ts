@@ -1,4 +1,7 @@
-/** What `npm run generate` writes: gen/**\/*.ts (not dist/ or node_modules/) and everything in openapi/. */
+/**
+ * What `npm run generate` writes: gen/**\/*.ts (not dist/ or node_modules/), everything in openapi/, and the gRPC
+ * protocols' TypeScript in services/shared/grpc/gen/.
+ */
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
@@ -12,5 +15,5 @@ export function generatedFiles(dir: string): string[] {
           if (entry.isDirectory()) return entry.name === "dist" || entry.name === "node_modules" ? [] : walk(path);
           return sub.startsWith("openapi") || entry.name.endsWith(".ts") ? [path] : [];
         });
-  return [...walk("gen"), ...walk("openapi")].sort();
+  return [...walk("gen"), ...walk("openapi"), ...walk("services/shared/grpc/gen")].sort();
 }

@@ -25,11 +25,11 @@ function rules(output: string): string[] {
     .map((line) => (JSON.parse(line) as { type: string }).type);
 }
 
-/** A copy of the buf workspace (buf.yaml and proto/) in a temporary directory, with one file edited. */
+/** A copy of the buf workspace (buf.yaml and its modules, proto/ and proto-grpc/) in a temporary directory, with one file edited. */
 function editedWorkspace(file: string, edit: (source: string) => string): { dir: string; remove: () => void } {
   const temp = tempDir("proto-edit");
   cpSync(join(ROOT, "buf.yaml"), join(temp.dir, "buf.yaml"));
-  cpSync(join(ROOT, "proto"), join(temp.dir, "proto"), { recursive: true });
+  for (const module of ["proto", "proto-grpc"]) cpSync(join(ROOT, module), join(temp.dir, module), { recursive: true });
   const path = join(temp.dir, "proto", file);
   const before = readFileSync(path, "utf8");
   const after = edit(before);
@@ -53,7 +53,9 @@ test("gen/ and openapi/ are what the protos generate (run `npm run generate` if 
   try {
     await runOk(join(ROOT, "node_modules/.bin/tsx"), ["scripts/generate.ts", "--out", temp.dir]);
     const fresh = generatedFiles(temp.dir);
-    expect(fresh).toEqual(expect.arrayContaining(["gen/index.ts", "gen/mcsv/v1/user_pb.ts", "openapi/user.yaml"]));
+    expect(fresh).toEqual(
+      expect.arrayContaining(["gen/index.ts", "gen/mcsv/v1/user_pb.ts", "openapi/user.yaml", "services/shared/grpc/gen/grpc/health/v1/health_pb.ts"]),
+    );
     expect(generatedFiles(ROOT)).toEqual(fresh);
     const stale = fresh.filter((file) => readFileSync(join(temp.dir, file), "utf8") !== readFileSync(join(ROOT, file), "utf8"));
     expect(stale).toEqual([]);
