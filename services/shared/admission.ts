@@ -8,7 +8,7 @@
  * replaced by an empty message: the caller's bytes are never read, and the refusal travels as a context value that
  * refusalInterceptor throws.
  */
-import { ConnectError, createContextKey, createContextValues, type ContextValues, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, createContextValues, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import type { UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { universalRequestFromNodeRequest } from "@connectrpc/connect-node";
 import type { AnyRequest, AnyResponse } from "./listener.js";
@@ -52,6 +52,12 @@ export class ByteBudget {
 export interface Admission {
   policy: AuthPolicy;
   budget: ByteBudget;
+  /**
+   * Protocol services that need no credential (gRPC health for probes; server reflection unless it is put behind
+   * one), and those that take any valid credential whatever it opens.
+   */
+  open?: ReadonlySet<string>;
+  anyCredential?: ReadonlySet<string>;
 }
 
 /**
@@ -65,8 +71,15 @@ export async function admit(
   res: AnyResponse,
 ): Promise<UniversalServerRequest> {
   const values = createContextValues();
+  const credential = bearerCredential(req.headers.authorization);
   try {
-    values.set(principalKey, await admission.policy.authenticate(bearerCredential(req.headers.authorization), rpc.service, rpc.method));
+    if (admission.anyCredential?.has(rpc.service)) {
+      const principal = await admission.policy.identify(credential);
+      if (!principal) throw new ConnectError(credential ? "invalid credentials" : "missing credentials: send Authorization: Bearer <key>", Code.Unauthenticated);
+      values.set(principalKey, principal);
+    } else if (!admission.open?.has(rpc.service)) {
+      values.set(principalKey, await admission.policy.authenticate(credential, rpc.service, rpc.method));
+    }
   } catch (error) {
     return refused(req, res, values.set(refusalKey, ConnectError.from(error)));
   }

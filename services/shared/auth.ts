@@ -177,6 +177,8 @@ const refuse = {
 export interface AuthPolicy {
   /** The caller, when `credential` opens `service`/`method`; else throws an AuthRefusal. */
   authenticate(credential: string | undefined, service: string, method: string): Promise<Principal>;
+  /** Whoever the credential belongs to, whatever it opens (for protocol services such as reflection). */
+  identify(credential: string | undefined): Promise<Principal | undefined>;
   /** Whether `credential` is the operator's (for /metrics, readiness details and pages). */
   isOperator(credential: string | undefined): boolean;
 }
@@ -220,6 +222,7 @@ export function authPolicy(options: PolicyOptions): AuthPolicy {
       if (!allowed) throw refuse.forbidden(`${service}/${method}`);
       return principal;
     },
+    identify: async (credential) => (credential === undefined ? undefined : identify(credential)),
     isOperator(credential) {
       return credential !== undefined && findDigest(digestOf(credential), operator) >= 0;
     },

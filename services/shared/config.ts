@@ -62,6 +62,8 @@ export const commonEnv = {
   /** PEM files: with both, the port speaks TLS and ALPN chooses HTTP/2 or HTTP/1.1; without, HTTP/1.1 and h2c. */
   TLS_CERT_FILE: z.string().optional(),
   TLS_KEY_FILE: z.string().optional(),
+  /** gRPC server reflection needs a valid credential (of any kind) instead of being open. */
+  REFLECTION_REQUIRES_CREDENTIAL: boolean(false),
   ...internalAuthEnv,
 };
 
@@ -72,6 +74,7 @@ interface CommonConfig {
   SHUTDOWN_GRACE_MS: number;
   TLS_CERT_FILE?: string | undefined;
   TLS_KEY_FILE?: string | undefined;
+  REFLECTION_REQUIRES_CREDENTIAL: boolean;
 }
 
 /** What runService takes from commonEnv (the TLS files read here, at start-up). */
@@ -83,6 +86,7 @@ export function serverSettings(config: CommonConfig) {
     host: config.HOST,
     production: config.NODE_ENV === "production",
     shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
+    reflectionNeedsCredential: config.REFLECTION_REQUIRES_CREDENTIAL,
     ...(config.MAX_REQUEST_BYTES_IN_FLIGHT ? { maxBytesInFlight: config.MAX_REQUEST_BYTES_IN_FLIGHT } : {}),
     ...(config.TLS_CERT_FILE && config.TLS_KEY_FILE ? { tls: { cert: readFileSync(config.TLS_CERT_FILE), key: readFileSync(config.TLS_KEY_FILE) } } : {}),
   };

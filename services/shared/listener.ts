@@ -132,7 +132,9 @@ export function createListener(handler: RequestHandler, options: ListenerOptions
     if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
   });
 
-  const server = createNetServer((socket) => {
+  // node's HTTP servers turn Nagle's algorithm off on the connections they accept themselves, not on those handed to
+  // them: without this, small answers wait for the peer's delayed acknowledgement (about 40 ms each).
+  const server = createNetServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     socket.setTimeout(options.sniffTimeoutMs ?? 30_000, () => socket.destroy());

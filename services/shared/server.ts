@@ -5,6 +5,7 @@
  * Every RPC is authenticated, and its bytes budgeted, before its body is read (admission.ts).
  */
 import { ServerResponse } from "node:http";
+import type { DescService } from "@bufbuild/protobuf";
 import type { AddressInfo } from "node:net";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type Interceptor } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalResponseToNodeResponse } from "@connectrpc/connect-node";
@@ -14,6 +15,7 @@ import type { AuthPolicy } from "./auth.js";
 import { describeError } from "./errors.js";
 import { dependencyErrorsInterceptor, logFieldsInterceptor, metricsInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
+import { grpcServiceRoutes, Health, reflectionServices } from "./grpc/index.js";
 import { correctParseErrors } from "./parse-errors.js";
 import { renderMetrics } from "./metrics.js";
 import { flushSpans, serverTracingInterceptor } from "./tracing.js";
@@ -53,6 +55,11 @@ export interface ServiceOptions {
   /** Request bytes this process holds at once; a request beyond it gets resource_exhausted before it is read. */
   maxBytesInFlight?: number;
   shutdownGraceMs?: number;
+  /**
+   * gRPC server reflection is open to anyone by default (it lists what the service's contract already publishes);
+   * with this, it needs a valid credential of any kind. Health is always open, for probes.
+   */
+  reflectionNeedsCredential?: boolean;
   /** With a certificate and key: TLS, and ALPN chooses h2 or http/1.1; without: HTTP/1.1 and h2c on the one port. */
   tls?: TlsFiles | undefined;
   /** Runs after the HTTP server stopped accepting requests: stop workers, finish jobs. */
@@ -107,9 +114,20 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
 
   const readMaxBytes = options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES;
   const largestRead = Math.max(readMaxBytes, ...Object.values(options.readLimits ?? {}));
-  const admission: Admission = { policy: options.auth, budget: new ByteBudget(options.maxBytesInFlight ?? Math.max(4 * largestRead, 16 * 1024 * 1024)) };
+  const reflection = reflectionServices.map((service) => service.typeName);
+  const admission: Admission = {
+    policy: options.auth,
+    budget: new ByteBudget(options.maxBytesInFlight ?? Math.max(4 * largestRead, 16 * 1024 * 1024)),
+    open: new Set([Health.typeName, ...(options.reflectionNeedsCredential ? [] : reflection)]),
+    anyCredential: new Set(options.reflectionNeedsCredential ? reflection : []),
+  };
+  // grpc.health.v1.Health follows readiness, and says NOT_SERVING once the server is stopping.
+  const health = async () => (!stopping.signal.aborted && (await checkReadiness(checks)).ready ? "serving" : "not_serving");
   const connect = connectHandler({
-    routes: options.routes,
+    routes: (router, mounted) => {
+      options.routes(router);
+      grpcServiceRoutes({ services: mounted(), health })(router);
+    },
     // Tracing outermost, so that logs and metric exemplars of the RPC see its span.
     interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), refusalInterceptor, dependencyErrorsInterceptor, ...(options.interceptors ?? [])],
     // Unknown JSON fields are a client bug: reject them instead of silently dropping data.
@@ -227,7 +245,8 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
 }
 
 interface ConnectHandlerOptions extends ConnectRouterOptions {
-  routes: (router: ConnectRouter) => void;
+  /** Registers the routes; `mounted` tells the services registered so far. */
+  routes: (router: ConnectRouter, mounted: () => DescService[]) => void;
   readMaxBytes: number;
   readLimits: Record<string, number>;
   admission: Admission;
@@ -239,12 +258,13 @@ interface ConnectHandlerOptions extends ConnectRouterOptions {
  * A router whose methods each get their own read limit (connect-es has one per router or per service): a service
  * registered on it is registered method by method.
  */
-function routerWithReadLimits(router: ConnectRouter, limitOf: (method: string) => number): ConnectRouter {
+function routerWithReadLimits(router: ConnectRouter, limitOf: (method: string) => number, mounted: DescService[]): ConnectRouter {
   const limited: ConnectRouter = {
     get handlers() {
       return router.handlers;
     },
     service(service, implementation, options) {
+      mounted.push(service);
       // A ServiceImpl maps each method's local name to its implementation.
       const impl = implementation as unknown as Record<string, ((...args: never[]) => unknown) | undefined>;
       for (const method of service.methods) {
@@ -268,7 +288,8 @@ function routerWithReadLimits(router: ConnectRouter, limitOf: (method: string) =
 function connectHandler(options: ConnectHandlerOptions) {
   const router = createConnectRouter(options);
   const limitOf = (method: string) => options.readLimits[method] ?? options.readMaxBytes;
-  options.routes(routerWithReadLimits(router, limitOf));
+  const mounted: DescService[] = [];
+  options.routes(routerWithReadLimits(router, limitOf, mounted), () => [...mounted]);
   const handlers = new Map(router.handlers.map((handler) => [handler.requestPath, handler]));
   return (req: AnyRequest, res: AnyResponse): void => {
     const handler = handlers.get((req.url ?? "").split("?", 1)[0] ?? "");

@@ -3,12 +3,13 @@
  * port (and over TLS, where ALPN chooses), and every shared interceptor behaves the same on each: authentication
  * before parsing, the caller in the handler's context, log fields, metrics, error mapping, streams.
  */
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { Writable } from "node:stream";
+import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -188,4 +189,26 @@ test("a stopping server finishes an HTTP/2 call in flight and then refuses new c
   const { port } = new URL(stopping.url);
   const refused = await new Promise<string>((resolve) => connect(Number(port), "127.0.0.1").once("connect", () => resolve("connected")).once("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? "")));
   expect(refused).toBe("ECONNREFUSED");
+});
+
+test("server reflection is open by default, and behind any valid credential when configured; health stays open", async () => {
+  // Asynchronously: the servers answer from this process.
+  const buf = (args: string[]) => promisify(execFile)(join(process.cwd(), "node_modules", ".bin", "buf"), ["curl", ...args], { cwd: tmpdir(), encoding: "utf8" });
+  const listServices = (url: string, headers: string[] = []) =>
+    buf(["--list-services", ...headers, url]).then(
+      ({ stdout }) => stdout,
+      (error: { stderr?: string }) => `failed: ${String(error.stderr)}`,
+    );
+  expect(await listServices(server.url)).toContain("mcsv.v1.ClientService");
+  const guarded = await runService({ name: "protocols-reflection-test", port: 0, host: "127.0.0.1", logger, auth: operatorPolicy, routes, reflectionNeedsCredential: true });
+  try {
+    expect(await listServices(guarded.url)).toMatch(/^failed: [\s\S]*(unauthenticated|not authenticated)/);
+    expect(await listServices(guarded.url, ["--reflect-header", "Authorization: Bearer not-the-operator-0123456789abcdef"])).toMatch(/^failed: [\s\S]*(unauthenticated|not authenticated)/);
+    // buf curl sends headers with its reflection requests only when told to.
+    expect(await listServices(guarded.url, ["--reflect-header", `Authorization: Bearer ${TEST_INTERNAL_TOKEN}`])).toContain("mcsv.v1.UserService");
+    const { stdout: health } = await buf(["--protocol", "grpc", "--http2-prior-knowledge", "--schema", join(process.cwd(), "proto-grpc"), "--data", "{}", `${guarded.url}/grpc.health.v1.Health/Check`]);
+    expect(JSON.parse(health)).toEqual({ status: "SERVING" });
+  } finally {
+    await guarded.shutdown("test over");
+  }
 });
