@@ -82,6 +82,41 @@ export function renderMarkdown(results: BenchResults): string {
       lines.push(`| ${r.concurrency} | ${r.rps.bare} | ${r.rps.traced} | **${fmt(r.traced.ratio)}** | ${r.rps.untraced} | **${fmt(r.untraced.ratio)}** | ≥ 0.7 | ${met(r.traced.met)} ${met(r.untraced.met)} | ${cpu ? `${cpu.bare}, ${cpu.traced}, ${cpu.untraced}` : ""} |`);
     }
     lines.push("");
+    const byProtocol = results.b3.byProtocol;
+    if (byProtocol?.length) {
+      lines.push(
+        "By protocol and HTTP version (bare: connect-node on node:http for HTTP/1.1, on node:http2's h2c server for HTTP/2; the full stack answers both on one port), requests/s:",
+        "",
+      );
+      lines.push(
+        "| protocol | concurrency | bare | traced | ratio | untraced | ratio | met | server CPU µs/RPC: bare, traced, untraced | load generator CPU µs/RPC: bare, untraced | p50 ms: bare, untraced | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|",
+      );
+      for (const p of byProtocol) {
+        for (const r of p.byConcurrency) {
+          const cpu = r.serverCpuUsPerRequest;
+          const client = r.clientCpuUsPerRequest;
+          lines.push(
+            `| ${p.label} | ${r.concurrency} | ${r.rps.bare} | ${r.rps.traced} | **${fmt(r.traced.ratio)}** | ${r.rps.untraced} | **${fmt(r.untraced.ratio)}** | ${met(r.traced.met)} ${met(r.untraced.met)} | ${cpu.bare}, ${cpu.traced}, ${cpu.untraced} | ${client ? `${client.bare}, ${client.untraced}` : ""} | ${fmt(r.p50Ms.bare)}, ${fmt(r.p50Ms.untraced)} | ${r.errors}${r.firstError ? ` (${r.firstError})` : ""} |`,
+          );
+        }
+      }
+      lines.push("");
+    }
+    const verdict = results.b3.httpVersionVerdict;
+    if (verdict) {
+      const cells = verdict.byConcurrency
+        .map(
+          (c) =>
+            `c=${c.concurrency}: HTTP/1.1 ${c.rps["1.1"].traced} / ${c.rps["1.1"].untraced}, h2c ${c.rps["2"].traced} / ${c.rps["2"].untraced} requests/s (traced / untraced), h2c/HTTP/1.1 **${fmt(c.h2cOverHttp1)}**, server CPU µs/RPC ${c.serverCpuUsPerRequest["1.1"]} vs ${c.serverCpuUsPerRequest["2"]}, load generator ${c.clientCpuUsPerRequest["1.1"]} vs ${c.clientCpuUsPerRequest["2"]}`,
+        )
+        .join("; ");
+      lines.push(
+        `**Internal calls, HTTP/1.1 or h2c** (Connect through the full stack): ${cells}. Faster: **${verdict.faster === "tie" ? "neither" : verdict.faster === "2" ? "h2c" : "HTTP/1.1"}**; createServiceClient default: \`httpVersion: "${verdict.recommendedDefault}"\` (${verdict.reason}).`,
+        "",
+      );
+    }
+    for (const warning of results.b3.latencyWarnings ?? []) lines.push(`⚠️ ${warning}.`, "");
     const parts = results.b3.breakdown;
     if (parts) {
       lines.push(`What each part costs (requests/s at concurrency ${parts.concurrency}, spans not exported): ${parts.rps.map((p) => `${p.variant} ${p.rps} (${fmt(p.ratio)})`).join(" → ")}`, "");

@@ -2,11 +2,13 @@
  * B3's servers, each its own process: one trivial unary RPC (ClientService.ListEvents answering an empty list),
  * served either through the full mcsv stack (`full`: runService with tracing, logging, metrics and auth
  * interceptors, /metrics and health routes; start it with `--import ./bench/lib/rpc-telemetry.ts` for the
- * OpenTelemetry SDK) or on bare connect-node (`bare`: connectNodeAdapter on node:http, no interceptors), or with
- * only some of the shared interceptors (`parts tracing,logs,metrics,auth`: what each one costs). Prints
- * `listening <url>` once it accepts requests; SIGTERM stops it.
+ * OpenTelemetry SDK) or on bare connect-node (`bare`: connectNodeAdapter on node:http, no interceptors; `bare-h2`:
+ * the same on node:http2's h2c server, the floor for HTTP/2), or with only some of the shared interceptors
+ * (`parts tracing,logs,metrics,auth`: what each one costs). The full stack answers HTTP/1.1 and h2c on its one port;
+ * every mode answers Connect, gRPC and gRPC-Web. Prints `listening <url>` once it accepts requests; SIGTERM stops it.
  */
 import { createServer } from "node:http";
+import { createServer as createH2cServer, type Http2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -58,7 +60,20 @@ if (mode === "full") {
     server.closeAllConnections();
     server.close(() => process.exit(0));
   });
+} else if (mode === "bare-h2") {
+  const server = createH2cServer(connectNodeAdapter({ routes }));
+  const sessions = new Set<Http2Session>();
+  server.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  process.stdout.write(`listening http://127.0.0.1:${(server.address() as AddressInfo).port}\n`);
+  process.once("SIGTERM", () => {
+    for (const session of sessions) session.destroy();
+    server.close(() => process.exit(0));
+  });
 } else {
-  process.stderr.write("usage: rpc-server.ts full|bare|parts <tracing,logs,metrics,auth>\n");
+  process.stderr.write("usage: rpc-server.ts full|bare|bare-h2|parts <tracing,logs,metrics,auth>\n");
   process.exit(2);
 }
