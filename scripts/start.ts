@@ -32,8 +32,8 @@ const system = await startSystem({
 
 const user = system.urls.user;
 const samplePng = (await sharp({ create: { width: 64, height: 48, channels: 3, background: "#3b82f6" } }).png().toBuffer()).toString("base64");
-const curl = `npx buf curl --schema proto -H "Authorization: Bearer ${system.credentials.apiKey}"`;
-const internalCurl = `npx buf curl --schema proto -H "Authorization: Bearer ${system.credentials.operatorToken}"`;
+const curl = `npx buf curl -H "Authorization: Bearer ${system.credentials.apiKey}"`;
+const internalCurl = `npx buf curl -H "Authorization: Bearer ${system.credentials.operatorToken}"`;
 console.log(`
 mcsv is ready.
 
@@ -60,6 +60,11 @@ Workflow 2, an image to PDF (a PNG made on the spot, sent inline as base64):
   ${curl} --data '{"conversionId":"<id from above>"}' ${user}/mcsv.v1.UserService/WatchConversion
 
   ${curl} --data '{"conversionId":"<id from above>"}' ${user}/mcsv.v1.UserService/GetConversion   # then: curl -o out.pdf "<pdfUrl>"
+
+Every port answers Connect, gRPC (add --protocol grpc) and gRPC-Web, and lists itself through reflection:
+
+  npx buf curl --list-services ${user}
+  npx buf curl --list-methods ${user}
 
 Internal services take the operator's credential, for example the queue:
 

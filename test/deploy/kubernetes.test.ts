@@ -61,7 +61,8 @@ describeWithKubectl("kubectl kustomize deploy/k8s", () => {
     expect(container.env).toEqual(expect.arrayContaining([{ name: "SERVICE", value: key }]));
     expect(container.ports).toEqual([{ name: "http", containerPort: port, protocol: "TCP" }]);
     expect(container.livenessProbe.httpGet).toEqual({ path: "/health", port: "http" });
-    expect(container.readinessProbe.httpGet).toEqual({ path: "/health/ready", port: "http" });
+    // Readiness through Kubernetes' native gRPC probe: grpc.health.v1.Health, which follows the readiness checks.
+    expect(container.readinessProbe.grpc).toEqual({ port });
     expect(container.startupProbe.httpGet).toEqual({ path: "/health", port: "http" });
     expect(pod.metadata.annotations).toEqual(expect.objectContaining({ "prometheus.io/scrape": "true", "prometheus.io/port": String(port), "prometheus.io/path": "/metrics" }));
 

@@ -16,10 +16,12 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { ClientService, ConversionSchema, UserService } from "@mcsv/sdk";
 import winston from "winston";
 import { principalOf, type Principal } from "../../services/shared/auth.js";
+import { createServiceClient } from "../../services/shared/clients.js";
 import { isHttp2Preface } from "../../services/shared/listener.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
 import { operatorPolicy, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
+import { startH2cServer } from "../support/h2c.js";
 
 const lines: Record<string, unknown>[] = [];
 const logger = createLogger("protocols-test", { level: "info", format: "json" });
@@ -210,5 +212,18 @@ test("server reflection is open by default, and behind any valid credential when
     expect(JSON.parse(health)).toEqual({ status: "SERVING" });
   } finally {
     await guarded.shutdown("test over");
+  }
+});
+
+test("service clients speak HTTP/2 when asked (INTERNAL_HTTP_VERSION=2): an HTTP/2-only server answers them", async () => {
+  const h2only = await startH2cServer((router) => router.service(ClientService, { listEvents: () => ({ events: [] }) }));
+  try {
+    const over2 = createServiceClient(ClientService, h2only.baseUrl, { credential: TEST_INTERNAL_TOKEN, httpVersion: "2", timeoutMs: 5_000 });
+    expect(await codeOf(over2.listEvents({ limit: 1 }))).toBe("ok");
+    // The same server cannot answer HTTP/1.1: the default client does not reach it.
+    const over1 = createServiceClient(ClientService, h2only.baseUrl, { credential: TEST_INTERNAL_TOKEN, timeoutMs: 5_000 });
+    expect(await codeOf(over1.listEvents({ limit: 1 }))).not.toBe("ok");
+  } finally {
+    await h2only.close();
   }
 });
