@@ -15,7 +15,7 @@
 import { createHash, createHmac } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { brotliCompressSync, deflateSync, gzipSync } from "node:zlib";
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fromBinary, type DescService } from "@bufbuild/protobuf";
@@ -34,6 +34,7 @@ import {
   type Conversion,
 } from "@mcsv/sdk";
 import sharp from "sharp";
+import { claimedSizePng, gifGarbage, noise } from "../support/hostile-images.js";
 import { ROOT } from "../../scripts/lib/system.js";
 import { SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
 import { TEST_API_KEY, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
@@ -151,45 +152,9 @@ function raw(key: ServiceKey, method: string, body: string | Uint8Array, content
 
 // ---- hostile images and documents ----
 
-const crcTable = Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-function crc32(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (const byte of bytes) c = crcTable[(c ^ byte) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-function chunk(type: string, data: Uint8Array): Buffer {
-  const body = Buffer.concat([Buffer.from(type, "latin1"), data]);
-  const out = Buffer.alloc(8 + data.byteLength + 4);
-  out.writeUInt32BE(data.byteLength, 0);
-  body.copy(out, 4);
-  out.writeUInt32BE(crc32(body), 8 + data.byteLength);
-  return out;
-}
-
-/** A valid PNG header claiming width × height 8-bit grey pixels, with a few hundred bytes of compressed zeros. */
-function claimedSizePng(width: number, height: number): Buffer {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr.set([8, 0, 0, 0, 0], 8); // bit depth 8, greyscale, deflate, adaptive filtering, no interlace
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", ihdr), chunk("IDAT", deflateSync(Buffer.alloc(64 * KiB))), chunk("IEND", new Uint8Array())]);
-}
-
-/** `GIF89a` followed by garbage: sniffed as a GIF, but no GIF header follows. */
-function gifGarbage(): Buffer {
-  let seed = 11;
-  return Buffer.concat([Buffer.from("GIF89a", "latin1"), Buffer.from(Array.from({ length: 2048 }, () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 256))]);
-}
-
 /** A JPEG start (SOI, JFIF APP0) followed by garbage. */
 function garbageJpeg(): Buffer {
-  let seed = 7;
-  const garbage = Buffer.from(Array.from({ length: 2048 }, () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 256));
-  return Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46, 0x49, 0x46, 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00]), garbage]);
+  return Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46, 0x49, 0x46, 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00]), noise(2048)]);
 }
 
 const DISGUISED: Record<string, string> = {

@@ -5,13 +5,13 @@
  * credential ever appears in a log line.
  */
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { ClientService, EmailService, ImageService, JobService, UserService } from "@mcsv/sdk";
+import { Code, type Interceptor } from "@connectrpc/connect";
+import { JobService, UserService } from "@mcsv/sdk";
 import { bearerInterceptor } from "../../services/shared/auth.js";
 import type { ServiceKey } from "../../services/shared/topology.js";
 import { USER_PUBLIC_METHODS } from "../../services/user/public-methods.js";
 import { TEST_API_KEY, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
+import { callEmpty, SERVICE_CONTRACTS } from "../support/every-rpc.js";
 import { startTestSystem, type TestSystem } from "../support/system.js";
 
 let system: TestSystem;
@@ -24,13 +24,7 @@ afterAll(async () => {
   await system?.close();
 });
 
-const SERVICES: [ServiceKey, DescService][] = [
-  ["user", UserService],
-  ["job", JobService],
-  ["email", EmailService],
-  ["image", ImageService],
-  ["client", ClientService],
-];
+const SERVICES = SERVICE_CONTRACTS;
 
 /** The credential a method does NOT take: the API key for internal RPCs, the operator's for public ones. */
 function otherCredential(key: ServiceKey, method: string): string {
@@ -42,21 +36,7 @@ function otherCredentialRefusal(key: ServiceKey): string {
   return key === "user" ? "PermissionDenied" : "Unauthenticated";
 }
 
-async function call(key: ServiceKey, service: DescService, methodName: string, interceptors: Interceptor[]): Promise<ConnectError | undefined> {
-  const client = createClient(service, createConnectTransport({ baseUrl: system.urls[key], httpVersion: "1.1", interceptors })) as unknown as Record<
-    string,
-    (request: object) => Promise<unknown> | AsyncIterable<unknown>
-  >;
-  const method = service.methods.find((m) => m.name === methodName)!;
-  try {
-    const result = client[method.localName]!({});
-    if (Symbol.asyncIterator in (result as object)) for await (const _ of result as AsyncIterable<unknown>) break;
-    else await result;
-    return undefined;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-}
+const call = (key: ServiceKey, service: DescService, methodName: string, interceptors: Interceptor[]) => callEmpty(system.urls[key], service, methodName, interceptors);
 
 test("every RPC of every service refuses a caller without the right credential", async () => {
   let calls = 0;

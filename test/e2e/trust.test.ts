@@ -7,13 +7,13 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { brotliCompressSync, gzipSync } from "node:zlib";
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { ClientService, EmailService, ImageService, JobService, UserService } from "@mcsv/sdk";
+import { Code } from "@connectrpc/connect";
+import { JobService, UserService } from "@mcsv/sdk";
 import { bearerInterceptor, INTERNAL_CALLS } from "../../services/shared/auth.js";
 import { SERVICE_KEYS, type ServiceKey } from "../../services/shared/topology.js";
 import { USER_PUBLIC_METHODS } from "../../services/user/public-methods.js";
 import { ROOT, serviceArguments } from "../../scripts/lib/system.js";
+import { callEmpty, SERVICE_CONTRACTS } from "../support/every-rpc.js";
 import { startTestSystem, type TestSystem } from "../support/system.js";
 
 let system: TestSystem;
@@ -26,13 +26,7 @@ afterAll(async () => {
   await system?.close();
 });
 
-const SERVICES: [ServiceKey, DescService][] = [
-  ["user", UserService],
-  ["job", JobService],
-  ["email", EmailService],
-  ["image", ImageService],
-  ["client", ClientService],
-];
+const SERVICES = SERVICE_CONTRACTS;
 
 /** The largest resident set the process has had (VmHWM), in bytes. */
 function peakRss(key: ServiceKey): number {
@@ -83,20 +77,7 @@ test("an authenticated body inflates at most to its method's limit: small for al
 });
 
 async function call(key: ServiceKey, service: DescService, methodName: string, credential: string): Promise<Code | undefined> {
-  const client = createClient(service, createConnectTransport({ baseUrl: system.urls[key], httpVersion: "1.1", interceptors: [bearerInterceptor(credential)] })) as unknown as Record<
-    string,
-    (request: object) => Promise<unknown> | AsyncIterable<unknown>
-  >;
-  const method = service.methods.find((m) => m.name === methodName)!;
-  try {
-    const result = client[method.localName]!({});
-    if (Symbol.asyncIterator in (result as object)) for await (const _ of result as AsyncIterable<unknown>) break;
-    else await result;
-    return undefined;
-  } catch (error) {
-    if (process.env["DEBUG_TRUST"]) console.log(methodName, ConnectError.from(error).message);
-    return ConnectError.from(error).code;
-  }
+  return (await callEmpty(system.urls[key], service, methodName, [bearerInterceptor(credential)]))?.code;
 }
 
 test("each service's own credential opens exactly the methods it calls, and nothing else anywhere", async () => {
