@@ -24,15 +24,25 @@ const debugLog = (line: unknown) => {
 };
 
 /** A free TCP port on the loopback interface. */
+/** Ports this process has handed out: the kernel may offer a port again once it is closed, before its user binds it. */
+const handedOut = new Set<number>();
+
+/** A port that nothing listens on now, and that this process has not handed out before. */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const server = createServer();
+      server.once("error", reject);
+      server.listen(0, "127.0.0.1", () => {
+        const { port } = server.address() as { port: number };
+        server.close(() => resolve(port));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 /**
