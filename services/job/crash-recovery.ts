@@ -29,7 +29,7 @@ import { hostname } from "node:os";
 import { transaction, type Pool, type PoolClient } from "../shared/database.js";
 import { describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { checkEnqueueInput, enqueueJobInTransaction, type EnqueueInput } from "./enqueue.js";
+import { checkEnqueueInput, enqueueJobInTransaction, taskOfInput, type EnqueueInput } from "./enqueue.js";
 import { argsOfPayload, traceOfPayload } from "./ledger.js";
 import { deadWorkerPoolsTotal, discardFollowUpsTotal, jobAttemptsTotal } from "./metrics.js";
 import type { AnyTaskDefinition, DiscardedJob } from "./tasks/context.js";
@@ -319,7 +319,7 @@ export class CrashRecovery {
         } else if (input.followUp) {
           // In this transaction: the discard and its follow-up commit together, or neither does (next round).
           const added = await enqueueJobInTransaction(db, input.followUp, traceOfPayload(job.payload) ?? job.trace ?? undefined);
-          note.followUp = { discardedJobId: discarded.jobId, task: input.followUp.task, jobId: added.id, duplicate: added.duplicate };
+          note.followUp = { discardedJobId: discarded.jobId, task: taskOfInput(input.followUp), jobId: added.id, duplicate: added.duplicate };
           released.followUps.push(note.followUp);
         }
         notes.push(note);
@@ -340,9 +340,9 @@ export class CrashRecovery {
       if (!decoded.ok) return { error: `its arguments do not decode: ${decoded.violations.map((v) => `${v.field}: ${v.description}`).join("; ")}` };
       const input = definition.onDiscarded(decoded.payload, discarded);
       if (!input) return { followUp: undefined };
-      const followUp = { ...input, jobKey: input.jobKey || `${input.task}:after-discard:${discarded.jobId}:${discarded.attempts}` };
+      const followUp = { ...input, jobKey: input.jobKey || `${taskOfInput(input)}:after-discard:${discarded.jobId}:${discarded.attempts}` };
       const violations = checkEnqueueInput(followUp);
-      if (violations.length > 0) return { error: `its follow-up ${input.task} is invalid: ${violations.map((v) => `${v.field}: ${v.description}`).join("; ")}` };
+      if (violations.length > 0) return { error: `its follow-up ${taskOfInput(input)} is invalid: ${violations.map((v) => `${v.field}: ${v.description}`).join("; ")}` };
       return { followUp };
     } catch (error) {
       return { error: `onDiscarded failed: ${describeError(error)}` };

@@ -4,12 +4,12 @@
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Violation } from "../shared/errors.js";
-import { TASK_NAMES } from "../shared/tasks.js";
+import { TASK_NAMES, TASK_PAYLOADS, taskOfCase, type TaskName, type TypedTask } from "../shared/tasks.js";
 import { injectTraceContext } from "../shared/tracing.js";
 import type { PoolClient } from "../shared/database.js";
 import { argsOfPayload, enqueueInTransaction, type JobLedger } from "./ledger.js";
 import { InvalidJobError, type EnqueueResult, type EnqueueSpec } from "./model.js";
-import { decodeTaskArgs, DEFAULT_MAX_ATTEMPTS, isTaskName, upgradeLegacyArgs } from "./payloads.js";
+import { argsAgree, argsOfTypedTask, checkTaskPayload, decodeTaskArgs, DEFAULT_MAX_ATTEMPTS, isTaskName, upgradeLegacyArgs } from "./payloads.js";
 
 export const MAX_ATTEMPTS_LIMIT = 25;
 export const MAX_JOB_KEY_LENGTH = 200;
@@ -18,8 +18,12 @@ export const MAX_QUEUE_LENGTH = 128;
 const SMALLINT = 32_767;
 
 export interface EnqueueInput {
-  task: string;
-  args: JsonObject;
+  /** The task and its arguments, typed (EnqueueJobRequest.payload): the case names the task. */
+  payload?: TypedTask | undefined;
+  /** Deprecated form: the task's name (empty or unset with `payload`; if given, it must agree with it). */
+  task?: string | undefined;
+  /** Deprecated form: the task's arguments as JSON (empty or unset with `payload`; if given, they must agree). */
+  args?: JsonObject | undefined;
   /** Empty or unset: no named queue. */
   queue?: string | undefined;
   priority?: number | undefined;
@@ -30,15 +34,52 @@ export interface EnqueueInput {
   jobKey?: string | undefined;
 }
 
-/** Every problem with `input`, each naming its field as EnqueueJobRequest spells it in JSON. */
-export function checkEnqueueInput(input: EnqueueInput): Violation[] {
+/** The task an input names: its payload's case, or the deprecated task name. */
+export function taskOfInput(input: EnqueueInput): string {
+  return input.payload ? taskOfCase(input.payload.case) : (input.task ?? "");
+}
+
+const CASES = TASK_NAMES.map((t) => TASK_PAYLOADS[t].case).join(", ");
+
+/** The task and the arguments to store of `input` (either form), and every problem with them. */
+function resolveTask(input: EnqueueInput): { task?: TaskName; args?: JsonObject; violations: Violation[] } {
   const violations: Violation[] = [];
+  const givenArgs = input.args !== undefined && Object.keys(input.args).length > 0;
+  if (input.payload) {
+    const { case: field, value } = input.payload;
+    const task = taskOfCase(field);
+    violations.push(...checkTaskPayload(task, value as never, field));
+    if (input.task && input.task !== task) {
+      violations.push({ field: "task", description: `disagrees with ${field} (task ${task}): give the payload alone, or a task that agrees` });
+    }
+    if (givenArgs && !argsAgree(input.payload, input.args)) {
+      violations.push({ field: "args", description: `disagrees with ${field}: give the payload alone, or args that agree` });
+    }
+    return { task, args: argsOfTypedTask(input.payload), violations };
+  }
+  if (!input.task) {
+    violations.push({ field: "payload", description: `is required: one of ${CASES} (or the deprecated task and args)` });
+    return { violations };
+  }
   if (!isTaskName(input.task)) {
     violations.push({ field: "task", description: `must be one of ${TASK_NAMES.join(", ")}` });
-  } else {
-    const decoded = decodeTaskArgs(input.task, argsOfPayload(input.args));
-    if (!decoded.ok) violations.push(...decoded.violations);
+    return { violations };
   }
+  const args = argsOfPayload(input.args ?? {});
+  const decoded = decodeTaskArgs(input.task, args);
+  if (!decoded.ok) violations.push(...decoded.violations);
+  // What is stored is the payload as it is now: a legacy one loses its links here (payloads.ts).
+  return { task: input.task, args: upgradeLegacyArgs(input.task, args) as JsonObject, violations };
+}
+
+/** Every problem with `input`, each naming its field as EnqueueJobRequest spells it in JSON. */
+export function checkEnqueueInput(input: EnqueueInput): Violation[] {
+  return checkInput(input).violations;
+}
+
+function checkInput(input: EnqueueInput): { task?: TaskName; args?: JsonObject; violations: Violation[] } {
+  const resolved = resolveTask(input);
+  const { violations } = resolved;
   if (input.queue !== undefined && input.queue.length > MAX_QUEUE_LENGTH) {
     violations.push({ field: "queue", description: `must be at most ${MAX_QUEUE_LENGTH} characters` });
   }
@@ -53,20 +94,19 @@ export function checkEnqueueInput(input: EnqueueInput): Violation[] {
   if (input.jobKey !== undefined && input.jobKey.length > MAX_JOB_KEY_LENGTH) {
     violations.push({ field: "jobKey", description: `must be at most ${MAX_JOB_KEY_LENGTH} characters` });
   }
-  return violations;
+  return resolved;
 }
 
 /** The ledger's spec of a checked `input`; throws InvalidJobError listing every bad field. */
 export function enqueueSpec(input: EnqueueInput, trace: Record<string, string> | undefined): EnqueueSpec {
-  const violations = checkEnqueueInput(input);
-  if (violations.length > 0 || !isTaskName(input.task)) throw new InvalidJobError(violations);
+  const { task, args, violations } = checkInput(input);
+  if (violations.length > 0 || !task || !args) throw new InvalidJobError(violations);
   return {
-    task: input.task,
-    // What is stored is the payload as it is now: a legacy one loses its links here (payloads.ts).
-    args: upgradeLegacyArgs(input.task, argsOfPayload(input.args)) as typeof input.args,
+    task,
+    args,
     queue: input.queue || undefined,
     priority: input.priority ?? 0,
-    maxAttempts: input.maxAttempts || DEFAULT_MAX_ATTEMPTS[input.task],
+    maxAttempts: input.maxAttempts || DEFAULT_MAX_ATTEMPTS[task],
     runAt: input.runAt,
     jobKey: input.jobKey || undefined,
     trace,

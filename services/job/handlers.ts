@@ -7,6 +7,7 @@ import { JobErrorSchema, JobSchema, JobService, JobState, QueueStatsSchema, type
 import { invalidArgument, Violations } from "../shared/errors.js";
 import type { EnqueueInput } from "./enqueue.js";
 import type { JobLedger } from "./ledger.js";
+import { typedTaskOfArgs } from "./payloads.js";
 import { InvalidJobError, JOB_STATES, JobNotFoundError, JobStateError, type EnqueueResult, type JobRecord, type JobStateName } from "./model.js";
 
 export interface JobHandlerDeps {
@@ -43,6 +44,8 @@ export function toJobMessage(job: JobRecord): Job {
     maxAttempts: job.maxAttempts,
     errors: job.errors.map((e) => create(JobErrorSchema, { attempt: e.attempt, error: e.error, at: timestampFromDate(e.at) })),
     jobKey: job.jobKey ?? "",
+    // The same arguments, typed: Job.payload is EnqueueJobRequest.payload's oneof, case for case.
+    payload: typedTaskOfArgs(job.task, job.args) ?? { case: undefined },
     runAt: ts(job.runAt),
     insertedAt: ts(job.insertedAt),
     attemptedAt: ts(job.attemptedAt),
@@ -124,8 +127,10 @@ export function createJobHandlers(deps: JobHandlerDeps): ServiceImpl<typeof JobS
           if (Number.isNaN(runAt.getTime())) throw invalidArgument([{ field: "runAt", description: "must be a valid time" }]);
         }
         const { job, duplicate } = await deps.enqueue({
+          payload: req.payload.case ? req.payload : undefined,
+          // The deprecated form, still accepted (and checked against the payload when both are given).
           task: req.task,
-          args: req.args ?? {},
+          args: req.args,
           queue: req.queue,
           priority: req.priority,
           maxAttempts: req.maxAttempts,

@@ -9,7 +9,6 @@
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import { transaction, type Pool, type PoolClient } from "../shared/database.js";
-import { traceCarrier } from "../shared/tasks.js";
 import {
   JobNotFoundError,
   JobStateError,
@@ -101,8 +100,11 @@ function graphilePayload(args: JsonObject, trace: Record<string, string> | null 
 
 /** The W3C trace context in a graphile payload, if it carries one. */
 export function traceOfPayload(payload: unknown): Record<string, string> | undefined {
-  const parsed = traceCarrier.safeParse((payload as Record<string, unknown> | null)?.[TRACE_KEY]);
-  return parsed.success && parsed.data && Object.keys(parsed.data).length > 0 ? parsed.data : undefined;
+  const carrier = (payload as Record<string, unknown> | null)?.[TRACE_KEY];
+  if (carrier === null || typeof carrier !== "object" || Array.isArray(carrier)) return undefined;
+  const entries = Object.entries(carrier);
+  if (entries.length === 0 || !entries.every(([, v]) => typeof v === "string")) return undefined;
+  return carrier as Record<string, string>;
 }
 
 /** The task arguments of a graphile payload (what the ledger shows). */

@@ -2,11 +2,11 @@
  * Links to a conversion's PDF, presigned by the task that sends them (the email, the client notification, the
  * callback) right before it sends, from the object key in its payload: no link is stored anywhere on the way.
  */
-import type { z } from "zod";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { PdfObject } from "@mcsv/sdk";
 import type { ObjectStore, PresignedUrl } from "../shared/storage.js";
-import type { pdfObject } from "../shared/tasks.js";
 
-export type PdfObject = z.infer<typeof pdfObject>;
+export type { PdfObject };
 
 export interface PdfLinksDeps {
   store: Pick<ObjectStore, "presignGet">;
@@ -22,9 +22,9 @@ export interface PdfLinksDeps {
 export async function presignPdf(deps: PdfLinksDeps, pdf: PdfObject): Promise<PresignedUrl | undefined> {
   const now = Date.now();
   // Never in the future: storage refuses a link that is not valid yet (clocks of two hosts differ a little).
-  const signedAt = new Date(Math.min(pdf.linkedAt ? Date.parse(pdf.linkedAt) : now, now));
+  const signedAt = new Date(Math.min(pdf.linkedAt ? timestampMs(pdf.linkedAt) : now, now));
   let ttlSeconds = deps.notificationPdfTtlSeconds;
-  if (pdf.expiresAt) ttlSeconds = Math.min(ttlSeconds, Math.floor((Date.parse(pdf.expiresAt) - signedAt.getTime()) / 1000));
+  if (pdf.expiresAt) ttlSeconds = Math.min(ttlSeconds, Math.floor((timestampMs(pdf.expiresAt) - signedAt.getTime()) / 1000));
   if (ttlSeconds < 1 || signedAt.getTime() + ttlSeconds * 1000 <= now) return undefined;
   return deps.store.presignGet(pdf.key, { filename: pdf.filename, ttlSeconds, signedAt });
 }

@@ -6,25 +6,31 @@
  * tenant's conversion is not found); the job service's reports, which have no tenant, find conversions by id.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { create, toJson, type JsonObject } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
+  CleanupStorageTaskSchema,
+  ConvertImageTaskSchema,
   EmailType,
   ImageServiceConvertImageRequestSchema,
+  NotifyClientTaskSchema,
   NotifyPdfReadyRequestSchema,
+  PdfObjectSchema,
   SendEmailRequestSchema,
+  SendEmailTaskSchema,
   type ConversionOptions,
 } from "@mcsv/sdk";
 import { transaction, type Pool } from "../shared/database.js";
 import { invalidArgument, resourceExhausted } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { PresignedUrl } from "../shared/storage.js";
-import { jobKeys, objectKeys, type TaskPayload } from "../shared/tasks.js";
+import { jobKeys, objectKeys } from "../shared/tasks.js";
 import { notifyConversionChanged } from "./conversion-changes.js";
 import { HEADER_BYTES, mayContinue, MIME_TYPE_OF, readImageHeader, sniffImageFormat, type ImageFormat } from "./image-format.js";
 import { conversionResults, conversionsRequested, watchersActive } from "./metrics.js";
 import type { Originals } from "./originals.js";
-import { addToOutbox, type OutboxJob, type OutboxRelay, type Queryable } from "./outbox.js";
+import { addToOutbox, outboxJob, type OutboxJob, type OutboxRelay, type Queryable } from "./outbox.js";
 import { encodePageToken } from "./page-token.js";
 import { isPdfExpired, isTerminal, optionsToJson, pdfFilename, toConversion, type ConversionRow, type StateName, type UserRow } from "./records.js";
 import type { Uploads } from "./uploads.js";
@@ -143,14 +149,11 @@ export class Conversions {
           if (consumed.rowCount === 0) throw new ConnectError("this upload was already converted", Code.FailedPrecondition);
         }
         // The original's key, not a link: the job presigns it right before it calls the image service.
-        const args: TaskPayload<"convert_image"> = {
-          request: toJson(
-            ImageServiceConvertImageRequestSchema,
-            create(ImageServiceConvertImageRequestSchema, { conversionId: id, inputFormat: prepared.format, options: input.options }),
-          ) as JsonObject,
+        const convert = create(ConvertImageTaskSchema, {
+          request: create(ImageServiceConvertImageRequestSchema, { conversionId: id, inputFormat: prepared.format, options: input.options }),
           objectKey: originalKey,
-        };
-        const outboxIds = await addToOutbox(db, input.tenant, [{ task: "convert_image", jobKey: jobKeys.convertImage(id), args }]);
+        });
+        const outboxIds = await addToOutbox(db, input.tenant, [outboxJob("convert_image", jobKeys.convertImage(id), convert)]);
         return { conversion, outboxIds };
       });
     } catch (error) {
@@ -393,20 +396,18 @@ export class Conversions {
     const succeeded = conversion.state === "succeeded";
     // The PDF's key, not a link: the email and the notification get one presigned when they are sent.
     const pdfExpiresAt = this.pdfExpiresAt(conversion);
-    const pdf: TaskPayload<"send_email">["pdf"] =
+    const pdf =
       succeeded && conversion.pdf_key
-        ? {
+        ? create(PdfObjectSchema, {
             key: conversion.pdf_key,
             filename: pdfFilename(conversion.filename),
-            ...(pdfExpiresAt ? { expiresAt: pdfExpiresAt.toISOString() } : {}),
-            // Every attempt of the email and the notification sends the same link (see pdfObject).
-            linkedAt: (conversion.finished_at ?? new Date()).toISOString(),
-          }
+            expiresAt: pdfExpiresAt ? timestampFromDate(pdfExpiresAt) : undefined,
+            // Every attempt of the email and the notification sends the same link (see PdfObject.linked_at).
+            linkedAt: timestampFromDate(conversion.finished_at ?? new Date()),
+          })
         : undefined;
-    const email: TaskPayload<"send_email"> = {
-      request: toJson(
-        SendEmailRequestSchema,
-        create(SendEmailRequestSchema, {
+    const email = create(SendEmailTaskSchema, {
+      request: create(SendEmailRequestSchema, {
           userId: user?.id ?? "",
           userName: user?.name ?? "",
           userEmail: conversion.user_email,
@@ -418,25 +419,24 @@ export class Conversions {
             ...(succeeded ? {} : { error: conversion.error }),
           },
           idempotencyKey: `conversion_complete:${conversion.id}`,
-        }),
-      ) as JsonObject,
+      }),
       conversionId: conversion.id,
-      ...(pdf ? { pdf } : {}),
-    };
-    const notify: TaskPayload<"notify_client"> = {
-      pdfReady: toJson(NotifyPdfReadyRequestSchema, create(NotifyPdfReadyRequestSchema, { conversion: toConversion(conversion, undefined, pdfExpiresAt) })) as JsonObject,
-      ...(conversion.callback_url ? { callbackUrl: conversion.callback_url } : {}),
-      ...(pdf ? { pdf } : {}),
+      pdf,
+    });
+    const notify = create(NotifyClientTaskSchema, {
+      event: { case: "pdfReady", value: create(NotifyPdfReadyRequestSchema, { conversion: toConversion(conversion, undefined, pdfExpiresAt) }) },
+      callbackUrl: conversion.callback_url ?? "",
+      pdf,
       // Whose secrets sign the callback.
       tenant: conversion.tenant ?? "default",
-    };
+    });
     const jobs: OutboxJob[] = [
-      { task: "send_email", jobKey: jobKeys.conversionEmail(conversion.id), args: email },
-      { task: "notify_client", jobKey: jobKeys.pdfReady(conversion.id), args: notify },
+      outboxJob("send_email", jobKeys.conversionEmail(conversion.id), email),
+      outboxJob("notify_client", jobKeys.pdfReady(conversion.id), notify),
     ];
     if (succeeded) {
-      const cleanup: TaskPayload<"cleanup_storage"> = { objectKey: conversion.original_key };
-      jobs.push({ task: "cleanup_storage", jobKey: jobKeys.cleanupOriginal(conversion.id), args: cleanup });
+      const cleanup = create(CleanupStorageTaskSchema, { target: { case: "objectKey", value: conversion.original_key } });
+      jobs.push(outboxJob("cleanup_storage", jobKeys.cleanupOriginal(conversion.id), cleanup));
     }
     return jobs;
   }

@@ -4,10 +4,11 @@
  * again by a background loop for whatever the job service could not take (it was down, or slow). Delivery is at
  * least once; every job carries a job key, so the job service turns a repeat into a no-op.
  */
+import { fromJson, toJson, type DescMessage, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import type { TaskName } from "../shared/tasks.js";
+import { TASK_PAYLOADS, typedTask, type TaskName, type TaskPayload, type TypedTask } from "../shared/tasks.js";
 import { injectTraceContext } from "../shared/tracing.js";
 import { countOutboxPendingWith, outboxDeliveries } from "./metrics.js";
 
@@ -19,8 +20,28 @@ export interface Queryable {
 export interface OutboxJob {
   task: TaskName;
   jobKey: string;
-  /** The task's payload (see shared/tasks.ts), as JSON. */
+  /** The task's payload (its message in shared/tasks.ts), as its canonical protobuf JSON. */
   args: Record<string, unknown>;
+}
+
+/** The outbox row of a job of task `task` with payload `payload` (stored as JSON: toJson of the message). */
+export function outboxJob<T extends TaskName>(task: T, jobKey: string, payload: TaskPayload<T>): OutboxJob {
+  return { task, jobKey, args: toJson(TASK_PAYLOADS[task].schema as DescMessage, payload as never) as JsonObject };
+}
+
+/**
+ * The typed payload (EnqueueJobRequest.payload) of an outbox row's JSON; undefined when it is not exactly a payload
+ * of its task, such as a row written before an upgrade in a shape the job service still upgrades (then the row goes
+ * as the deprecated task and args).
+ */
+export function typedTaskOfRow(task: TaskName, args: Record<string, unknown>): TypedTask | undefined {
+  const entry = TASK_PAYLOADS[task];
+  if (!entry) return undefined;
+  try {
+    return typedTask(task, fromJson(entry.schema as DescMessage, args as JsonValue) as never);
+  } catch {
+    return undefined;
+  }
 }
 
 export interface ClaimedJob extends OutboxJob {

@@ -24,7 +24,7 @@ import { docsPages } from "./docs.js";
 import { USER_PUBLIC_METHODS } from "./public-methods.js";
 import { createUserHandlers } from "./handlers.js";
 import { Originals } from "./originals.js";
-import { OutboxRelay, type JobEnqueuer } from "./outbox.js";
+import { OutboxRelay, typedTaskOfRow, type JobEnqueuer } from "./outbox.js";
 import { TenantRateLimiter } from "./rate-limit.js";
 import { Uploads } from "./uploads.js";
 import { Users } from "./users.js";
@@ -61,10 +61,12 @@ export async function startUserService(config: UserConfig, overrides: UserServic
     credential: config.MCSV_SERVICE_TOKEN,
     httpVersion: config.INTERNAL_HTTP_VERSION,
   });
-  // protobuf-es represents a google.protobuf.Struct field as its JSON object.
+  // The typed payload; a row the current messages do not read exactly (a legacy shape) goes as the deprecated
+  // task and args, which the job service upgrades (protobuf-es represents a google.protobuf.Struct as its JSON).
   const enqueue: JobEnqueuer = async (job) => {
+    const payload = typedTaskOfRow(job.task, job.args);
     await withTraceContext(job.traceContext, () =>
-      jobs.enqueueJob({ task: job.task, jobKey: job.jobKey, args: job.args as JsonObject }),
+      jobs.enqueueJob(payload ? { payload, jobKey: job.jobKey } : { task: job.task, jobKey: job.jobKey, args: job.args as JsonObject }),
     );
   };
   const relay = new OutboxRelay(pool, enqueue, logger, { pollMs: config.OUTBOX_POLL_MS });

@@ -4,13 +4,13 @@
  * scoped to the caller's tenant: another tenant's user is not found, and its address is free.
  */
 import { randomUUID } from "node:crypto";
-import { create, toJson, type JsonObject } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { EmailType, SendEmailRequestSchema } from "@mcsv/sdk";
+import { EmailType, SendEmailRequestSchema, SendEmailTaskSchema } from "@mcsv/sdk";
 import { transaction, type Pool } from "../shared/database.js";
-import { jobKeys, type TaskPayload } from "../shared/tasks.js";
+import { jobKeys } from "../shared/tasks.js";
 import { usersCreated } from "./metrics.js";
-import { addToOutbox, type OutboxRelay } from "./outbox.js";
+import { addToOutbox, outboxJob, type OutboxRelay } from "./outbox.js";
 import type { UserRow } from "./records.js";
 
 export interface NewUser {
@@ -83,17 +83,14 @@ export class Users {
 }
 
 function welcomeEmailJob(user: UserRow) {
-  const args: TaskPayload<"send_email"> = {
-    request: toJson(
-      SendEmailRequestSchema,
-      create(SendEmailRequestSchema, {
-        userId: user.id,
-        userName: user.name,
-        userEmail: user.email,
-        emailType: EmailType.WELCOME,
-        idempotencyKey: `welcome:${user.id}`,
-      }),
-    ) as JsonObject,
-  };
-  return { task: "send_email" as const, jobKey: jobKeys.welcomeEmail(user.id), args };
+  const email = create(SendEmailTaskSchema, {
+    request: create(SendEmailRequestSchema, {
+      userId: user.id,
+      userName: user.name,
+      userEmail: user.email,
+      emailType: EmailType.WELCOME,
+      idempotencyKey: `welcome:${user.id}`,
+    }),
+  });
+  return outboxJob("send_email", jobKeys.welcomeEmail(user.id), email);
 }

@@ -20,7 +20,7 @@ import { Webhook, WebhookVerificationError } from "standardwebhooks";
 import winston from "winston";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { GetWebhookSigningSecretsResponseSchema, NotifyPdfReadyRequestSchema } from "@mcsv/sdk";
+import { GetWebhookSigningSecretsResponseSchema, NotifyClientTaskSchema, NotifyPdfReadyRequestSchema } from "@mcsv/sdk";
 import { CallbackPolicy, type HostResolver } from "../../services/shared/callback-policy.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { CallbackRefusedError, pinnedLookup, postCallback, type CallbackOptions } from "../../services/job/callback.js";
@@ -374,7 +374,7 @@ describe("notify_client", () => {
     });
     const ctx = { jobId: "42", attempt: 1, maxAttempts: 5, isLastAttempt: false, signal: new AbortController().signal, logger } as TaskContext;
     const pdfReady = create(NotifyPdfReadyRequestSchema, { conversion: { id: "conv-1" } });
-    const error = await failureOf(task.run({ pdfReady, callbackUrl: `http://hooks.example.com:${http.port}/ok?token=s3cret` }, ctx));
+    const error = await failureOf(task.run(create(NotifyClientTaskSchema, { event: { case: "pdfReady", value: pdfReady }, callbackUrl: `http://hooks.example.com:${http.port}/ok?token=s3cret` }), ctx));
     expect(isPermanentFailure(error)).toBe(true);
     expect(http.requests).toEqual([]);
     const after = (await callbackRefusalsTotal.get()).values.find((v) => v.labels.reason === "non_public")?.value ?? 0;

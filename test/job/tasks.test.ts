@@ -16,7 +16,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { context, propagation } from "@opentelemetry/api";
 import { create, type JsonObject } from "@bufbuild/protobuf";
-import { ConversionState, EmailType, GetWebhookSigningSecretsResponseSchema, JobState } from "@mcsv/sdk";
+import { CleanupStorageTaskSchema, ConversionState, EmailType, GetWebhookSigningSecretsResponseSchema, JobState } from "@mcsv/sdk";
 import pg from "pg";
 import { Webhook, WebhookVerificationError } from "standardwebhooks";
 import { freePort } from "../../scripts/lib/embedded.js";
@@ -480,7 +480,7 @@ test("cleanup_storage deletes only under its own prefixes: any other key is refu
   const task = cleanupStorageTask({ store, uploadMaxAgeMs: HOUR, pdfMaxAgeMs: DAY });
   const ctx = { jobId: "1", attempt: 1, maxAttempts: 5, isLastAttempt: false, signal: new AbortController().signal, logger: env.logger } as unknown as TaskContext;
   for (const objectKey of ["backups/db.dump", "elsewhere/precious"]) {
-    const error = await task.run({ objectKey }, ctx).then(
+    const error = await task.run(create(CleanupStorageTaskSchema, { target: { case: "objectKey", value: objectKey } }), ctx).then(
       () => undefined,
       (e: unknown) => e as Error,
     );
@@ -490,7 +490,7 @@ test("cleanup_storage deletes only under its own prefixes: any other key is refu
   expect(await keysIn("backups/", "elsewhere/")).toEqual(["backups/db.dump", "elsewhere/precious"]);
   // The owned prefixes still work.
   await store.put("uploads/owned", new Uint8Array([3]), { contentType: "application/octet-stream" });
-  await task.run({ objectKey: "uploads/owned" }, ctx);
+  await task.run(create(CleanupStorageTaskSchema, { target: { case: "objectKey", value: "uploads/owned" } }), ctx);
   expect(await store.head("uploads/owned")).toBeUndefined();
 });
 

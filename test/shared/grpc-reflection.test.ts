@@ -191,7 +191,16 @@ test("unknown symbols, files and extensions get error_response NOT_FOUND, and th
 test("a service with google.protobuf.Struct fields brings struct.proto along", () => {
   const index = descriptorIndex([JobService]);
   const response = answer(index, create(ServerReflectionRequestSchema, { messageRequest: { case: "fileContainingSymbol", value: "mcsv.v1.JobService" } }));
-  expect(files(response).map((f) => f.name).sort()).toEqual(["google/protobuf/struct.proto", "google/protobuf/timestamp.proto", "mcsv/v1/job.proto"]);
+  expect(files(response).map((f) => f.name).sort()).toEqual([
+    "google/protobuf/struct.proto",
+    "google/protobuf/timestamp.proto",
+    // job.proto types its task payloads with the other services' messages, which bring common.proto.
+    "mcsv/v1/client.proto",
+    "mcsv/v1/common.proto",
+    "mcsv/v1/email.proto",
+    "mcsv/v1/image.proto",
+    "mcsv/v1/job.proto",
+  ]);
 });
 
 test("extensions are found by their message and number", () => {

@@ -93,9 +93,12 @@ describe("WatchConversion", () => {
     });
     // The PDF's key, never a link: the job service presigns it when it sends the email and the notification.
     const finishedAt = (await gw.db.query<{ finished_at: Date }>("select finished_at from mcsv_user.conversions where id = $1", [id])).rows[0]!.finished_at;
-    const pdfObject = { key: objectKeys.pdf(id), filename: "cat.pdf", expiresAt: expect.any(String), linkedAt: finishedAt.toISOString() };
-    expect(jobs.email[0]!.args["pdf"]).toEqual(pdfObject);
-    expect(jobs.notify[0]!.args["pdf"]).toEqual(pdfObject);
+    // Timestamps as RFC 3339 (protobuf JSON: no fraction when the milliseconds are 0).
+    const pdfObject = { key: objectKeys.pdf(id), filename: "cat.pdf", expiresAt: expect.any(String), linkedAt: expect.any(String) };
+    for (const job of [jobs.email[0]!, jobs.notify[0]!]) {
+      expect(job.args["pdf"]).toEqual(pdfObject);
+      expect(Date.parse((job.args["pdf"] as { linkedAt: string }).linkedAt)).toBe(finishedAt.getTime());
+    }
     for (const job of [...jobs.email, ...jobs.notify, ...jobs.cleanup]) expect(JSON.stringify(job.args)).not.toMatch(/X-Amz-|pdf_url|pdfUrl/);
     const { rows } = await gw.db.query<{ args: unknown }>("select args from mcsv_user.outbox where job_key like $1", [`%${id}%`]);
     expect(rows.length).toBeGreaterThanOrEqual(3);
@@ -287,4 +290,24 @@ describe("NotifyImageConverted", () => {
     const { rows } = await gw.db.query<{ pdf_key: string }>("select pdf_key from mcsv_user.conversions where id = $1", [id]);
     expect(rows[0]!.pdf_key).toBe(objectKeys.pdf(id));
   });
+});
+
+test("the outbox relay hands jobs over typed (EnqueueJobRequest.payload); a legacy row goes as the deprecated task and args", async () => {
+  const { id } = await queue();
+  await succeed(gw.client, id);
+  const keys = [jobKeys.convertImage(id), jobKeys.conversionEmail(id), jobKeys.pdfReady(id), jobKeys.cleanupOriginal(id)];
+  await eventually(() => (keys.every((key) => infra.jobs.accepted.some((j) => j.jobKey === key)) ? true : undefined), "the conversion's jobs");
+  expect(infra.jobs.untyped.filter((j) => keys.includes(j.jobKey))).toEqual([]);
+
+  // A row written before the upgrade, with a link in it: not a ConvertImageTask exactly, so it goes untyped, and the
+  // job service upgrades it.
+  const legacyKey = `convert_image:legacy-${id}`;
+  const legacy = {
+    request: { conversionId: id, imageUrl: "http://127.0.0.1:9000/mcsv/originals/x?X-Amz-Signature=abc", inputFormat: "png" },
+    objectKey: `originals/${id}`,
+    imageUrlExpiresAt: "2026-11-30T00:00:00.000Z",
+  };
+  await gw.db.query("insert into mcsv_user.outbox (tenant, task, job_key, args) values ($1, 'convert_image', $2, $3)", [TEST_TENANT, legacyKey, JSON.stringify(legacy)]);
+  await eventually(() => (infra.jobs.accepted.some((j) => j.jobKey === legacyKey) ? true : undefined), "the legacy row delivered");
+  expect(infra.jobs.untyped.map((j) => j.jobKey)).toContain(legacyKey);
 });

@@ -9,15 +9,11 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fromJson, type DescMessage, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import {
-  ImageServiceConvertImageRequestSchema,
   JobService,
-  NotifyEmailSentRequestSchema,
-  NotifyPdfReadyRequestSchema,
-  SendEmailRequestSchema,
   UserService,
   ValidationErrorSchema,
 } from "@mcsv/sdk";
@@ -27,7 +23,8 @@ import { freePort, startEmbeddedPostgres, startEmbeddedS3, type EmbeddedPostgres
 import { createLogger } from "../../services/shared/logger.js";
 import type { RunningService } from "../../services/shared/server.js";
 import { ObjectStore } from "../../services/shared/storage.js";
-import { TASK_NAMES, taskPayloads, type TaskName } from "../../services/shared/tasks.js";
+import { argsOfTypedTask, checkTaskPayload, decodeTaskArgs, isTaskName } from "../../services/job/payloads.js";
+import { taskOfCase, type TaskName } from "../../services/shared/tasks.js";
 import { loadUserConfig, type UserConfig } from "../../services/user/config.js";
 import { startUserService, type UserServiceOverrides } from "../../services/user/service.js";
 import { gatewayAuth, serviceAuthEnv } from "../support/credentials.js";
@@ -46,28 +43,12 @@ export interface StubJobService {
   calls: EnqueuedJob[];
   /** Calls refused because their args broke the task contract (a gateway bug). */
   invalid: Array<{ job: EnqueuedJob; problem: string }>;
+  /** Calls in the deprecated form (task and args instead of the typed payload). */
+  untyped: EnqueuedJob[];
   /** While true, every call fails with unavailable. */
   failing: boolean;
   jobs(task: TaskName, jobKey?: string): EnqueuedJob[];
   close(): Promise<void>;
-}
-
-/** The protobuf messages carried in a job's args, with their schemas. */
-function embeddedMessages(job: EnqueuedJob): Array<[DescMessage, unknown]> {
-  const args = job.args;
-  switch (job.task) {
-    case "send_email":
-      return [[SendEmailRequestSchema, args["request"]]];
-    case "convert_image":
-      return [[ImageServiceConvertImageRequestSchema, args["request"]]];
-    case "notify_client":
-      return [
-        ...(args["pdfReady"] ? [[NotifyPdfReadyRequestSchema, args["pdfReady"]] as [DescMessage, unknown]] : []),
-        ...(args["emailSent"] ? [[NotifyEmailSentRequestSchema, args["emailSent"]] as [DescMessage, unknown]] : []),
-      ];
-    default:
-      return [];
-  }
 }
 
 export async function startStubJobService(): Promise<StubJobService> {
@@ -75,6 +56,7 @@ export async function startStubJobService(): Promise<StubJobService> {
     accepted: [],
     calls: [],
     invalid: [],
+    untyped: [],
     failing: false,
     jobs: (task, jobKey) => stub.accepted.filter((j) => j.task === task && (jobKey === undefined || j.jobKey === jobKey)),
   };
@@ -83,28 +65,26 @@ export async function startStubJobService(): Promise<StubJobService> {
       routes: (router) =>
         router.service(JobService, {
           enqueueJob(req) {
-            const job: EnqueuedJob = { task: req.task as TaskName, jobKey: req.jobKey, args: req.args ?? {} };
+            // As the job service does: the typed payload, or the deprecated task and args, checked by the same rules.
+            const typed = req.payload.case !== undefined ? req.payload : undefined;
+            const task = (typed ? taskOfCase(typed.case) : req.task) as TaskName;
+            const job: EnqueuedJob = { task, jobKey: req.jobKey, args: typed ? argsOfTypedTask(typed) : (req.args ?? {}) };
             stub.calls.push(job);
+            if (!typed) stub.untyped.push(job);
             if (stub.failing) throw new ConnectError("job service stub is down", Code.Unavailable);
-            if (!(TASK_NAMES as readonly string[]).includes(job.task)) throw new ConnectError(`unknown task ${job.task}`, Code.InvalidArgument);
-            const parsed = taskPayloads[job.task].safeParse(job.args);
-            if (!parsed.success) {
-              stub.invalid.push({ job, problem: parsed.error.message });
-              throw new ConnectError(parsed.error.message, Code.InvalidArgument);
-            }
-            // As the job service does: the messages inside must decode with their schemas.
-            const embedded = embeddedMessages(job);
-            for (const [schema, json] of embedded) {
-              try {
-                fromJson(schema, json as JsonValue);
-              } catch (error) {
-                stub.invalid.push({ job, problem: String(error) });
-                throw new ConnectError(String(error), Code.InvalidArgument);
-              }
+            if (!isTaskName(job.task)) throw new ConnectError(`unknown task ${job.task}`, Code.InvalidArgument);
+            const violations = typed ? checkTaskPayload(task, typed.value as never, typed.case) : (() => {
+              const decoded = decodeTaskArgs(task, job.args);
+              return decoded.ok ? [] : decoded.violations;
+            })();
+            if (violations.length > 0) {
+              const problem = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+              stub.invalid.push({ job, problem });
+              throw new ConnectError(problem, Code.InvalidArgument);
             }
             const duplicate = stub.accepted.some((j) => j.jobKey === job.jobKey);
             if (!duplicate) stub.accepted.push(job);
-            return { job: { id: job.jobKey, task: job.task, jobKey: job.jobKey, args: req.args }, duplicate };
+            return { job: { id: job.jobKey, task: job.task, jobKey: job.jobKey, args: job.args, ...(typed ? { payload: typed } : {}) }, duplicate };
           },
         }),
     }),

@@ -6,13 +6,19 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { NotifyEmailSentRequest, NotifyPdfReadyRequest } from "./client_pb.js";
+import { file_mcsv_v1_client } from "./client_pb.js";
+import type { SendEmailRequest } from "./email_pb.js";
+import { file_mcsv_v1_email } from "./email_pb.js";
+import type { ImageServiceConvertImageRequest } from "./image_pb.js";
+import { file_mcsv_v1_image } from "./image_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file mcsv/v1/job.proto.
  */
 export const file_mcsv_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChFtY3N2L3YxL2pvYi5wcm90bxIHbWNzdi52MSJSCghKb2JFcnJvchIPCgdhdHRlbXB0GAEgASgFEg0KBWVycm9yGAIgASgJEiYKAmF0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKKBAoDSm9iEgoKAmlkGAEgASgJEgwKBHRhc2sYAiABKAkSDQoFcXVldWUYAyABKAkSJQoEYXJncxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIcHJpb3JpdHkYBSABKAUSIAoFc3RhdGUYBiABKA4yES5tY3N2LnYxLkpvYlN0YXRlEhAKCGF0dGVtcHRzGAcgASgFEhQKDG1heF9hdHRlbXB0cxgIIAEoBRIhCgZlcnJvcnMYCSADKAsyES5tY3N2LnYxLkpvYkVycm9yEg8KB2pvYl9rZXkYCiABKAkSKgoGcnVuX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtpbnNlcnRlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMYXR0ZW1wdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxjb21wbGV0ZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRpc2NhcmRlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMY2FuY2VsbGVkX2F0GBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK8AQoRRW5xdWV1ZUpvYlJlcXVlc3QSDAoEdGFzaxgBIAEoCRINCgVxdWV1ZRgCIAEoCRIlCgRhcmdzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoGcnVuX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdqb2Jfa2V5GAcgASgJIkIKEkVucXVldWVKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5tY3N2LnYxLkpvYhIRCglkdXBsaWNhdGUYAiABKAgiIQoTR2V0Sm9iU3RhdHVzUmVxdWVzdBIKCgJpZBgBIAEoCSIxChRHZXRKb2JTdGF0dXNSZXNwb25zZRIZCgNqb2IYASABKAsyDC5tY3N2LnYxLkpvYiJ4Cg9MaXN0Sm9ic1JlcXVlc3QSDAoEdGFzaxgBIAEoCRINCgVxdWV1ZRgCIAEoCRIhCgZzdGF0ZXMYAyADKA4yES5tY3N2LnYxLkpvYlN0YXRlEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJIkcKEExpc3RKb2JzUmVzcG9uc2USGgoEam9icxgBIAMoCzIMLm1jc3YudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIi4KEUNhbmNlbEpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLm1jc3YudjEuSm9iIh0KD1JldHJ5Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSItChBSZXRyeUpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLm1jc3YudjEuSm9iIhYKFEdldFF1ZXVlU3RhdHNSZXF1ZXN0Iq4BCgpRdWV1ZVN0YXRzEg0KBXF1ZXVlGAEgASgJEgwKBHRhc2sYAiABKAkSEQoJYXZhaWxhYmxlGAMgASgDEhEKCXNjaGVkdWxlZBgEIAEoAxIRCglleGVjdXRpbmcYBSABKAMSEQoJcmV0cnlhYmxlGAYgASgDEhEKCWNvbXBsZXRlZBgHIAEoAxIRCglkaXNjYXJkZWQYCCABKAMSEQoJY2FuY2VsbGVkGAkgASgDIjwKFUdldFF1ZXVlU3RhdHNSZXNwb25zZRIjCgZxdWV1ZXMYASADKAsyEy5tY3N2LnYxLlF1ZXVlU3RhdHMq1AEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhcKE0pPQl9TVEFURV9BVkFJTEFCTEUQARIXChNKT0JfU1RBVEVfU0NIRURVTEVEEAISFwoTSk9CX1NUQVRFX0VYRUNVVElORxADEhcKE0pPQl9TVEFURV9SRVRSWUFCTEUQBBIXChNKT0JfU1RBVEVfQ09NUExFVEVEEAUSFwoTSk9CX1NUQVRFX0RJU0NBUkRFRBAGEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBzLKAwoKSm9iU2VydmljZRJFCgpFbnF1ZXVlSm9iEhoubWNzdi52MS5FbnF1ZXVlSm9iUmVxdWVzdBobLm1jc3YudjEuRW5xdWV1ZUpvYlJlc3BvbnNlElAKDEdldEpvYlN0YXR1cxIcLm1jc3YudjEuR2V0Sm9iU3RhdHVzUmVxdWVzdBodLm1jc3YudjEuR2V0Sm9iU3RhdHVzUmVzcG9uc2UiA5ACARJECghMaXN0Sm9icxIYLm1jc3YudjEuTGlzdEpvYnNSZXF1ZXN0GhkubWNzdi52MS5MaXN0Sm9ic1Jlc3BvbnNlIgOQAgESRwoJQ2FuY2VsSm9iEhkubWNzdi52MS5DYW5jZWxKb2JSZXF1ZXN0GhoubWNzdi52MS5DYW5jZWxKb2JSZXNwb25zZSIDkAICEj8KCFJldHJ5Sm9iEhgubWNzdi52MS5SZXRyeUpvYlJlcXVlc3QaGS5tY3N2LnYxLlJldHJ5Sm9iUmVzcG9uc2USUwoNR2V0UXVldWVTdGF0cxIdLm1jc3YudjEuR2V0UXVldWVTdGF0c1JlcXVlc3QaHi5tY3N2LnYxLkdldFF1ZXVlU3RhdHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChFtY3N2L3YxL2pvYi5wcm90bxIHbWNzdi52MSJSCghKb2JFcnJvchIPCgdhdHRlbXB0GAEgASgFEg0KBWVycm9yGAIgASgJEiYKAmF0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK0BgoDSm9iEgoKAmlkGAEgASgJEhAKBHRhc2sYAiABKAlCAhgBEg0KBXF1ZXVlGAMgASgJEikKBGFyZ3MYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgIYARIQCghwcmlvcml0eRgFIAEoBRIgCgVzdGF0ZRgGIAEoDjIRLm1jc3YudjEuSm9iU3RhdGUSEAoIYXR0ZW1wdHMYByABKAUSFAoMbWF4X2F0dGVtcHRzGAggASgFEiEKBmVycm9ycxgJIAMoCzIRLm1jc3YudjEuSm9iRXJyb3ISDwoHam9iX2tleRgKIAEoCRIqCgZydW5fYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2luc2VydGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxhdHRlbXB0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbXBsZXRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGlzY2FyZGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxjYW5jZWxsZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCnNlbmRfZW1haWwYESABKAsyFi5tY3N2LnYxLlNlbmRFbWFpbFRhc2tIABIyCg1jb252ZXJ0X2ltYWdlGBIgASgLMhkubWNzdi52MS5Db252ZXJ0SW1hZ2VUYXNrSAASMgoNbm90aWZ5X2NsaWVudBgTIAEoCzIZLm1jc3YudjEuTm90aWZ5Q2xpZW50VGFza0gAEjYKD2NsZWFudXBfc3RvcmFnZRgUIAEoCzIbLm1jc3YudjEuQ2xlYW51cFN0b3JhZ2VUYXNrSAASRwoYcmVwb3J0X2NvbnZlcnNpb25fZmFpbGVkGBUgASgLMiMubWNzdi52MS5SZXBvcnRDb252ZXJzaW9uRmFpbGVkVGFza0gAQgkKB3BheWxvYWQi5gMKEUVucXVldWVKb2JSZXF1ZXN0EhAKBHRhc2sYASABKAlCAhgBEg0KBXF1ZXVlGAIgASgJEikKBGFyZ3MYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgIYARIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoGcnVuX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdqb2Jfa2V5GAcgASgJEiwKCnNlbmRfZW1haWwYCCABKAsyFi5tY3N2LnYxLlNlbmRFbWFpbFRhc2tIABIyCg1jb252ZXJ0X2ltYWdlGAkgASgLMhkubWNzdi52MS5Db252ZXJ0SW1hZ2VUYXNrSAASMgoNbm90aWZ5X2NsaWVudBgKIAEoCzIZLm1jc3YudjEuTm90aWZ5Q2xpZW50VGFza0gAEjYKD2NsZWFudXBfc3RvcmFnZRgLIAEoCzIbLm1jc3YudjEuQ2xlYW51cFN0b3JhZ2VUYXNrSAASRwoYcmVwb3J0X2NvbnZlcnNpb25fZmFpbGVkGAwgASgLMiMubWNzdi52MS5SZXBvcnRDb252ZXJzaW9uRmFpbGVkVGFza0gAQgkKB3BheWxvYWQiiQEKCVBkZk9iamVjdBILCgNrZXkYASABKAkSEAoIZmlsZW5hbWUYAiABKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGlua2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJzCg1TZW5kRW1haWxUYXNrEioKB3JlcXVlc3QYASABKAsyGS5tY3N2LnYxLlNlbmRFbWFpbFJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgCIAEoCRIfCgNwZGYYAyABKAsyEi5tY3N2LnYxLlBkZk9iamVjdCJhChBDb252ZXJ0SW1hZ2VUYXNrEjkKB3JlcXVlc3QYASABKAsyKC5tY3N2LnYxLkltYWdlU2VydmljZUNvbnZlcnRJbWFnZVJlcXVlc3QSEgoKb2JqZWN0X2tleRgCIAEoCSLOAQoQTm90aWZ5Q2xpZW50VGFzaxIzCglwZGZfcmVhZHkYASABKAsyHi5tY3N2LnYxLk5vdGlmeVBkZlJlYWR5UmVxdWVzdEgAEjUKCmVtYWlsX3NlbnQYAiABKAsyHy5tY3N2LnYxLk5vdGlmeUVtYWlsU2VudFJlcXVlc3RIABIUCgxjYWxsYmFja191cmwYAyABKAkSHwoDcGRmGAQgASgLMhIubWNzdi52MS5QZGZPYmplY3QSDgoGdGVuYW50GAUgASgJQgcKBWV2ZW50IkUKEkNsZWFudXBTdG9yYWdlVGFzaxIUCgpvYmplY3Rfa2V5GAEgASgJSAASDwoFc3dlZXAYAiABKAhIAEIICgZ0YXJnZXQiQgoaUmVwb3J0Q29udmVyc2lvbkZhaWxlZFRhc2sSFQoNY29udmVyc2lvbl9pZBgBIAEoCRINCgVlcnJvchgCIAEoCSJCChJFbnF1ZXVlSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwubWNzdi52MS5Kb2ISEQoJZHVwbGljYXRlGAIgASgIIiEKE0dldEpvYlN0YXR1c1JlcXVlc3QSCgoCaWQYASABKAkiMQoUR2V0Sm9iU3RhdHVzUmVzcG9uc2USGQoDam9iGAEgASgLMgwubWNzdi52MS5Kb2IieAoPTGlzdEpvYnNSZXF1ZXN0EgwKBHRhc2sYASABKAkSDQoFcXVldWUYAiABKAkSIQoGc3RhdGVzGAMgAygOMhEubWNzdi52MS5Kb2JTdGF0ZRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJHChBMaXN0Sm9ic1Jlc3BvbnNlEhoKBGpvYnMYASADKAsyDC5tY3N2LnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIuChFDYW5jZWxKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5tY3N2LnYxLkpvYiIdCg9SZXRyeUpvYlJlcXVlc3QSCgoCaWQYASABKAkiLQoQUmV0cnlKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5tY3N2LnYxLkpvYiIWChRHZXRRdWV1ZVN0YXRzUmVxdWVzdCKuAQoKUXVldWVTdGF0cxINCgVxdWV1ZRgBIAEoCRIMCgR0YXNrGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoAxIRCglzY2hlZHVsZWQYBCABKAMSEQoJZXhlY3V0aW5nGAUgASgDEhEKCXJldHJ5YWJsZRgGIAEoAxIRCgljb21wbGV0ZWQYByABKAMSEQoJZGlzY2FyZGVkGAggASgDEhEKCWNhbmNlbGxlZBgJIAEoAyI8ChVHZXRRdWV1ZVN0YXRzUmVzcG9uc2USIwoGcXVldWVzGAEgAygLMhMubWNzdi52MS5RdWV1ZVN0YXRzKtQBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNKT0JfU1RBVEVfQVZBSUxBQkxFEAESFwoTSk9CX1NUQVRFX1NDSEVEVUxFRBACEhcKE0pPQl9TVEFURV9FWEVDVVRJTkcQAxIXChNKT0JfU1RBVEVfUkVUUllBQkxFEAQSFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBAFEhcKE0pPQl9TVEFURV9ESVNDQVJERUQQBhIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAcyygMKCkpvYlNlcnZpY2USRQoKRW5xdWV1ZUpvYhIaLm1jc3YudjEuRW5xdWV1ZUpvYlJlcXVlc3QaGy5tY3N2LnYxLkVucXVldWVKb2JSZXNwb25zZRJQCgxHZXRKb2JTdGF0dXMSHC5tY3N2LnYxLkdldEpvYlN0YXR1c1JlcXVlc3QaHS5tY3N2LnYxLkdldEpvYlN0YXR1c1Jlc3BvbnNlIgOQAgESRAoITGlzdEpvYnMSGC5tY3N2LnYxLkxpc3RKb2JzUmVxdWVzdBoZLm1jc3YudjEuTGlzdEpvYnNSZXNwb25zZSIDkAIBEkcKCUNhbmNlbEpvYhIZLm1jc3YudjEuQ2FuY2VsSm9iUmVxdWVzdBoaLm1jc3YudjEuQ2FuY2VsSm9iUmVzcG9uc2UiA5ACAhI/CghSZXRyeUpvYhIYLm1jc3YudjEuUmV0cnlKb2JSZXF1ZXN0GhkubWNzdi52MS5SZXRyeUpvYlJlc3BvbnNlElMKDUdldFF1ZXVlU3RhdHMSHS5tY3N2LnYxLkdldFF1ZXVlU3RhdHNSZXF1ZXN0Gh4ubWNzdi52MS5HZXRRdWV1ZVN0YXRzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_mcsv_v1_client, file_mcsv_v1_email, file_mcsv_v1_image]);
 
 /**
  * JobError is the error of one failed attempt.
@@ -64,8 +70,10 @@ export type Job = Message<"mcsv.v1.Job"> & {
 
   /**
    * Name of the task that runs it (send_email, convert_image, notify_client, cleanup_storage or report_conversion_failed).
+   * Deprecated: the case of payload names the task; task is still filled.
    *
-   * @generated from field: string task = 2;
+   * @generated from field: string task = 2 [deprecated = true];
+   * @deprecated
    */
   task: string;
 
@@ -77,9 +85,10 @@ export type Job = Message<"mcsv.v1.Job"> & {
   queue: string;
 
   /**
-   * The task's arguments.
+   * The task's arguments as JSON. Deprecated: payload carries the same arguments typed; args is still filled.
    *
-   * @generated from field: google.protobuf.Struct args = 4;
+   * @generated from field: google.protobuf.Struct args = 4 [deprecated = true];
+   * @deprecated
    */
   args?: JsonObject | undefined;
 
@@ -166,6 +175,53 @@ export type Job = Message<"mcsv.v1.Job"> & {
    * @generated from field: google.protobuf.Timestamp cancelled_at = 16;
    */
   cancelledAt?: Timestamp | undefined;
+
+  /**
+   * The task and its arguments, typed (decoded from the stored arguments; unset when they no longer decode).
+   *
+   * @generated from oneof mcsv.v1.Job.payload
+   */
+  payload: {
+    /**
+     * A send_email job.
+     *
+     * @generated from field: mcsv.v1.SendEmailTask send_email = 17;
+     */
+    value: SendEmailTask;
+    case: "sendEmail";
+  } | {
+    /**
+     * A convert_image job.
+     *
+     * @generated from field: mcsv.v1.ConvertImageTask convert_image = 18;
+     */
+    value: ConvertImageTask;
+    case: "convertImage";
+  } | {
+    /**
+     * A notify_client job.
+     *
+     * @generated from field: mcsv.v1.NotifyClientTask notify_client = 19;
+     */
+    value: NotifyClientTask;
+    case: "notifyClient";
+  } | {
+    /**
+     * A cleanup_storage job.
+     *
+     * @generated from field: mcsv.v1.CleanupStorageTask cleanup_storage = 20;
+     */
+    value: CleanupStorageTask;
+    case: "cleanupStorage";
+  } | {
+    /**
+     * A report_conversion_failed job.
+     *
+     * @generated from field: mcsv.v1.ReportConversionFailedTask report_conversion_failed = 21;
+     */
+    value: ReportConversionFailedTask;
+    case: "reportConversionFailed";
+  } | { case: undefined; value?: undefined };
 };
 
 /**
@@ -183,8 +239,10 @@ export const JobSchema: GenMessage<Job> = /*@__PURE__*/
 export type EnqueueJobRequest = Message<"mcsv.v1.EnqueueJobRequest"> & {
   /**
    * Name of the task (send_email, convert_image, notify_client, cleanup_storage or report_conversion_failed).
+   * Deprecated: set payload instead, whose case names the task. When both are given they must agree.
    *
-   * @generated from field: string task = 1;
+   * @generated from field: string task = 1 [deprecated = true];
+   * @deprecated
    */
   task: string;
 
@@ -196,9 +254,11 @@ export type EnqueueJobRequest = Message<"mcsv.v1.EnqueueJobRequest"> & {
   queue: string;
 
   /**
-   * The task's arguments, checked against the task's schema.
+   * The task's arguments as JSON, checked against the task's schema (the JSON of the payload's message).
+   * Deprecated: set payload instead. When both are given they must agree.
    *
-   * @generated from field: google.protobuf.Struct args = 3;
+   * @generated from field: google.protobuf.Struct args = 3 [deprecated = true];
+   * @deprecated
    */
   args?: JsonObject | undefined;
 
@@ -229,6 +289,53 @@ export type EnqueueJobRequest = Message<"mcsv.v1.EnqueueJobRequest"> & {
    * @generated from field: string job_key = 7;
    */
   jobKey: string;
+
+  /**
+   * The task and its arguments: the case names the task. Required unless the deprecated task and args are given.
+   *
+   * @generated from oneof mcsv.v1.EnqueueJobRequest.payload
+   */
+  payload: {
+    /**
+     * Send an email.
+     *
+     * @generated from field: mcsv.v1.SendEmailTask send_email = 8;
+     */
+    value: SendEmailTask;
+    case: "sendEmail";
+  } | {
+    /**
+     * Convert an image to a PDF.
+     *
+     * @generated from field: mcsv.v1.ConvertImageTask convert_image = 9;
+     */
+    value: ConvertImageTask;
+    case: "convertImage";
+  } | {
+    /**
+     * Notify the client of a workflow event.
+     *
+     * @generated from field: mcsv.v1.NotifyClientTask notify_client = 10;
+     */
+    value: NotifyClientTask;
+    case: "notifyClient";
+  } | {
+    /**
+     * Delete a stored object, or sweep the expired ones.
+     *
+     * @generated from field: mcsv.v1.CleanupStorageTask cleanup_storage = 11;
+     */
+    value: CleanupStorageTask;
+    case: "cleanupStorage";
+  } | {
+    /**
+     * Report to the gateway that a conversion failed.
+     *
+     * @generated from field: mcsv.v1.ReportConversionFailedTask report_conversion_failed = 12;
+     */
+    value: ReportConversionFailedTask;
+    case: "reportConversionFailed";
+  } | { case: undefined; value?: undefined };
 };
 
 /**
@@ -237,6 +344,237 @@ export type EnqueueJobRequest = Message<"mcsv.v1.EnqueueJobRequest"> & {
  */
 export const EnqueueJobRequestSchema: GenMessage<EnqueueJobRequest> = /*@__PURE__*/
   messageDesc(file_mcsv_v1_job, 2);
+
+/**
+ * PdfObject is a stored PDF that a task links to: presigned when the task sends, never kept as a URL.
+ *
+ * @generated from message mcsv.v1.PdfObject
+ */
+export type PdfObject = Message<"mcsv.v1.PdfObject"> & {
+  /**
+   * Storage key of the PDF, under pdfs/ (pdfs/<name>.pdf).
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The download name (Content-Disposition of the link), 1 to 255 characters.
+   *
+   * @generated from field: string filename = 2;
+   */
+  filename: string;
+
+  /**
+   * When the storage sweep may delete the PDF: no link outlives it. Unset: no limit beyond the link's lifetime.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * Links to it are signed as of this instant (the conversion's end) and live NOTIFICATION_PDF_URL_TTL_SECONDS from
+   * then, so that every attempt of a job sends the same link. Unset: from the attempt.
+   *
+   * @generated from field: google.protobuf.Timestamp linked_at = 4;
+   */
+  linkedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mcsv.v1.PdfObject.
+ * Use `create(PdfObjectSchema)` to create a new message.
+ */
+export const PdfObjectSchema: GenMessage<PdfObject> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_job, 3);
+
+/**
+ * SendEmailTask (send_email) sends one email through EmailService.SendEmail, then tells the client it went out.
+ *
+ * @generated from message mcsv.v1.SendEmailTask
+ */
+export type SendEmailTask = Message<"mcsv.v1.SendEmailTask"> & {
+  /**
+   * The email to send. With pdf, the task adds the variables pdf_url and pdf_url_expires_at (presigned at send time).
+   *
+   * @generated from field: mcsv.v1.SendEmailRequest request = 1;
+   */
+  request?: SendEmailRequest | undefined;
+
+  /**
+   * Id of the conversion a conversion-complete email is about, if any.
+   *
+   * @generated from field: string conversion_id = 2;
+   */
+  conversionId: string;
+
+  /**
+   * The PDF the email links to, if any.
+   *
+   * @generated from field: mcsv.v1.PdfObject pdf = 3;
+   */
+  pdf?: PdfObject | undefined;
+};
+
+/**
+ * Describes the message mcsv.v1.SendEmailTask.
+ * Use `create(SendEmailTaskSchema)` to create a new message.
+ */
+export const SendEmailTaskSchema: GenMessage<SendEmailTask> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_job, 4);
+
+/**
+ * ConvertImageTask (convert_image) has the image service convert an original and reports the outcome to the gateway.
+ *
+ * @generated from message mcsv.v1.ConvertImageTask
+ */
+export type ConvertImageTask = Message<"mcsv.v1.ConvertImageTask"> & {
+  /**
+   * The conversion request without its image_url: the task presigns the original right before it calls the image
+   * service (an image_url given here is dropped).
+   *
+   * @generated from field: mcsv.v1.ImageServiceConvertImageRequest request = 1;
+   */
+  request?: ImageServiceConvertImageRequest | undefined;
+
+  /**
+   * Storage key of the original, under originals/.
+   *
+   * @generated from field: string object_key = 2;
+   */
+  objectKey: string;
+};
+
+/**
+ * Describes the message mcsv.v1.ConvertImageTask.
+ * Use `create(ConvertImageTaskSchema)` to create a new message.
+ */
+export const ConvertImageTaskSchema: GenMessage<ConvertImageTask> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_job, 5);
+
+/**
+ * NotifyClientTask (notify_client) delivers a workflow event to the client service and, optionally, to a callback URL.
+ *
+ * @generated from message mcsv.v1.NotifyClientTask
+ */
+export type NotifyClientTask = Message<"mcsv.v1.NotifyClientTask"> & {
+  /**
+   * The event: exactly one.
+   *
+   * @generated from oneof mcsv.v1.NotifyClientTask.event
+   */
+  event: {
+    /**
+     * A conversion ended. With pdf, the task fills the conversion's pdf_url (presigned at send time).
+     *
+     * @generated from field: mcsv.v1.NotifyPdfReadyRequest pdf_ready = 1;
+     */
+    value: NotifyPdfReadyRequest;
+    case: "pdfReady";
+  } | {
+    /**
+     * An email was sent (or failed for good).
+     *
+     * @generated from field: mcsv.v1.NotifyEmailSentRequest email_sent = 2;
+     */
+    value: NotifyEmailSentRequest;
+    case: "emailSent";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Also POST the event as JSON to this URL (checked against the callback allowlist); empty for none.
+   *
+   * @generated from field: string callback_url = 3;
+   */
+  callbackUrl: string;
+
+  /**
+   * The conversion's PDF, if any.
+   *
+   * @generated from field: mcsv.v1.PdfObject pdf = 4;
+   */
+  pdf?: PdfObject | undefined;
+
+  /**
+   * The tenant whose webhook secrets sign the callback (up to 63 characters); empty means default.
+   *
+   * @generated from field: string tenant = 5;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message mcsv.v1.NotifyClientTask.
+ * Use `create(NotifyClientTaskSchema)` to create a new message.
+ */
+export const NotifyClientTaskSchema: GenMessage<NotifyClientTask> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_job, 6);
+
+/**
+ * CleanupStorageTask (cleanup_storage) deletes one object, or every expired object.
+ *
+ * @generated from message mcsv.v1.CleanupStorageTask
+ */
+export type CleanupStorageTask = Message<"mcsv.v1.CleanupStorageTask"> & {
+  /**
+   * What to delete: exactly one.
+   *
+   * @generated from oneof mcsv.v1.CleanupStorageTask.target
+   */
+  target: {
+    /**
+     * One object key under uploads/, originals/ or pdfs/.
+     *
+     * @generated from field: string object_key = 1;
+     */
+    value: string;
+    case: "objectKey";
+  } | {
+    /**
+     * Must be true: delete every object past its retention.
+     *
+     * @generated from field: bool sweep = 2;
+     */
+    value: boolean;
+    case: "sweep";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message mcsv.v1.CleanupStorageTask.
+ * Use `create(CleanupStorageTaskSchema)` to create a new message.
+ */
+export const CleanupStorageTaskSchema: GenMessage<CleanupStorageTask> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_job, 7);
+
+/**
+ * ReportConversionFailedTask (report_conversion_failed) tells the gateway that a conversion failed, for a
+ * convert_image job that could not say so itself.
+ *
+ * @generated from message mcsv.v1.ReportConversionFailedTask
+ */
+export type ReportConversionFailedTask = Message<"mcsv.v1.ReportConversionFailedTask"> & {
+  /**
+   * Id of the conversion; required.
+   *
+   * @generated from field: string conversion_id = 1;
+   */
+  conversionId: string;
+
+  /**
+   * Why it failed, 1 to 2,000 characters.
+   *
+   * @generated from field: string error = 2;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message mcsv.v1.ReportConversionFailedTask.
+ * Use `create(ReportConversionFailedTaskSchema)` to create a new message.
+ */
+export const ReportConversionFailedTaskSchema: GenMessage<ReportConversionFailedTask> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_job, 8);
 
 /**
  * EnqueueJobResponse carries the added (or existing) job.
@@ -264,7 +602,7 @@ export type EnqueueJobResponse = Message<"mcsv.v1.EnqueueJobResponse"> & {
  * Use `create(EnqueueJobResponseSchema)` to create a new message.
  */
 export const EnqueueJobResponseSchema: GenMessage<EnqueueJobResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 3);
+  messageDesc(file_mcsv_v1_job, 9);
 
 /**
  * GetJobStatusRequest names a job.
@@ -285,7 +623,7 @@ export type GetJobStatusRequest = Message<"mcsv.v1.GetJobStatusRequest"> & {
  * Use `create(GetJobStatusRequestSchema)` to create a new message.
  */
 export const GetJobStatusRequestSchema: GenMessage<GetJobStatusRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 4);
+  messageDesc(file_mcsv_v1_job, 10);
 
 /**
  * GetJobStatusResponse carries one job.
@@ -306,7 +644,7 @@ export type GetJobStatusResponse = Message<"mcsv.v1.GetJobStatusResponse"> & {
  * Use `create(GetJobStatusResponseSchema)` to create a new message.
  */
 export const GetJobStatusResponseSchema: GenMessage<GetJobStatusResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 5);
+  messageDesc(file_mcsv_v1_job, 11);
 
 /**
  * ListJobsRequest asks for one page of jobs.
@@ -355,7 +693,7 @@ export type ListJobsRequest = Message<"mcsv.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 6);
+  messageDesc(file_mcsv_v1_job, 12);
 
 /**
  * ListJobsResponse is one page of jobs.
@@ -383,7 +721,7 @@ export type ListJobsResponse = Message<"mcsv.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 7);
+  messageDesc(file_mcsv_v1_job, 13);
 
 /**
  * CancelJobRequest names the job to cancel.
@@ -404,7 +742,7 @@ export type CancelJobRequest = Message<"mcsv.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 8);
+  messageDesc(file_mcsv_v1_job, 14);
 
 /**
  * CancelJobResponse carries the cancelled job.
@@ -425,7 +763,7 @@ export type CancelJobResponse = Message<"mcsv.v1.CancelJobResponse"> & {
  * Use `create(CancelJobResponseSchema)` to create a new message.
  */
 export const CancelJobResponseSchema: GenMessage<CancelJobResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 9);
+  messageDesc(file_mcsv_v1_job, 15);
 
 /**
  * RetryJobRequest names the job to run again.
@@ -446,7 +784,7 @@ export type RetryJobRequest = Message<"mcsv.v1.RetryJobRequest"> & {
  * Use `create(RetryJobRequestSchema)` to create a new message.
  */
 export const RetryJobRequestSchema: GenMessage<RetryJobRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 10);
+  messageDesc(file_mcsv_v1_job, 16);
 
 /**
  * RetryJobResponse carries the job to be retried.
@@ -467,7 +805,7 @@ export type RetryJobResponse = Message<"mcsv.v1.RetryJobResponse"> & {
  * Use `create(RetryJobResponseSchema)` to create a new message.
  */
 export const RetryJobResponseSchema: GenMessage<RetryJobResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 11);
+  messageDesc(file_mcsv_v1_job, 17);
 
 /**
  * GetQueueStatsRequest asks for job counts.
@@ -482,7 +820,7 @@ export type GetQueueStatsRequest = Message<"mcsv.v1.GetQueueStatsRequest"> & {
  * Use `create(GetQueueStatsRequestSchema)` to create a new message.
  */
 export const GetQueueStatsRequestSchema: GenMessage<GetQueueStatsRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 12);
+  messageDesc(file_mcsv_v1_job, 18);
 
 /**
  * QueueStats counts the jobs of one queue and task by state.
@@ -559,7 +897,7 @@ export type QueueStats = Message<"mcsv.v1.QueueStats"> & {
  * Use `create(QueueStatsSchema)` to create a new message.
  */
 export const QueueStatsSchema: GenMessage<QueueStats> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 13);
+  messageDesc(file_mcsv_v1_job, 19);
 
 /**
  * GetQueueStatsResponse carries job counts.
@@ -580,7 +918,7 @@ export type GetQueueStatsResponse = Message<"mcsv.v1.GetQueueStatsResponse"> & {
  * Use `create(GetQueueStatsResponseSchema)` to create a new message.
  */
 export const GetQueueStatsResponseSchema: GenMessage<GetQueueStatsResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 14);
+  messageDesc(file_mcsv_v1_job, 20);
 
 /**
  * JobState is where a job is in its life cycle (the states of the original Oban-based API).

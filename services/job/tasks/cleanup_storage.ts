@@ -8,7 +8,7 @@
 import { isOwnedObjectKey, objectKeys, OWNED_PREFIXES } from "../../shared/tasks.js";
 import { isNotFound, type ObjectStore } from "../../shared/storage.js";
 import { storageSweptObjects } from "../metrics.js";
-import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
+import { decodeTaskArgs, STORED, type DecodedPayloads } from "../payloads.js";
 import { PermanentJobError, type TaskDefinition } from "./context.js";
 
 /** Deletes in flight at once during a sweep. */
@@ -49,8 +49,10 @@ async function sweepPrefix(store: CleanupStorageDeps["store"], prefix: string, c
 
 export function cleanupStorageTask(deps: CleanupStorageDeps): TaskDefinition<DecodedPayloads["cleanup_storage"]> {
   return {
-    decode: (args) => decodeTaskArgs("cleanup_storage", args),
-    async run({ objectKey, sweep }, ctx) {
+    decode: (args) => decodeTaskArgs("cleanup_storage", args, "args", STORED),
+    async run({ target }, ctx) {
+      const objectKey = target.case === "objectKey" ? target.value : undefined;
+      const sweep = target.case === "sweep" && target.value;
       if (objectKey) {
         if (!isOwnedObjectKey(objectKey)) throw new PermanentJobError(`refused to delete ${JSON.stringify(objectKey)}: not an object key under ${OWNED_PREFIXES.join(", ")}`);
         await deleteObject(deps.store, objectKey);

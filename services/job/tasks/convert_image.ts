@@ -12,12 +12,13 @@
  */
 import type { Client } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ConversionState, type ImageService, type UserService } from "@mcsv/sdk";
+import { create } from "@bufbuild/protobuf";
+import { ConversionState, ReportConversionFailedTaskSchema, type ImageService, type UserService } from "@mcsv/sdk";
 import { describeError } from "../../shared/errors.js";
 import type { ObjectStore } from "../../shared/storage.js";
-import { jobKeys } from "../../shared/tasks.js";
+import { jobKeys, typedTask } from "../../shared/tasks.js";
 import type { EnqueueInput } from "../enqueue.js";
-import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
+import { decodeTaskArgs, MAX_REPORTED_ERROR_LENGTH, STORED, type DecodedPayloads } from "../payloads.js";
 import { isPermanentFailure, type DiscardedJob, type TaskContext, type TaskDefinition } from "./context.js";
 
 export interface ConvertImageDeps {
@@ -32,14 +33,13 @@ function alreadyFinished(error: unknown): boolean {
   return error instanceof ConnectError && error.code === Code.FailedPrecondition;
 }
 
-/** Longest error text reported (the report_conversion_failed payload's limit). */
-const MAX_REPORTED_ERROR_LENGTH = 2_000;
-
 /** The job that reports FAILED for this conversion when this job cannot (one per conversion: its job key). */
 export function conversionFailedReport(conversionId: string, error: string): EnqueueInput {
   return {
-    task: "report_conversion_failed",
-    args: { conversionId, error: error.slice(0, MAX_REPORTED_ERROR_LENGTH) || "the conversion failed" },
+    payload: typedTask(
+      "report_conversion_failed",
+      create(ReportConversionFailedTaskSchema, { conversionId, error: error.slice(0, MAX_REPORTED_ERROR_LENGTH) || "the conversion failed" }),
+    ),
     jobKey: jobKeys.conversionFailed(conversionId),
   };
 }
@@ -66,7 +66,7 @@ async function reportLater(ctx: TaskContext, conversionId: string, message: stri
 
 export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<DecodedPayloads["convert_image"]> {
   return {
-    decode: (args) => decodeTaskArgs("convert_image", args),
+    decode: (args) => decodeTaskArgs("convert_image", args, "args", STORED),
     async run({ request, objectKey }, ctx) {
       const call = { signal: ctx.signal, timeoutMs: deps.rpcTimeoutMs };
       const { conversionId } = request;

@@ -12,7 +12,7 @@ import { NotifyEmailSentRequestSchema, NotifyPdfReadyRequestSchema, type ClientS
 import type { CallbackPolicy } from "../../shared/callback-policy.js";
 import { CallbackRefusedError, postCallback } from "../callback.js";
 import { callbackRefusalsTotal } from "../metrics.js";
-import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
+import { decodeTaskArgs, STORED, type DecodedPayloads } from "../payloads.js";
 import { presignPdf, type PdfLinksDeps, type PdfObject } from "../pdf-links.js";
 import type { SigningSecretSource } from "../webhook-signing.js";
 import { PermanentJobError, type TaskDefinition } from "./context.js";
@@ -40,28 +40,29 @@ async function withPdfLink(deps: NotifyClientDeps, pdfReady: NotifyPdfReadyReque
 
 export function notifyClientTask(deps: NotifyClientDeps): TaskDefinition<DecodedPayloads["notify_client"]> {
   return {
-    decode: (args) => decodeTaskArgs("notify_client", args),
-    async run({ pdfReady: enqueued, emailSent, callbackUrl, pdf, tenant }, ctx) {
+    decode: (args) => decodeTaskArgs("notify_client", args, "args", STORED),
+    async run({ event: enqueued, callbackUrl, pdf, tenant }, ctx) {
       const call = { signal: ctx.signal, timeoutMs: deps.rpcTimeoutMs };
       let event: string;
       let body: JsonValue;
-      if (enqueued) {
-        const pdfReady = await withPdfLink(deps, enqueued, pdf);
+      if (enqueued.case === "pdfReady") {
+        const pdfReady = await withPdfLink(deps, enqueued.value, pdf);
         const { recorded } = await deps.client.notifyPdfReady(pdfReady, call);
         ctx.logger.info("client notified", { event: "pdf_ready", recorded });
         event = "pdf_ready";
         body = toJson(NotifyPdfReadyRequestSchema, pdfReady);
-      } else if (emailSent) {
+      } else if (enqueued.case === "emailSent") {
+        const emailSent = enqueued.value;
         const { recorded } = await deps.client.notifyEmailSent(emailSent, call);
         ctx.logger.info("client notified", { event: "email_sent", recorded });
         event = "email_sent";
         body = toJson(NotifyEmailSentRequestSchema, emailSent);
       } else {
-        return; // The payload schema allows exactly one of them.
+        return; // decode requires exactly one of them.
       }
       if (callbackUrl) {
         try {
-          const signingSecrets = await deps.signingSecrets(tenant ?? DEFAULT_TENANT, ctx.signal);
+          const signingSecrets = await deps.signingSecrets(tenant || DEFAULT_TENANT, ctx.signal);
           await postCallback(deps.callbacks, callbackUrl, body, {
             event,
             idempotencyKey: `mcsv-job-${ctx.jobId}`,

@@ -7,7 +7,7 @@
 import type { Client } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ConversionState, type UserService } from "@mcsv/sdk";
-import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
+import { decodeTaskArgs, STORED, type DecodedPayloads } from "../payloads.js";
 import type { TaskDefinition } from "./context.js";
 
 export interface ReportConversionFailedDeps {
@@ -17,7 +17,7 @@ export interface ReportConversionFailedDeps {
 
 export function reportConversionFailedTask(deps: ReportConversionFailedDeps): TaskDefinition<DecodedPayloads["report_conversion_failed"]> {
   return {
-    decode: (args) => decodeTaskArgs("report_conversion_failed", args),
+    decode: (args) => decodeTaskArgs("report_conversion_failed", args, "args", STORED),
     async run({ conversionId, error }, ctx) {
       try {
         await deps.user.notifyImageConverted({ conversionId, state: ConversionState.FAILED, error }, { signal: ctx.signal, timeoutMs: deps.rpcTimeoutMs });

@@ -3,14 +3,14 @@
  * (ClientService.NotifyEmailSent) the email went out, or, once the job fails for good, that it did not. A payload
  * with a PDF gets the variables pdf_url and pdf_url_expires_at here, presigned right before the call.
  */
-import { create, toJson, type JsonObject } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
 import { ConnectError } from "@connectrpc/connect";
-import { NotifyEmailSentRequestSchema, type EmailService, type SendEmailRequest } from "@mcsv/sdk";
+import { NotifyClientTaskSchema, NotifyEmailSentRequestSchema, type EmailService, type SendEmailRequest } from "@mcsv/sdk";
 import { describeError } from "../../shared/errors.js";
-import { jobKeys } from "../../shared/tasks.js";
-import { decodeTaskArgs, type DecodedPayloads } from "../payloads.js";
+import { jobKeys, typedTask } from "../../shared/tasks.js";
+import { decodeTaskArgs, STORED, type DecodedPayloads } from "../payloads.js";
 import { presignPdf, type PdfLinksDeps, type PdfObject } from "../pdf-links.js";
 import { isPermanentFailure, PermanentJobError, type TaskContext, type TaskDefinition } from "./context.js";
 
@@ -35,7 +35,7 @@ interface Outcome {
 }
 
 /** Enqueues the NotifyEmailSent callback, once per idempotency key (per job when the request has none). */
-async function enqueueEmailSent(ctx: TaskContext, request: SendEmailRequest, conversionId: string | undefined, outcome: Outcome): Promise<void> {
+async function enqueueEmailSent(ctx: TaskContext, request: SendEmailRequest, conversionId: string, outcome: Outcome): Promise<void> {
   const event = create(NotifyEmailSentRequestSchema, {
     userId: request.userId,
     userEmail: request.userEmail,
@@ -44,12 +44,11 @@ async function enqueueEmailSent(ctx: TaskContext, request: SendEmailRequest, con
     success: outcome.success,
     message: outcome.message,
     sentAt: outcome.sentAt ?? timestampNow(),
-    conversionId: conversionId ?? "",
+    conversionId,
   });
   const key = jobKeys.emailSent(request.idempotencyKey || `job-${ctx.jobId}`);
   await ctx.enqueue({
-    task: "notify_client",
-    args: { emailSent: toJson(NotifyEmailSentRequestSchema, event) as JsonObject },
+    payload: typedTask("notify_client", create(NotifyClientTaskSchema, { event: { case: "emailSent", value: event } })),
     // A failure report has its own key, so that a later successful RetryJob still reports the success.
     jobKey: outcome.success ? key : `${key}:failed`,
   });
@@ -57,7 +56,7 @@ async function enqueueEmailSent(ctx: TaskContext, request: SendEmailRequest, con
 
 export function sendEmailTask(deps: SendEmailDeps): TaskDefinition<DecodedPayloads["send_email"]> {
   return {
-    decode: (args) => decodeTaskArgs("send_email", args),
+    decode: (args) => decodeTaskArgs("send_email", args, "args", STORED),
     async run({ request, conversionId, pdf }, ctx) {
       let response;
       try {
