@@ -5,8 +5,8 @@
  */
 import { timestampFromDate, timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { JobState, ValidationErrorSchema, type Job } from "@mcsv/sdk";
-import { deferred, eventually, startJobTestEnv, type JobTestEnv } from "./support.js";
+import { JobState, type Job } from "@mcsv/sdk";
+import { deferred, fieldsOf, type JobTestEnv, rejection, startJobTestEnv, eventually } from "./support.js";
 
 let env: JobTestEnv;
 
@@ -27,19 +27,6 @@ function welcome(key: string) {
 
 function sendsFor(key: string): number {
   return env.stubs.calls.sendEmail.filter((r) => r.idempotencyKey === key).length;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await promise;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected the call to fail");
-}
-
-function fieldsOf(error: ConnectError): string[] {
-  return error.findDetails(ValidationErrorSchema).flatMap((d) => d.violations.map((v) => v.field));
 }
 
 const inOneHour = () => timestampFromDate(new Date(Date.now() + 3_600_000));

@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { createClient, type Client, type HandlerContext } from "@connectrpc/connect";
+import { ConnectError, createClient, type Client, type HandlerContext } from "@connectrpc/connect";
 import { context, propagation } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
@@ -20,6 +20,7 @@ import {
   ImageService,
   JobService,
   UserService,
+  ValidationErrorSchema,
   WebhookSigningSecretSchema,
   type GetWebhookSigningSecretsRequest,
   type GetWebhookSigningSecretsResponse,
@@ -225,4 +226,19 @@ export async function startJobTestEnv(env: Record<string, string> = {}, options:
       (await eventually(() => jobs.getJobStatus({ id }), (r) => states.includes(r.job!.state))).job!,
     close: cleanUp,
   };
+}
+
+/** The error a call that must fail failed with. */
+export async function rejection(promise: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await promise;
+  } catch (error) {
+    return ConnectError.from(error);
+  }
+  throw new Error("expected the call to fail");
+}
+
+/** The fields an invalid_argument's ValidationError names. */
+export function fieldsOf(error: ConnectError): string[] {
+  return error.findDetails(ValidationErrorSchema).flatMap((d) => d.violations.map((v) => v.field));
 }

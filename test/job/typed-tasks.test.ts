@@ -7,7 +7,7 @@
  */
 import { create, equals, toJson, type DescMessage } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import {
   CleanupStorageTaskSchema,
   ConversionState,
@@ -21,13 +21,12 @@ import {
   ReportConversionFailedTaskSchema,
   SendEmailRequestSchema,
   SendEmailTaskSchema,
-  ValidationErrorSchema,
   type EnqueueJobRequest,
   type Job,
 } from "@mcsv/sdk";
 import { TASK_PAYLOADS, taskOfCase, type TypedTask } from "../../services/shared/tasks.js";
 import { TEST_INTERNAL_TOKEN } from "../support/credentials.js";
-import { eventually, startJobTestEnv, type JobTestEnv } from "./support.js";
+import { fieldsOf, type JobTestEnv, rejection, startJobTestEnv, eventually } from "./support.js";
 
 let env: JobTestEnv;
 
@@ -42,19 +41,6 @@ afterAll(async () => {
 beforeEach(() => env.stubs.reset());
 
 const HOUR = 3_600_000;
-
-async function rejection(promise: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await promise;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected the call to fail");
-}
-
-function fieldsOf(error: ConnectError): string[] {
-  return error.findDetails(ValidationErrorSchema).flatMap((d) => d.violations.map((v) => v.field));
-}
 
 const welcomeRequest = (key: string) =>
   create(SendEmailRequestSchema, { userEmail: "ada@example.com", userName: "Ada", emailType: EmailType.WELCOME, idempotencyKey: key });
