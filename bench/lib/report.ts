@@ -1,4 +1,4 @@
-/** The results file and the markdown tables `npm run bench` prints (and README's Performance section shows). */
+/** The results file and the markdown tables `npm run bench` prints (and bench/README.md links). */
 import type { B1Result } from "../b1-conversion.js";
 import type { B2Result } from "../b2-pipeline.js";
 import type { B3Result } from "../b3-rpc-stack.js";
