@@ -13,9 +13,9 @@ export const jobEnv = {
   JOB_POLL_INTERVAL_MS: positiveInt(2_000),
   /** Finished jobs are kept in the ledger this long, then pruned; job keys deduplicate within this window. */
   JOB_RETENTION_DAYS: positiveNumber(30),
-  /** How often this process's worker pool writes its heartbeat (and looks for dead pools, see crash-recovery.ts). */
+  /** How often this process renews the leases of its running attempts and its pools' heartbeat (and recovers expired leases, see leases.ts). */
   JOB_WORKER_HEARTBEAT_MS: positiveInt(5_000),
-  /** A worker pool silent this long is dead: its jobs are released for any replica to run again. */
+  /** A lease lasts this long past its last renewal, then its attempt is abandoned and the job dispatched again; a pool silent this long is dead. */
   JOB_WORKER_DEAD_AFTER_MS: positiveInt(30_000),
   /** Runs the hourly storage sweep and ledger pruning (off in tests that must not be surprised by them). */
   JOB_CRON_ENABLED: boolean(true),
@@ -40,7 +40,7 @@ export const jobEnv = {
 
 export function loadJobConfig(env: NodeJS.ProcessEnv = process.env) {
   const config = loadConfig("job-svc", { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...internalCallsEnv, ...callbackEnv, ...jobEnv }, env);
-  // A live pool must be able to miss a beat or two without being declared dead.
+  // A live process must be able to miss a beat or two without losing its leases.
   if (config.JOB_WORKER_DEAD_AFTER_MS < 2 * config.JOB_WORKER_HEARTBEAT_MS) {
     throw new ConfigError(
       `invalid configuration for job-svc:\n  - JOB_WORKER_DEAD_AFTER_MS: must be at least twice JOB_WORKER_HEARTBEAT_MS (${config.JOB_WORKER_HEARTBEAT_MS})`,

@@ -7,7 +7,8 @@ import type { Violation } from "../shared/errors.js";
 import { TASK_NAMES, TASK_PAYLOADS, taskOfCase, type TaskName, type TypedTask } from "../shared/tasks.js";
 import { injectTraceContext } from "../shared/tracing.js";
 import type { PoolClient } from "../shared/database.js";
-import { argsOfPayload, enqueueInTransaction, type JobLedger } from "./ledger.js";
+import { argsOfPayload } from "./dispatcher.js";
+import { enqueueInTransaction, type JobLedger } from "./ledger.js";
 import { InvalidJobError, type EnqueueResult, type EnqueueSpec } from "./model.js";
 import { argsAgree, argsOfTypedTask, checkTaskPayload, decodeTaskArgs, DEFAULT_MAX_ATTEMPTS, isTaskName, upgradeLegacyArgs } from "./payloads.js";
 

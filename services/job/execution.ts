@@ -1,107 +1,147 @@
 /**
- * The wrapper around every task: it keeps the ledger right, in order, before graphile-worker acts on the outcome.
+ * The wrapper around every task: one attempt of a job, under its lease, with the ledger as the only record.
  *
- * - At the start of an attempt it records the attempt; a job that already reached a terminal state (cancelled
- *   meanwhile, or completed before a crash kept graphile from deleting it) is not run again.
- * - On success it records completed, then returns; graphile deletes its job.
- * - On failure it records the error. A permanent error, or the last attempt, records discarded and returns
- *   normally, so graphile deletes its job instead of keeping a dead row; otherwise it rethrows and graphile
- *   retries with its exponential back-off. An attempt cut short by a shutdown does not count.
- *
- * graphile's events (job:success, job:error, …) are emitted without being awaited, so a crash could lose a
- * ledger write made there; the wrapper's writes happen before graphile moves on. A SIGKILL mid-attempt leaves
- * graphile's row locked (shown as executing) until a replica finds the dead worker and releases it, giving the
- * attempt back the same way (crash-recovery.ts).
+ * - A dispatch claims its attempt in the ledger. A stale one (the job was dispatched again meanwhile) or one of a
+ *   job that already ended does nothing, and graphile forgets it.
+ * - The lease is renewed while the task runs (leases.ts), and an attempt whose lease was lost is told to stop. The
+ *   outcome is written fenced by the dispatch: completed; failed, and dispatched again after the back-off or
+ *   discarded (a permanent error, or the last attempt); or, cut short by a shutdown, given back and dispatched again
+ *   at once. A cancelled job stays cancelled.
+ * - The wrapper returns normally in every case once the ledger holds the outcome, so graphile deletes its dispatch
+ *   and never retries on its own. It throws only when it cannot claim (Postgres unreachable): graphile then runs the
+ *   same dispatch again later. An outcome that cannot be written is retried while the lease lasts; after that the
+ *   lease expires, and recovery dispatches the job again.
  */
 import type { JobHelpers, Task, TaskList } from "graphile-worker";
+import { isDatabaseUnavailable } from "../shared/database.js";
 import { describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { withLogFields } from "../shared/logger.js";
-import { withSpan, withTraceContext } from "../shared/tracing.js";
-import type { EnqueueInput } from "./enqueue.js";
-import { argsOfPayload, traceOfPayload, type JobLedger } from "./ledger.js";
 import { startDurationTimer } from "../shared/metrics.js";
+import { withSpan, withTraceContext } from "../shared/tracing.js";
+import { argsOfPayload, ticketOf, type Ticket } from "./dispatcher.js";
+import type { EnqueueInput } from "./enqueue.js";
+import type { Attempt, AttemptOutcome, JobLedger } from "./ledger.js";
+import type { LeaseKeeper } from "./leases.js";
 import { jobAttemptsTotal, jobDurationSeconds } from "./metrics.js";
 import type { EnqueueResult } from "./model.js";
 import { isPermanentFailure, PermanentJobError, type AnyTaskDefinition, type TaskContext } from "./tasks/context.js";
 
 export interface ExecutionDeps {
-  ledger: JobLedger;
+  ledger: Pick<JobLedger, "claim" | "ticketOfUndispatched" | "succeed" | "fail" | "interrupt">;
+  leases: Pick<LeaseKeeper, "hold" | "leaseSeconds">;
   logger: Logger;
   enqueue(input: EnqueueInput): Promise<EnqueueResult>;
 }
 
-type Outcome = "completed" | "retry" | "discarded" | "cancelled" | "interrupted" | "skipped";
+/** Retries `write` while Postgres is unreachable, for at most `withinMs`. */
+async function persistently<T>(write: () => Promise<T>, withinMs: number): Promise<T> {
+  const deadline = Date.now() + withinMs;
+  for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 2_000)) {
+    try {
+      return await write();
+    } catch (error) {
+      if (!isDatabaseUnavailable(error) || Date.now() + delayMs > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
 
-export function wrapTask(task: string, definition: AnyTaskDefinition, deps: ExecutionDeps): Task {
-  const { ledger, logger } = deps;
-  return async (payload: unknown, helpers: JobHelpers) => {
-    const job = helpers.job;
-    const claimed = await ledger.startAttempt({
+/** The ticket of a dispatch: from its payload, or for a job graphile got without one, from the ledger. */
+async function ticketOfDispatch(deps: ExecutionDeps, payload: unknown, helpers: JobHelpers): Promise<Ticket | undefined> {
+  const ticket = ticketOf(payload);
+  if (ticket) return ticket;
+  const { job } = helpers;
+  return deps.ledger.ticketOfUndispatched(
+    {
       id: job.id,
       task: job.task_identifier,
       queue: (await helpers.getQueueName()) ?? null,
-      payload,
       priority: job.priority,
-      attempts: job.attempts,
       maxAttempts: job.max_attempts,
       runAt: job.run_at,
       createdAt: job.created_at,
-    });
-    const isLastAttempt = job.attempts >= job.max_attempts;
-    const fields = { job_id: claimed.id, task, attempt: claimed.attempt, max_attempts: claimed.maxAttempts };
+    },
+    argsOfPayload(payload),
+  );
+}
 
-    await withLogFields(fields, () =>
-      withTraceContext(traceOfPayload(payload), () => withSpan(`job ${task}`, { "mcsv.job.id": claimed.id, "mcsv.job.task": task, "mcsv.job.attempt": claimed.attempt }, async () => {
-        if (claimed.state !== "pending") {
-          logger.info(`job not run: already ${claimed.state}`);
-          jobAttemptsTotal.inc({ task, outcome: "skipped" });
-          return;
-        }
+export function wrapTask(task: string, definition: AnyTaskDefinition, deps: ExecutionDeps): Task {
+  const { ledger, leases, logger } = deps;
+  return async (payload: unknown, helpers: JobHelpers) => {
+    const ticket = await ticketOfDispatch(deps, payload, helpers);
+    const claimed = ticket && (await ledger.claim(ticket, { graphileJobId: helpers.job.id, owner: helpers.job.locked_by ?? "", leaseSeconds: leases.leaseSeconds }));
+    if (claimed === undefined || typeof claimed === "string") {
+      logger.debug("dispatch not run", { job_id: ticket?.job, task, reason: claimed ?? "no ledger row" });
+      jobAttemptsTotal.inc({ task, outcome: "skipped" });
+      return;
+    }
+    const lease = leases.hold(claimed);
+    try {
+      await runAttempt(task, definition, deps, claimed, helpers.abortSignal, lease.signal);
+    } finally {
+      lease.release();
+    }
+  };
+}
+
+async function runAttempt(task: string, definition: AnyTaskDefinition, deps: ExecutionDeps, attempt: Attempt, shutdown: AbortSignal, leaseLost: AbortSignal): Promise<void> {
+  const { ledger, leases, logger } = deps;
+  const isLastAttempt = attempt.attempt >= attempt.maxAttempts;
+  const fields = { job_id: attempt.id, task, attempt: attempt.attempt, max_attempts: attempt.maxAttempts };
+  // Outcome writes are retried for half a lease: the lease is still renewed meanwhile.
+  const write = (fn: () => Promise<AttemptOutcome>) => persistently(fn, leases.leaseSeconds * 500);
+  // The task gives up on a shutdown, and when its lease is lost (its outcome would change nothing).
+  const signal = AbortSignal.any([shutdown, leaseLost]);
+
+  await withLogFields(fields, () =>
+    withTraceContext(attempt.trace ?? undefined, () =>
+      withSpan(`job ${task}`, { "mcsv.job.id": attempt.id, "mcsv.job.task": task, "mcsv.job.attempt": attempt.attempt }, async () => {
         const stopTimer = startDurationTimer(jobDurationSeconds, { task });
-        let outcome: Outcome = "completed";
+        let outcome: AttemptOutcome | "interrupted" | "lost" = "completed";
         try {
-          const decoded = definition.decode(argsOfPayload(payload));
-          if (!decoded.ok) throw new PermanentJobError(`invalid arguments: ${decoded.violations.map((v) => `${v.field}: ${v.description}`).join("; ")}`);
-          const ctx: TaskContext = {
-            jobId: claimed.id,
-            attempt: claimed.attempt,
-            maxAttempts: claimed.maxAttempts,
-            isLastAttempt,
-            signal: helpers.abortSignal,
-            logger,
-            enqueue: deps.enqueue,
-          };
-          await definition.run(decoded.payload, ctx);
-          await ledger.completeAttempt(claimed.id, claimed.attempt);
-          logger.info("job completed");
+          let failure: unknown;
+          try {
+            const decoded = definition.decode(attempt.args);
+            if (!decoded.ok) throw new PermanentJobError(`invalid arguments: ${decoded.violations.map((v) => `${v.field}: ${v.description}`).join("; ")}`);
+            const ctx: TaskContext = { jobId: attempt.id, attempt: attempt.attempt, maxAttempts: attempt.maxAttempts, isLastAttempt, signal, logger, enqueue: deps.enqueue };
+            await definition.run(decoded.payload, ctx);
+          } catch (error) {
+            failure = error ?? new Error("the task failed");
+          }
+          if (failure === undefined) {
+            outcome = await write(() => ledger.succeed(attempt));
+            logger.info(outcome === "completed" ? "job completed" : `job attempt succeeded, but the job is ${outcome}`);
+            return;
+          }
+          const message = describeError(failure);
+          const permanent = isPermanentFailure(failure);
+          if (leaseLost.aborted) {
+            outcome = "superseded";
+            logger.warn("job attempt stopped: it lost its lease, and the job went to another attempt", { error: message });
+            return;
+          }
+          if (shutdown.aborted && !permanent) {
+            outcome = await write(() => ledger.interrupt(attempt, `interrupted by shutdown: ${message}`));
+            if (outcome === "retry") outcome = "interrupted";
+            logger.warn("job attempt interrupted by shutdown; it runs again", { error: message });
+            return;
+          }
+          outcome = await write(() => ledger.fail(attempt, message, permanent || isLastAttempt));
+          if (outcome === "retry") logger.warn("job attempt failed; it will be retried", { error: message });
+          else if (outcome === "discarded") logger.error(permanent ? "job discarded: permanent error" : "job discarded: out of attempts", { error: message });
+          else logger.info(`job attempt failed; the job is ${outcome}`, { error: message });
         } catch (error) {
-          // Until the ledger says otherwise, graphile retries (also when the ledger write itself fails).
-          outcome = "retry";
-          const message = describeError(error);
-          if (helpers.abortSignal.aborted && !isPermanentFailure(error)) {
-            outcome = "interrupted";
-            await ledger.interruptAttempt(claimed.id, job.id, claimed.attempt, `interrupted by shutdown: ${message}`);
-            logger.warn("job attempt interrupted by shutdown; it runs again later", { error: message });
-            throw error;
-          }
-          const permanent = isPermanentFailure(error);
-          const state = await ledger.failAttempt(claimed.id, claimed.attempt, message, permanent || isLastAttempt);
-          if (state === "pending") {
-            logger.warn("job attempt failed; it will be retried", { error: message });
-            throw error;
-          }
-          outcome = state === "cancelled" ? "cancelled" : "discarded";
-          if (outcome === "discarded") logger.error(permanent ? "job discarded: permanent error" : "job discarded: out of attempts", { error: message });
-          else logger.info("job attempt failed after the job was cancelled", { error: message });
-          // Returning normally lets graphile delete its job: the ledger holds the outcome, nothing retries.
+          // The ledger stayed out of reach: the lease expires and recovery dispatches the job again.
+          outcome = "lost";
+          logger.error("job outcome not recorded; the job runs again once its lease expires", { error: describeError(error) });
         } finally {
           stopTimer({ outcome });
           jobAttemptsTotal.inc({ task, outcome });
         }
-      })),
-    );
-  };
+      }),
+    ),
+  );
 }
 
 export function createTaskList(definitions: Record<string, AnyTaskDefinition>, deps: ExecutionDeps): TaskList {

@@ -1,14 +1,15 @@
 /**
- * The job ledger (mcsv_job.jobs) next to graphile-worker's queue, in one database.
+ * The job ledger (mcsv_job.jobs): the only authority on a job's state, from enqueue to its end and after.
  *
- * graphile-worker deletes a job once it has run, so the ledger keeps every job for the API: a row is inserted in the
- * same transaction as graphile's job (`graphile_worker.add_job`), so neither exists without the other. While a row
- * is 'pending', its live state is read from graphile's row (locked → executing, out of attempts → discarded, run_at
- * ahead → retryable or scheduled, else available); the terminal states are written here by the task wrapper
- * (see execution.ts) and by CancelJob, before graphile forgets the job.
+ * A row is 'queued' until an attempt claims it ('executing', under a lease), and ends 'completed', 'discarded' or
+ * 'cancelled'. Attempts, errors, back-off, leases, cancellation and retries are written here alone. graphile-worker
+ * only dispatches (dispatcher.ts): every write that makes a job due again dispatches it in the same statement, and
+ * each attempt, its outcome and its lease are fenced by the dispatch number, so a stale dispatch or a late outcome
+ * of an attempt that lost its lease changes nothing.
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import { transaction, type Pool, type PoolClient } from "../shared/database.js";
+import { dispatchExpression, type Ticket } from "./dispatcher.js";
 import {
   JobNotFoundError,
   JobStateError,
@@ -20,43 +21,37 @@ import {
   type JobStateName,
 } from "./model.js";
 
-/** Payload keys that the job service adds to graphile's payload and that are no task argument. */
-export const TRACE_KEY = "_trace";
-const CRON_KEY = "_cron";
-
 /** Longest error message kept per attempt. */
-const MAX_ERROR_LENGTH = 2_000;
+export const MAX_ERROR_LENGTH = 2_000;
 
-/** The state a job is in, from the ledger row `l` and graphile's row `g` (joined only while pending). */
-const STATE = `
-  case
-    when l.state <> 'pending' then l.state
-    when g.id is null then 'discarded'
-    when g.locked_at is not null then 'executing'
-    when g.attempts >= g.max_attempts then 'discarded'
-    when g.run_at > now() then (case when g.attempts > 0 then 'retryable' else 'scheduled' end)
-    else 'available'
-  end`;
+/** Attempts abandoned by an expired lease that are given back per job; later ones count. */
+export const MAX_GIVEN_BACK = 3;
 
-const FROM = `mcsv_job.jobs l left join graphile_worker.jobs g on l.state = 'pending' and g.id = l.graphile_job_id`;
+/** The states stored: 'queued' stands for available, scheduled and retryable. */
+type StoredState = "queued" | "executing" | "completed" | "discarded" | "cancelled";
 
-const SELECT_JOB = `
-  select l.id, l.task, l.queue, l.args, l.trace, l.priority, l.max_attempts, l.job_key, l.errors, l.inserted_at,
-         l.completed_at, l.cancelled_at, l.graphile_job_id,
-         -- graphile locks a job a moment before the wrapper records the attempt.
-         coalesce(g.locked_at, l.attempted_at) as attempted_at,
-         case when g.id is not null then l.attempt_offset + g.attempts else l.attempts end as attempts,
-         coalesce(g.run_at, l.run_at) as run_at,
-         coalesce(l.discarded_at, case when l.state = 'pending' and (g.id is null or (g.locked_at is null and g.attempts >= g.max_attempts)) then g.updated_at end) as discarded_at,
-         ${STATE} as state
-  from ${FROM}`;
+/** The state the API reports, from the stored one: a queued job is available, scheduled or retryable. */
+const stateOf = (t: string) => `
+  case when ${t}.state <> 'queued' then ${t}.state
+       when ${t}.run_at <= now() then 'available'
+       when ${t}.attempts > 0 then 'retryable'
+       else 'scheduled' end`;
+
+const FIELDS = (t: string) => `
+  ${t}.id, ${t}.task, ${t}.queue, ${t}.args, ${t}.priority, ${t}.max_attempts, ${t}.job_key, ${t}.errors, ${t}.inserted_at,
+  ${t}.attempted_at, ${t}.completed_at, ${t}.discarded_at, ${t}.cancelled_at, ${t}.attempts, ${t}.run_at, ${stateOf(t)} as state`;
+
+/** Back-off before a failed attempt's retry: e^attempts seconds (3 s, 7 s, 20 s, …), at most e^10 (6 hours). */
+const BACKOFF = `make_interval(secs => exp(least(attempts, 10)))`;
+
+const errorEntry = (attempt: string, error: string) =>
+  `jsonb_build_array(jsonb_build_object('attempt', ${attempt}::int, 'error', ${error}::text, 'at', now()))`;
 
 interface JobRow {
   id: string;
   task: string;
   queue: string | null;
   args: JsonObject;
-  trace: Record<string, string> | null;
   priority: number;
   max_attempts: number;
   job_key: string | null;
@@ -66,7 +61,6 @@ interface JobRow {
   completed_at: Date | null;
   cancelled_at: Date | null;
   discarded_at: Date | null;
-  graphile_job_id: string | null;
   attempts: number;
   run_at: Date;
   state: JobStateName;
@@ -93,67 +87,38 @@ function toRecord(row: JobRow): JobRecord {
   };
 }
 
-/** graphile's payload: the arguments plus the trace context under its reserved key. */
-function graphilePayload(args: JsonObject, trace: Record<string, string> | null | undefined): JsonObject {
-  return trace && Object.keys(trace).length > 0 ? { ...args, [TRACE_KEY]: trace } : args;
+/** Inserts and dispatches a job in one statement; no row when its job key was used before. */
+const INSERT = `
+  with inserted as (
+    insert into mcsv_job.jobs (task, queue, args, trace, priority, max_attempts, job_key, run_at)
+    values ($1, $2, $3, $4, $5, $6, $7, coalesce($8::timestamptz, now()))
+    on conflict (job_key) do nothing
+    returning *
+  )
+  select ${FIELDS("i")}, (${dispatchExpression("i")}).id as dispatched from inserted i`;
+
+function insertValues(spec: EnqueueSpec): unknown[] {
+  const trace = spec.trace && Object.keys(spec.trace).length > 0 ? JSON.stringify(spec.trace) : null;
+  return [spec.task, spec.queue ?? null, JSON.stringify(spec.args), trace, spec.priority ?? 0, spec.maxAttempts, spec.jobKey ?? null, spec.runAt ?? null];
 }
 
-/** The W3C trace context in a graphile payload, if it carries one. */
-export function traceOfPayload(payload: unknown): Record<string, string> | undefined {
-  const carrier = (payload as Record<string, unknown> | null)?.[TRACE_KEY];
-  if (carrier === null || typeof carrier !== "object" || Array.isArray(carrier)) return undefined;
-  const entries = Object.entries(carrier);
-  if (entries.length === 0 || !entries.every(([, v]) => typeof v === "string")) return undefined;
-  return carrier as Record<string, string>;
-}
-
-/** The task arguments of a graphile payload (what the ledger shows). */
-export function argsOfPayload(payload: unknown): JsonObject {
-  if (payload === null || typeof payload !== "object" || Array.isArray(payload)) return {};
-  const { [TRACE_KEY]: _trace, [CRON_KEY]: _cron, ...args } = payload as JsonObject;
-  return args;
-}
-
-async function addGraphileJob(
-  client: PoolClient,
-  job: { task: string; args: JsonObject; trace?: Record<string, string> | null | undefined; queue?: string | null | undefined; runAt?: Date | null | undefined; maxAttempts: number; priority: number },
-): Promise<string> {
-  const { rows } = await client.query<{ id: string }>(
-    `select id from graphile_worker.add_job($1, payload => $2::json, queue_name => $3, run_at => $4, max_attempts => $5, priority => $6)`,
-    [job.task, JSON.stringify(graphilePayload(job.args, job.trace)), job.queue ?? null, job.runAt ?? null, job.maxAttempts, job.priority],
-  );
-  const id = rows[0]?.id;
-  if (!id) throw new Error(`graphile_worker.add_job returned no job for task ${job.task}`);
-  return id;
-}
-
-/** Inserts the ledger row and graphile's job in `client`'s transaction; undefined when the job key was used before. */
-async function insertJob(client: PoolClient, spec: EnqueueSpec): Promise<string | undefined> {
-  const inserted = await client.query<{ id: string; run_at: Date }>(
-    `insert into mcsv_job.jobs (task, queue, args, trace, priority, max_attempts, job_key, run_at)
-     values ($1, $2, $3, $4, $5, $6, $7, coalesce($8::timestamptz, now()))
-     on conflict (job_key) do nothing
-     returning id, run_at`,
-    [spec.task, spec.queue ?? null, JSON.stringify(spec.args), spec.trace && Object.keys(spec.trace).length > 0 ? JSON.stringify(spec.trace) : null, spec.priority ?? 0, spec.maxAttempts, spec.jobKey ?? null, spec.runAt ?? null],
-  );
-  const row = inserted.rows[0];
-  if (!row) return undefined;
-  const graphileId = await addGraphileJob(client, { ...spec, runAt: row.run_at, priority: spec.priority ?? 0 });
-  await client.query(`update mcsv_job.jobs set graphile_job_id = $2 where id = $1`, [row.id, graphileId]);
-  return row.id;
+async function insertJob(db: Pool | PoolClient, spec: EnqueueSpec): Promise<EnqueueResult> {
+  const inserted = await db.query<JobRow>(INSERT, insertValues(spec));
+  if (inserted.rows[0]) return { job: toRecord(inserted.rows[0]), duplicate: false };
+  // The key was used before (a concurrent insert of the same key waited for the other transaction to end).
+  const existing = await db.query<JobRow>(`select ${FIELDS("l")} from mcsv_job.jobs l where l.job_key = $1`, [spec.jobKey]);
+  if (!existing.rows[0]) throw new Error(`job key ${spec.jobKey} conflicted, but its job is gone`);
+  return { job: toRecord(existing.rows[0]), duplicate: true };
 }
 
 /**
- * Adds a job inside the caller's transaction, so that it exists exactly if the caller's other writes commit (crash
- * recovery's follow-up of a discarded job). With a job key that was used before, nothing is added and the id of
- * that job is returned (a concurrent insert of the same key waits for the other transaction to end).
+ * Adds a job inside the caller's transaction, so that it exists exactly if the caller's other writes commit (the
+ * follow-up of a job discarded when its lease expired). With a job key that was used before, nothing is added and
+ * that job is returned.
  */
 export async function enqueueInTransaction(client: PoolClient, spec: EnqueueSpec): Promise<{ id: string; duplicate: boolean }> {
-  const id = await insertJob(client, spec);
-  if (id !== undefined) return { id, duplicate: false };
-  const { rows } = await client.query<{ id: string }>(`select id from mcsv_job.jobs where job_key = $1`, [spec.jobKey]);
-  if (!rows[0]) throw new Error(`job key ${spec.jobKey} conflicted, but its job is gone`);
-  return { id: rows[0].id, duplicate: true };
+  const { job, duplicate } = await insertJob(client, spec);
+  return { id: job.id, duplicate };
 }
 
 export interface ListFilter {
@@ -172,63 +137,85 @@ export interface QueueCount {
   count: number;
 }
 
-/** What the task wrapper learns when an attempt starts. */
-export interface ClaimedJob {
+/** Who takes an attempt: the graphile job that dispatched it, and the worker pool that runs it (the lease's owner). */
+export interface Dispatch {
+  graphileJobId: string;
+  owner: string;
+  leaseSeconds: number;
+}
+
+/** An attempt that holds its job's lease. */
+export interface Attempt {
   id: string;
-  /** 'pending', or the terminal state the job reached meanwhile (then the attempt must not run). */
-  state: "pending" | "completed" | "discarded" | "cancelled";
-  /** Number of this attempt across every graphile job of the ledger row. */
+  dispatch: number;
+  task: string;
+  args: JsonObject;
+  trace: Record<string, string> | null;
+  /** This attempt's number, from 1. */
   attempt: number;
   maxAttempts: number;
-  trace: Record<string, string> | null;
 }
 
-/** The graphile job an attempt runs (the fields the ledger needs). */
-export interface GraphileJobInfo {
+/** Why a dispatch runs no attempt: the job ended, or the ledger dispatched it again (or runs it) meanwhile. */
+export type NotClaimed = "completed" | "discarded" | "cancelled" | "stale";
+
+/** What an attempt's outcome did to its job; `superseded` when it no longer held the lease (the write changed nothing). */
+export type AttemptOutcome = "completed" | "retry" | "discarded" | "cancelled" | "superseded";
+
+/** A job whose lease expired, as recovery found it (locked for its transaction). */
+export interface ExpiredLease {
   id: string;
   task: string;
-  queue: string | null;
-  payload: unknown;
-  priority: number;
+  args: JsonObject;
+  trace: Record<string, string> | null;
+  state: StoredState;
+  owner: string;
   attempts: number;
   maxAttempts: number;
-  runAt: Date;
-  createdAt: Date;
+  givenBack: number;
+  expiredLeases: number;
 }
 
-/** One job as the ledger shows it, read through `db` (the pool, or a transaction's client). */
-async function readJob(db: Pool | PoolClient, id: string): Promise<JobRecord> {
-  const { rows } = await db.query<JobRow>(`${SELECT_JOB} where l.id = $1`, [id]);
-  if (!rows[0]) throw new JobNotFoundError(id);
-  return toRecord(rows[0]);
+const ATTEMPT_FIELDS = `id, dispatch, task, args, trace, attempts, max_attempts`;
+
+interface AttemptRow {
+  id: string;
+  dispatch: number;
+  task: string;
+  args: JsonObject;
+  trace: Record<string, string> | null;
+  attempts: number;
+  max_attempts: number;
 }
+
+const toAttempt = (row: AttemptRow): Attempt => ({
+  id: row.id,
+  dispatch: row.dispatch,
+  task: row.task,
+  args: row.args,
+  trace: row.trace,
+  attempt: row.attempts,
+  maxAttempts: row.max_attempts,
+});
 
 export class JobLedger {
   constructor(private readonly pool: Pool) {}
 
-  /**
-   * Adds a job, or with a job key that was used before, returns that job. A new job is read back inside its own
-   * transaction, so the answer is the job as enqueued (available, no attempt yet) even if a worker takes it at once.
-   */
+  /** Adds and dispatches a job in one statement, or with a job key that was used before, returns that job. */
   async enqueue(spec: EnqueueSpec): Promise<EnqueueResult> {
-    const added = await transaction(this.pool, async (client) => {
-      const id = await insertJob(client, spec);
-      return id === undefined ? undefined : readJob(client, id);
-    });
-    if (added !== undefined) return { job: added, duplicate: false };
-    const existing = await this.pool.query<JobRow>(`${SELECT_JOB} where l.job_key = $1`, [spec.jobKey]);
-    if (!existing.rows[0]) throw new Error(`job key ${spec.jobKey} conflicted, but its job is gone`);
-    return { job: toRecord(existing.rows[0]), duplicate: true };
+    return insertJob(this.pool, spec);
   }
 
   async get(id: string): Promise<JobRecord> {
-    return readJob(this.pool, id);
+    const { rows } = await this.pool.query<JobRow>(`select ${FIELDS("l")} from mcsv_job.jobs l where l.id = $1`, [id]);
+    if (!rows[0]) throw new JobNotFoundError(id);
+    return toRecord(rows[0]);
   }
 
   /** Jobs newest first; one more than `limit` tells the caller that another page follows. */
   async list(filter: ListFilter): Promise<JobRecord[]> {
     const { rows } = await this.pool.query<JobRow>(
-      `select * from (${SELECT_JOB}
+      `select * from (select ${FIELDS("l")} from mcsv_job.jobs l
          where ($1::text is null or l.task = $1) and ($2::text is null or l.queue = $2) and ($3::bigint is null or l.id < $3)) j
        where ($4::text[] is null or j.state = any($4))
        order by j.id desc
@@ -241,145 +228,225 @@ export class JobLedger {
   /** Jobs per queue, task and state. */
   async counts(): Promise<QueueCount[]> {
     const { rows } = await this.pool.query<{ queue: string | null; task: string; state: JobStateName; count: string }>(
-      `select l.queue, l.task, ${STATE} as state, count(*) as count from ${FROM} group by 1, 2, 3 order by 1 nulls first, 2, 3`,
+      `select l.queue, l.task, ${stateOf("l")} as state, count(*) as count from mcsv_job.jobs l group by 1, 2, 3 order by 1 nulls first, 2, 3`,
     );
     return rows.map((r) => ({ queue: r.queue, task: r.task, state: r.state, count: Number(r.count) }));
   }
 
   /**
-   * Cancels a job that has not finished. A pending job leaves graphile's queue; an executing one finishes its
-   * current attempt, after which the task wrapper sees the cancellation and lets it go without a retry.
+   * Cancels a job that has not finished. A queued job's dispatch finds it cancelled and does nothing; an executing
+   * one finishes its current attempt, whose outcome then leaves the job cancelled.
    */
   async cancel(id: string): Promise<JobRecord> {
-    await transaction(this.pool, async (client) => {
-      const job = await this.lock(client, id);
-      if (TERMINAL_STATES.has(job.record.state)) throw new JobStateError(job.record, `job ${id} is already ${job.record.state}`);
-      // Deletes only an unlocked job; one that a worker has just locked goes on as executing.
-      if (job.graphileJobId) await client.query(`select id from graphile_worker.complete_jobs(array[$1]::bigint[])`, [job.graphileJobId]);
-      await client.query(`update mcsv_job.jobs set state = 'cancelled', cancelled_at = now() where id = $1`, [id]);
-    });
-    return this.get(id);
+    const { rows } = await this.pool.query<JobRow>(
+      `update mcsv_job.jobs l set state = 'cancelled', cancelled_at = now() where id = $1 and state in ('queued', 'executing')
+       returning ${FIELDS("l")}`,
+      [id],
+    );
+    if (rows[0]) return toRecord(rows[0]);
+    const job = await this.get(id);
+    throw new JobStateError(job, `job ${id} is already ${job.state}`);
   }
 
   /**
-   * Runs a job again now: a retryable job at once, a discarded or cancelled one as a new graphile job with the
-   * same payload and at least one more attempt (as Oban's retry_job does).
+   * Runs a job again now: a retryable job at once, a discarded or cancelled one with at least one more attempt (as
+   * Oban's retry_job does). Either way it is dispatched anew; the dispatch it had, if any, becomes stale.
    */
   async retry(id: string): Promise<JobRecord> {
-    await transaction(this.pool, async (client) => {
-      const { record, graphileJobId, trace } = await this.lock(client, id);
-      if (record.state === "retryable") {
-        const moved = await client.query(`select id from graphile_worker.reschedule_jobs(array[$1]::bigint[], run_at => now())`, [graphileJobId]);
-        if (moved.rowCount === 0) throw new JobStateError(record, `job ${id} started meanwhile`);
-        // Wake an idle worker now instead of at its next poll.
-        await client.query(`select pg_notify('jobs:insert', '{"count":1}')`);
-        return;
-      }
-      if (record.state !== "discarded" && record.state !== "cancelled") {
-        throw new JobStateError(record, `job ${id} is ${record.state}; only discarded, cancelled or retryable jobs can be retried`);
-      }
-      if (graphileJobId) {
-        const old = await client.query<{ locked_at: Date | null }>(`select locked_at from graphile_worker.jobs where id = $1`, [graphileJobId]);
-        if (old.rows[0]?.locked_at) throw new JobStateError(record, `job ${id} is still finishing its cancelled attempt`);
-        // A job that ran out of attempts stays in graphile's table; the new one replaces it.
-        if (old.rows[0]) await client.query(`select id from graphile_worker.complete_jobs(array[$1]::bigint[])`, [graphileJobId]);
-      }
-      const maxAttempts = Math.max(record.maxAttempts, record.attempts + 1);
-      const newGraphileId = await addGraphileJob(client, {
-        task: record.task,
-        args: record.args,
-        trace,
-        queue: record.queue,
-        maxAttempts: maxAttempts - record.attempts,
-        priority: record.priority,
-      });
-      await client.query(
-        `update mcsv_job.jobs
-         set state = 'pending', graphile_job_id = $2, attempt_offset = $3, attempts = $3, max_attempts = $4, run_at = now(),
-             completed_at = null, discarded_at = null, cancelled_at = null
-         where id = $1`,
-        [id, newGraphileId, record.attempts, maxAttempts],
+    return transaction(this.pool, async (client) => {
+      const { rows } = await client.query<JobRow & { leased: boolean }>(
+        `select ${FIELDS("l")}, l.lease_expires_at is not null as leased from mcsv_job.jobs l where l.id = $1 for update`,
+        [id],
       );
+      const row = rows[0];
+      if (!row) throw new JobNotFoundError(id);
+      const job = toRecord(row);
+      if (job.state !== "retryable" && job.state !== "discarded" && job.state !== "cancelled") {
+        throw new JobStateError(job, `job ${id} is ${job.state}; only discarded, cancelled or retryable jobs can be retried`);
+      }
+      if (row.leased) throw new JobStateError(job, `job ${id} is still finishing its cancelled attempt`);
+      const moved = await client.query<JobRow>(
+        `with moved as (
+           update mcsv_job.jobs
+           set state = 'queued', dispatch = dispatch + 1, run_at = now(), max_attempts = greatest(max_attempts, attempts + 1),
+               completed_at = null, discarded_at = null, cancelled_at = null
+           where id = $1
+           returning *
+         )
+         select ${FIELDS("m")}, (${dispatchExpression("m")}).id as dispatched from moved m`,
+        [id],
+      );
+      return toRecord(moved.rows[0]!);
     });
-    return this.get(id);
   }
 
-  /** Locks the ledger row for the rest of the transaction and reads the job. */
-  private async lock(client: PoolClient, id: string): Promise<{ record: JobRecord; graphileJobId: string | null; trace: Record<string, string> | null }> {
-    const { rows } = await client.query<JobRow>(`${SELECT_JOB} where l.id = $1 for update of l`, [id]);
-    const row = rows[0];
-    if (!row) throw new JobNotFoundError(id);
-    return { record: toRecord(row), graphileJobId: row.graphile_job_id, trace: row.trace };
-  }
-
-  // --- The task wrapper's side: one attempt of a graphile job. ---
+  // --- The task wrapper's side: one attempt, under a lease. ---
 
   /**
-   * Records that an attempt of graphile job `job` starts, and returns the ledger row. A job that graphile got
-   * without the ledger (a crontab entry) is adopted: it gets its ledger row now.
+   * Claims the attempt that `ticket` dispatches: the job must be queued on this very dispatch. Returns the attempt,
+   * or why none runs.
    */
-  async startAttempt(job: GraphileJobInfo): Promise<ClaimedJob> {
-    const updated = await this.pool.query<{ id: string; state: ClaimedJob["state"]; attempts: number; max_attempts: number; trace: Record<string, string> | null }>(
+  async claim(ticket: Ticket, by: Dispatch): Promise<Attempt | NotClaimed> {
+    const { rows } = await this.pool.query<AttemptRow>(
       `update mcsv_job.jobs
-       set attempts = case when state = 'pending' then attempt_offset + $2 else attempts end,
-           attempted_at = case when state = 'pending' then now() else attempted_at end
-       where graphile_job_id = $1
-       returning id, state, attempts, max_attempts, trace`,
-      [job.id, job.attempts],
+       set state = 'executing', attempts = attempts + 1, attempted_at = now(),
+           lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4), graphile_job_id = $5
+       where id = $1 and dispatch = $2 and state = 'queued'
+       returning ${ATTEMPT_FIELDS}`,
+      [ticket.job, ticket.dispatch, by.owner, by.leaseSeconds, by.graphileJobId],
     );
-    const row =
-      updated.rows[0] ??
-      (
-        await this.pool.query<{ id: string; state: ClaimedJob["state"]; attempts: number; max_attempts: number; trace: null }>(
-          `insert into mcsv_job.jobs (task, queue, args, priority, max_attempts, graphile_job_id, attempts, attempted_at, run_at, inserted_at)
-           values ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9)
-           on conflict (graphile_job_id) where graphile_job_id is not null do update set attempts = excluded.attempts, attempted_at = now()
-           returning id, state, attempts, max_attempts, null as trace`,
-          [job.task, job.queue, JSON.stringify(argsOfPayload(job.payload)), job.priority, job.maxAttempts, job.id, job.attempts, job.runAt, job.createdAt],
-        )
-      ).rows[0];
-    if (!row) throw new Error(`no ledger row for graphile job ${job.id}`);
-    return { id: row.id, state: row.state, attempt: row.attempts, maxAttempts: row.max_attempts, trace: row.trace };
+    if (rows[0]) return toAttempt(rows[0]);
+    const current = await this.pool.query<{ state: string; dispatch: number }>(`select state, dispatch from mcsv_job.jobs where id = $1`, [ticket.job]);
+    const row = current.rows[0];
+    if (row && row.dispatch === ticket.dispatch && TERMINAL_STATES.has(row.state as JobStateName)) return row.state as NotClaimed;
+    return "stale";
+  }
+
+  /**
+   * The ticket of a job that graphile got without one: a row from before the ledger owned state (found by its
+   * graphile job), or else a crontab entry, which gets its ledger row now.
+   */
+  async ticketOfUndispatched(
+    graphileJob: { id: string; task: string; queue: string | null; priority: number; maxAttempts: number; runAt: Date; createdAt: Date },
+    args: JsonObject,
+  ): Promise<Ticket | undefined> {
+    const { rows } = await this.pool.query<{ id: string; dispatch: number }>(
+      `with legacy as (select id, dispatch from mcsv_job.jobs where graphile_job_id = $6),
+       adopted as (
+         insert into mcsv_job.jobs (task, queue, args, priority, max_attempts, graphile_job_id, run_at, inserted_at)
+         select $1, $2, $3, $4, $5, $6, $7, $8 where not exists (select 1 from legacy)
+         on conflict (graphile_job_id) where graphile_job_id is not null do nothing
+         returning id, dispatch
+       )
+       select * from legacy union all select * from adopted`,
+      [graphileJob.task, graphileJob.queue, JSON.stringify(args), graphileJob.priority, graphileJob.maxAttempts, graphileJob.id, graphileJob.runAt, graphileJob.createdAt],
+    );
+    return rows[0] ? { job: rows[0].id, dispatch: rows[0].dispatch } : undefined;
+  }
+
+  /**
+   * Renews the leases of the attempts `held` that worker pools `owners` still own (one statement per heartbeat for
+   * all of a process's attempts): a lease that recovery took away, or that a test handed to another owner, stays so.
+   * Returns the `id:dispatch` keys of the leases renewed.
+   */
+  async renewLeases(held: { id: string; dispatch: number }[], owners: string[], leaseSeconds: number): Promise<Set<string>> {
+    if (held.length === 0) return new Set();
+    const { rows } = await this.pool.query<{ key: string }>(
+      `update mcsv_job.jobs set lease_expires_at = now() + make_interval(secs => $4)
+       where (id, dispatch) in (select * from unnest($1::bigint[], $2::int[])) and lease_owner = any($3::text[])
+       returning id || ':' || dispatch as key`,
+      [held.map((h) => h.id), held.map((h) => h.dispatch), owners, leaseSeconds],
+    );
+    return new Set(rows.map((r) => r.key));
   }
 
   /** The attempt succeeded: the job is completed, unless it was cancelled meanwhile. */
-  async completeAttempt(id: string, attempt: number): Promise<void> {
-    await this.pool.query(`update mcsv_job.jobs set state = 'completed', completed_at = now(), attempts = $2 where id = $1 and state = 'pending'`, [id, attempt]);
-  }
-
-  /**
-   * The attempt failed: records the error and, when `final`, discards the job. Returns the state after, so that
-   * the wrapper knows whether graphile should retry ('pending') or forget the job.
-   */
-  async failAttempt(id: string, attempt: number, error: string, final: boolean): Promise<ClaimedJob["state"]> {
-    const { rows } = await this.pool.query<{ state: ClaimedJob["state"] }>(
+  async succeed(attempt: Attempt): Promise<AttemptOutcome> {
+    const { rows } = await this.pool.query<{ state: StoredState }>(
       `update mcsv_job.jobs
-       set errors = errors || jsonb_build_array(jsonb_build_object('attempt', $2::int, 'error', $3::text, 'at', now())),
-           attempts = $2,
-           state = case when state = 'pending' and $4 then 'discarded' else state end,
-           discarded_at = case when state = 'pending' and $4 then now() else discarded_at end
-       where id = $1
+       set state = case when state = 'executing' then 'completed' else state end,
+           completed_at = case when state = 'executing' then now() else completed_at end,
+           lease_owner = null, lease_expires_at = null
+       where id = $1 and dispatch = $2 and lease_expires_at is not null
        returning state`,
-      [id, attempt, error.slice(0, MAX_ERROR_LENGTH), final],
+      [attempt.id, attempt.dispatch],
     );
-    return rows[0]?.state ?? "discarded";
+    return rows[0] ? (rows[0].state === "completed" ? "completed" : "cancelled") : "superseded";
   }
 
   /**
-   * The attempt was cut short by a shutdown: it records the error but does not count, so that a deploy never
-   * uses up a job's last attempt (graphile's returnJobs does the same for jobs it hands back unstarted).
+   * The attempt failed: records the error and, when `final` or out of attempts, discards the job; otherwise
+   * dispatches it again after the back-off.
    */
-  async interruptAttempt(id: string, graphileJobId: string, attempt: number, error: string): Promise<void> {
-    await transaction(this.pool, async (client) => {
-      await client.query(`update graphile_worker._private_jobs set attempts = greatest(0, attempts - 1) where id = $1`, [graphileJobId]);
-      await client.query(
-        `update mcsv_job.jobs
-         set errors = errors || jsonb_build_array(jsonb_build_object('attempt', $2::int, 'error', $3::text, 'at', now())),
-             attempts = greatest(0, $2 - 1)
-         where id = $1`,
-        [id, attempt, error.slice(0, MAX_ERROR_LENGTH)],
-      );
-    });
+  async fail(attempt: Attempt, error: string, final: boolean): Promise<AttemptOutcome> {
+    const { rows } = await this.pool.query<{ state: StoredState }>(
+      `with failed as (
+         update mcsv_job.jobs
+         set errors = errors || ${errorEntry("attempts", "$3")},
+             lease_owner = null, lease_expires_at = null,
+             state = case when state <> 'executing' then state when $4 or attempts >= max_attempts then 'discarded' else 'queued' end,
+             discarded_at = case when state = 'executing' and ($4 or attempts >= max_attempts) then now() else discarded_at end,
+             run_at = case when state = 'executing' and not ($4 or attempts >= max_attempts) then now() + ${BACKOFF} else run_at end,
+             dispatch = case when state = 'executing' and not ($4 or attempts >= max_attempts) then dispatch + 1 else dispatch end
+         where id = $1 and dispatch = $2 and lease_expires_at is not null
+         returning *
+       )
+       select f.state, case when f.state = 'queued' then (${dispatchExpression("f")}).id end as dispatched from failed f`,
+      [attempt.id, attempt.dispatch, error.slice(0, MAX_ERROR_LENGTH), final],
+    );
+    const state = rows[0]?.state;
+    return state === undefined ? "superseded" : state === "queued" ? "retry" : state === "discarded" ? "discarded" : "cancelled";
+  }
+
+  /**
+   * The attempt was cut short by a shutdown: it records the error but does not count, so that a deploy never uses
+   * up a job's last attempt, and the job is dispatched again at once.
+   */
+  async interrupt(attempt: Attempt, error: string): Promise<AttemptOutcome> {
+    const { rows } = await this.pool.query<{ state: StoredState }>(
+      `with interrupted as (
+         update mcsv_job.jobs
+         set errors = errors || ${errorEntry("attempts", "$3")},
+             attempts = greatest(0, attempts - 1), lease_owner = null, lease_expires_at = null,
+             state = case when state = 'executing' then 'queued' else state end,
+             run_at = case when state = 'executing' then now() else run_at end,
+             dispatch = case when state = 'executing' then dispatch + 1 else dispatch end
+         where id = $1 and dispatch = $2 and lease_expires_at is not null
+         returning *
+       )
+       select i.state, case when i.state = 'queued' then (${dispatchExpression("i")}).id end as dispatched from interrupted i`,
+      [attempt.id, attempt.dispatch, error.slice(0, MAX_ERROR_LENGTH)],
+    );
+    const state = rows[0]?.state;
+    return state === undefined ? "superseded" : state === "queued" ? "retry" : "cancelled";
+  }
+
+  // --- Recovery's side: attempts whose lease expired. ---
+
+  /** Up to `limit` jobs whose lease has expired, locked for `client`'s transaction (skipping those a peer holds). */
+  async expiredLeases(client: PoolClient, limit: number): Promise<ExpiredLease[]> {
+    const { rows } = await client.query<ExpiredLease>(
+      `select id, task, args, trace, state, lease_owner as owner, attempts, max_attempts as "maxAttempts",
+              abandoned_attempts as "givenBack", expired_leases as "expiredLeases"
+       from mcsv_job.jobs where lease_expires_at < now()
+       order by lease_expires_at limit $1 for update skip locked`,
+      [limit],
+    );
+    return rows;
+  }
+
+  /**
+   * Abandons the attempt of `job`, whose lease expired: the error is recorded and the attempt given back (at most
+   * MAX_GIVEN_BACK times per job, as the tasks only orchestrate calls and a worker's death is rarely the job's
+   * doing). A job with no attempt left is discarded; any other is dispatched again at once. A job cancelled while
+   * the attempt ran just loses the lease.
+   */
+  async abandon(client: PoolClient, job: ExpiredLease, error: string): Promise<"givenBack" | "counted" | "discarded" | "released"> {
+    if (job.state !== "executing") {
+      await client.query(`update mcsv_job.jobs set lease_owner = null, lease_expires_at = null where id = $1`, [job.id]);
+      return "released";
+    }
+    const giveBack = job.givenBack < MAX_GIVEN_BACK && job.attempts > 0;
+    const final = !giveBack && job.attempts >= job.maxAttempts;
+    await client.query(
+      `with abandoned as (
+         update mcsv_job.jobs
+         set errors = errors || ${errorEntry("attempts", "$2")},
+             attempts = attempts - case when $3 then 1 else 0 end,
+             abandoned_attempts = abandoned_attempts + case when $3 then 1 else 0 end,
+             expired_leases = expired_leases + 1,
+             lease_owner = null, lease_expires_at = null,
+             state = case when $4 then 'discarded' else 'queued' end,
+             discarded_at = case when $4 then now() else discarded_at end,
+             run_at = case when $4 then run_at else now() end,
+             dispatch = dispatch + case when $4 then 0 else 1 end
+         where id = $1
+         returning *
+       )
+       select case when a.state = 'queued' then (${dispatchExpression("a")}).id end as dispatched from abandoned a`,
+      [job.id, error.slice(0, MAX_ERROR_LENGTH), giveBack, final],
+    );
+    return giveBack ? "givenBack" : final ? "discarded" : "counted";
   }
 
   /** Deletes finished jobs older than `maxAgeSeconds`, in batches; returns how many. */
@@ -389,7 +456,7 @@ export class JobLedger {
       const result = await this.pool.query(
         `delete from mcsv_job.jobs where id in (
            select id from mcsv_job.jobs
-           where state <> 'pending' and coalesce(completed_at, discarded_at, cancelled_at) < now() - make_interval(secs => $1)
+           where state in ('completed', 'discarded', 'cancelled') and coalesce(completed_at, discarded_at, cancelled_at) < now() - make_interval(secs => $1)
            limit $2)`,
         [maxAgeSeconds, batchSize],
       );

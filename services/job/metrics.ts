@@ -39,7 +39,7 @@ export const queueJobs = new prom.Gauge({
  */
 export const jobAttemptsTotal = new prom.Counter({
   name: "mcsv_job_attempts_total",
-  help: "Job attempts by task and outcome (completed, retry, discarded, cancelled, interrupted, skipped, abandoned, stranded).",
+  help: "Job attempts by task and outcome (completed, retry, discarded, cancelled, superseded, interrupted, lost, skipped, abandoned).",
   labelNames: ["task", "outcome"] as const,
   registers: [registry],
 });
@@ -62,7 +62,7 @@ export const storageSweptObjects = new prom.Counter({
 
 export const deadWorkerPoolsTotal = new prom.Counter({
   name: "mcsv_job_dead_workers_total",
-  help: "Job worker pools declared dead (no heartbeat within JOB_WORKER_DEAD_AFTER_MS) and whose jobs were released.",
+  help: "Job worker pools declared dead (no heartbeat within JOB_WORKER_DEAD_AFTER_MS), whose locks graphile was told to release.",
   registers: [registry],
 });
 
@@ -76,7 +76,7 @@ export const callbackRefusalsTotal = new prom.Counter({
 
 export const discardFollowUpsTotal = new prom.Counter({
   name: "mcsv_job_discard_follow_ups_total",
-  help: "Jobs discarded by crash recovery whose task declares a follow-up (onDiscarded), by task and outcome (added; duplicate: added by an earlier round; failed: could not be described, see the log).",
+  help: "Jobs discarded when their lease expired whose task declares a follow-up (onDiscarded), by task and outcome (added; duplicate: added by an earlier round; failed: could not be described, see the log).",
   labelNames: ["task", "outcome"] as const,
   registers: [registry],
 });

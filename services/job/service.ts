@@ -1,6 +1,7 @@
 /**
- * Wires the job service: migrations (graphile-worker's schema, then the ledger), the ledger, the clients of the
- * services the tasks call, the in-process graphile-worker runner, and JobService's Connect routes.
+ * Wires the job service: migrations (graphile-worker's schema, then the ledger), the ledger and its leases, the
+ * clients of the services the tasks call, the in-process graphile-worker runner (the dispatcher), and JobService's
+ * Connect routes.
  */
 import { EventEmitter } from "node:events";
 import { fileURLToPath } from "node:url";
@@ -18,11 +19,11 @@ import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
 import type { JobConfig } from "./config.js";
-import { CrashRecovery } from "./crash-recovery.js";
 import { enqueueJob, type EnqueueInput } from "./enqueue.js";
 import { createTaskList } from "./execution.js";
 import { createJobHandlers } from "./handlers.js";
 import { JobLedger } from "./ledger.js";
+import { LeaseKeeper } from "./leases.js";
 import { setQueueCountSource } from "./metrics.js";
 import { createTaskDefinitions } from "./tasks/index.js";
 import { gatewaySigningSecrets } from "./webhook-signing.js";
@@ -80,24 +81,24 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
     jobRetentionMs: config.JOB_RETENTION_DAYS * DAY_MS,
   });
 
-  // Registers each worker pool graphile creates, beats for it, and releases the jobs of pools that died.
-  const recovery = new CrashRecovery(pool, logger, {
+  // Renews the leases of the attempts running here, beats for each worker pool graphile creates, and recovers
+  // expired leases (of any replica).
+  const leases = new LeaseKeeper(pool, ledger, logger, {
     heartbeatMs: config.JOB_WORKER_HEARTBEAT_MS,
-    deadAfterMs: config.JOB_WORKER_DEAD_AFTER_MS,
+    leaseMs: config.JOB_WORKER_DEAD_AFTER_MS,
     tasks: definitions,
   });
   const events = new EventEmitter() as WorkerEvents;
-  events.on("pool:create", ({ workerPool }) => recovery.register(workerPool.id));
-  events.on("job:complete", ({ job }) => recovery.jobEnded(job));
+  events.on("pool:create", ({ workerPool }) => leases.register(workerPool.id));
   events.on("pool:release", ({ workerPool }) => {
-    recovery.unregister(workerPool.id).catch((error: unknown) => logger.debug("worker registration not removed", { error: describeError(error) }));
+    leases.unregister(workerPool.id).catch((error: unknown) => logger.debug("worker registration not removed", { error: describeError(error) }));
   });
 
   let worker;
   try {
     worker = await startWorker({
       pool: workerPool,
-      taskList: createTaskList(definitions, { ledger, logger, enqueue }),
+      taskList: createTaskList(definitions, { ledger, leases, logger, enqueue }),
       logger,
       concurrency: config.JOB_CONCURRENCY,
       pollIntervalMs: config.JOB_POLL_INTERVAL_MS,
@@ -106,10 +107,10 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       abortAfterMs: Math.max(1_000, config.SHUTDOWN_GRACE_MS - 2_000),
       events,
     });
-    await recovery.start();
+    await leases.start();
   } catch (error) {
     await worker?.stop(config.SHUTDOWN_GRACE_MS);
-    await recovery.stop();
+    await leases.stop();
     await closePools();
     throw error;
   }
@@ -133,7 +134,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       readMaxBytes: 1024 * 1024,
       drain: async () => {
         await running.stop(config.SHUTDOWN_GRACE_MS);
-        await recovery.stop();
+        await leases.stop();
       },
       close: async () => {
         setQueueCountSource(undefined);
@@ -142,7 +143,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
     });
   } catch (error) {
     await running.stop(config.SHUTDOWN_GRACE_MS);
-    await recovery.stop();
+    await leases.stop();
     await closePools();
     throw error;
   }

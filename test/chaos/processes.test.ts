@@ -50,11 +50,11 @@ test("SIGKILL of the job service with 30 conversions in flight: after a restart 
   await onePdfEach(ids);
   await exactlyOneEmailEach(system, requests.map((r) => r.userEmail));
 
-  // The dead pool's jobs were released by the new process (not after graphile's 4-hour lock expiry), the abandoned
-  // attempt recorded in the ledger and given back; the dead pool's registration is gone.
+  // The dead process's leases expired and the new process dispatched their jobs again (not after graphile's 4-hour
+  // lock expiry), the abandoned attempt recorded in the ledger and given back; the dead pool's registration is gone.
   const convertJobs = await Promise.all(ids.map((id) => jobByKey(system, "convert_image", `convert_image:${id}`)));
   expect(convertJobs.map((j) => j?.state)).toEqual(ids.map(() => JobState.COMPLETED));
-  const abandoned = convertJobs.filter((j) => j!.errors.some((e) => e.error.includes(`its worker ${pools[0]!.id} stopped beating`)));
+  const abandoned = convertJobs.filter((j) => j!.errors.some((e) => e.error.includes(`lease expired (worker ${pools[0]!.id} stopped renewing it`)));
   expect(abandoned.length).toBeGreaterThanOrEqual(1);
   for (const job of abandoned) expect(job!.attempts).toBe(job!.errors.length);
   const { rows: after } = await system.db.query<{ id: string }>(`select id from mcsv_job.workers`);

@@ -1,7 +1,7 @@
 /**
- * The ledger stays right when the process does not end cleanly, and shutdown is graceful: the states a crash can
- * leave behind (simulated on the database), jobs that graphile got without the ledger (crontab), and a drain that
- * finishes what is in flight and releases what is not, without using up an attempt.
+ * The ledger stays right when the process does not end cleanly, and shutdown is graceful: a job its crashes
+ * discarded, jobs that graphile got without a ticket (the crontab, and jobs queued before the ledger owned job
+ * state), and a drain that finishes what is in flight and releases what is not, without using up an attempt.
  */
 import pg from "pg";
 import { createClient } from "@connectrpc/connect";
@@ -36,32 +36,10 @@ function welcome(key: string) {
 
 const sendsFor = (key: string) => env.stubs.calls.sendEmail.filter((r) => r.idempotencyKey === key).length;
 
-async function graphileIdOf(id: string): Promise<string> {
-  const { rows } = await db.query<{ graphile_job_id: string }>(`select graphile_job_id from mcsv_job.jobs where id = $1`, [id]);
-  return rows[0]!.graphile_job_id;
-}
-
-async function runNow(graphileId: string): Promise<void> {
-  await db.query(`select graphile_worker.reschedule_jobs(array[$1]::bigint[], run_at => now())`, [graphileId]);
-}
-
-test("a job that the ledger already completed is not run again (crash between the ledger write and graphile's delete)", async () => {
-  const { job } = await env.jobs.enqueueJob({ task: "send_email", args: welcome("crash-done"), runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) } });
-  const graphileId = await graphileIdOf(job!.id);
-  await db.query(`update mcsv_job.jobs set state = 'completed', completed_at = now(), attempts = 1 where id = $1`, [job!.id]);
-  await runNow(graphileId);
-  await eventually(
-    async () => (await db.query(`select 1 from graphile_worker.jobs where id = $1`, [graphileId])).rowCount,
-    (count) => count === 0,
-  );
-  expect(sendsFor("crash-done")).toBe(0);
-  expect((await env.jobs.getJobStatus({ id: job!.id })).job).toMatchObject({ state: JobState.COMPLETED, attempts: 1 });
-});
-
 test("a job whose attempts all ended in crashes shows as discarded, and RetryJob runs it again", async () => {
   const { job } = await env.jobs.enqueueJob({ task: "send_email", args: welcome("crash-exhausted"), maxAttempts: 3, runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) } });
-  // What graphile leaves when every attempt's worker died: attempts used up, no lock.
-  await db.query(`update graphile_worker._private_jobs set attempts = max_attempts where id = $1`, [await graphileIdOf(job!.id)]);
+  // What the ledger holds once every attempt's lease expired: attempts used up, discarded.
+  await db.query(`update mcsv_job.jobs set state = 'discarded', attempts = 3, discarded_at = now() where id = $1`, [job!.id]);
   const discarded = (await env.jobs.getJobStatus({ id: job!.id })).job!;
   expect(discarded).toMatchObject({ state: JobState.DISCARDED, attempts: 3, maxAttempts: 3 });
   expect(discarded.discardedAt).toBeDefined();
@@ -70,6 +48,18 @@ test("a job whose attempts all ended in crashes shows as discarded, and RetryJob
   const done = await env.waitForState(job!.id, JobState.COMPLETED);
   expect(done).toMatchObject({ attempts: 4, maxAttempts: 4 });
   expect(sendsFor("crash-exhausted")).toBe(1);
+});
+
+test("a job queued before the ledger owned job state (its graphile job carries the arguments) runs once", async () => {
+  const args = { ...welcome("legacy-dispatch"), _trace: { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" } };
+  const { rows } = await db.query<{ id: string }>(
+    `with g as (select (graphile_worker.add_job('send_email', $1::json)).id as id)
+     insert into mcsv_job.jobs (task, args, max_attempts, graphile_job_id) select 'send_email', $2, 5, g.id from g returning id`,
+    [JSON.stringify(args), JSON.stringify(welcome("legacy-dispatch"))],
+  );
+  const done = await env.waitForState(rows[0]!.id, JobState.COMPLETED);
+  expect(done).toMatchObject({ attempts: 1, errors: [] });
+  expect(sendsFor("legacy-dispatch")).toBe(1);
 });
 
 test("a job added to graphile directly (as the crontab does) gets its ledger row when it runs", async () => {
@@ -102,13 +92,15 @@ test("shutdown finishes a job in flight, releases one that does not finish witho
   setTimeout(() => finishing.resolve(), 200);
   await stopped;
 
-  const ledger = async (id: string) => (await db.query<{ state: string; attempts: number; errors: { error: string }[] }>(`select state, attempts, errors from mcsv_job.jobs where id = $1`, [id])).rows[0]!;
+  const ledger = async (id: string) => (await db.query<{ state: string; attempts: number; dispatch: number; lease_owner: string | null; errors: { error: string }[] }>(
+      `select state, attempts, dispatch, lease_owner, errors from mcsv_job.jobs where id = $1`,
+      [id],
+    )).rows[0]!;
   expect(await ledger(finish.id)).toMatchObject({ state: "completed", attempts: 1 });
   const released = await ledger(hang.id);
-  expect(released).toMatchObject({ state: "pending", attempts: 0 });
+  // Given back and dispatched again: the attempt does not count.
+  expect(released).toMatchObject({ state: "queued", attempts: 0, dispatch: 2, lease_owner: null });
   expect(released.errors[0]!.error).toContain("interrupted by shutdown");
-  const { rows } = await db.query(`select attempts, locked_at from graphile_worker.jobs where id = $1`, [await graphileIdOf(hang.id)]);
-  expect(rows[0]).toEqual({ attempts: 0, locked_at: null });
 
   const restarted = await startJobService(env.config, { logger: env.logger });
   try {

@@ -20,21 +20,18 @@ export interface TaskContext {
   enqueue(input: EnqueueInput): Promise<EnqueueResult>;
 }
 
-/** A job that was discarded without a final attempt of its own (crash-recovery.ts): no task code saw it end. */
+/** A job discarded without a final attempt of its own (its last attempt's lease expired, leases.ts): no task code saw it end. */
 export interface DiscardedJob {
   /** Id of the job in the ledger. */
   jobId: string;
-  /**
-   * worker_died: its last attempt's worker stopped beating (killed mid-attempt); outcome_lost: its last attempt
-   * ended, but neither the wrapper nor graphile could record how (Postgres unreachable at that moment).
-   */
-  cause: "worker_died" | "outcome_lost";
+  /** Its last attempt's lease expired: the worker died, paused, or could not record the outcome (Postgres away). */
+  cause: "lease_expired";
   /** Attempts counted, and the most it had. */
   attempts: number;
   maxAttempts: number;
   /** Attempts given back after their worker died (not counted in `attempts`). */
   givenBack: number;
-  /** Attempts whose worker died, all told (those given back included). */
+  /** Attempts whose lease expired, all told (those given back included). */
   interruptions: number;
 }
 

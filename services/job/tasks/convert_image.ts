@@ -7,7 +7,7 @@
  *
  * When this job cannot report FAILED itself, a report_conversion_failed job does, with retries of its own: when the
  * gateway is unreachable at the moment of the FAILED report (or, on the last attempt, of the PROCESSING one), and
- * when crash recovery discards the job because its worker died on every attempt (onDiscarded), so that a
+ * when the job is discarded because its attempts' leases expired (a worker that dies every time) (onDiscarded), so that a
  * conversion never stays PROCESSING for good.
  */
 import type { Client } from "@connectrpc/connect";
@@ -46,12 +46,11 @@ export function conversionFailedReport(conversionId: string, error: string): Enq
 
 /** Why a conversion whose job was discarded by crash recovery failed, in words for its owner. */
 export function discardedConversionError(job: DiscardedJob): string {
-  if (job.cause === "outcome_lost") return "the conversion's last attempt ended, but its outcome was lost (the job database was unreachable); given up";
   const tries = job.attempts + job.givenBack;
   const times = `${job.interruptions} ${job.interruptions === 1 ? "time" : "times"}`;
   return job.interruptions >= tries
-    ? `the conversion was interrupted ${times} (its worker died each time); given up`
-    : `the conversion was interrupted ${times} in ${tries} attempts (its worker died), the last attempt included; given up`;
+    ? `the conversion was interrupted ${times} (its worker died or lost the job database each time); given up`
+    : `the conversion was interrupted ${times} in ${tries} attempts (its worker died or lost the job database), the last attempt included; given up`;
 }
 
 /** Has report_conversion_failed report FAILED later, after the gateway did not take the report now. */
