@@ -10,6 +10,7 @@
  *   B4 email fan-out (CreateUser → welcome email vs INSERT + send)  bench/b4-email-fanout.ts
  *   B5 peak memory per service during B1 at 12 MP and B4          bench/b5-memory.ts
  *   B6 the lossless fast-path PDF writer vs ImageMagick, img2pdf   bench/b6-passthrough.ts
+ *   B7 1,000 conversions in one burst (drain vs B1's capacity)      bench/b7-burst.ts
  *
  * --profile also records a V8 CPU profile of every service (bench/results/profiles/, with a summary.md of where the
  * time went). --env passes a variable to the services (a tuning experiment: the results record it).
@@ -27,6 +28,7 @@ import { runB2 } from "./b2-pipeline.js";
 import { runB3 } from "./b3-rpc-stack.js";
 import { runB4 } from "./b4-email-fanout.js";
 import { runB6 } from "./b6-passthrough.js";
+import { runB7 } from "./b7-burst.js";
 import { startBenchSystem } from "./lib/bench-system.js";
 import { renderProfiles, summariseProfiles } from "./lib/cpu-profile.js";
 import type { BenchOptions } from "./lib/context.js";
@@ -43,7 +45,7 @@ const b2Loads = args.find((a) => a.startsWith("--b2-loads="))?.slice(11).split("
 const extraEnv = Object.fromEntries(
   args.flatMap((a, i) => (a === "--env" && args[i + 1]?.includes("=") ? [args[i + 1]!.split(/=(.*)/s).slice(0, 2) as [string, string]] : [])),
 );
-const only = new Set((args.find((a) => a.startsWith("--only="))?.slice(7) ?? "b1,b2,b3,b4,b5,b6").split(",").map((s) => s.trim().toLowerCase()));
+const only = new Set((args.find((a) => a.startsWith("--only="))?.slice(7) ?? "b1,b2,b3,b4,b5,b6,b7").split(",").map((s) => s.trim().toLowerCase()));
 const outDir = join(ROOT, "bench", "results");
 const began = Date.now();
 const log = (message: string) => process.stderr.write(`[bench ${((Date.now() - began) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
@@ -85,7 +87,7 @@ async function attempt<T>(name: string, run: () => Promise<T>): Promise<T | unde
 if (only.has("b3")) results.b3 = await attempt("B3", () => runB3(options));
 if (only.has("b6")) results.b6 = await attempt("B6", () => runB6({ ...options, imageMagick: imageMagick.command }));
 
-const needsSystem = ["b1", "b2", "b4", "b5"].some((b) => only.has(b));
+const needsSystem = ["b1", "b2", "b4", "b5", "b7"].some((b) => only.has(b));
 if (needsSystem) {
   log("making test images");
   const images: TestImage[] = [];
@@ -104,7 +106,7 @@ if (needsSystem) {
   try {
     const phases = [];
     let capacity: number | undefined;
-    if (only.has("b1") || only.has("b2") || only.has("b5")) {
+    if (only.has("b1") || only.has("b2") || only.has("b5") || only.has("b7")) {
       const b1Images = only.has("b1") || only.has("b5") ? images : images.filter((i) => i.name === "0.3MP-rgb");
       results.b1 = await attempt("B1", () => runB1(bench, b1Images, { ...options, imageMagick: imageMagick.command }));
       capacity = results.b1?.capacityAtSmall;
@@ -113,6 +115,10 @@ if (needsSystem) {
     if (only.has("b2") && capacity) {
       const small = images.find((i) => i.name === "0.3MP-rgb")!;
       results.b2 = await attempt("B2", () => runB2(bench, small, capacity, { ...options, imageMagick: imageMagick.command, ...(b2Loads ? { loads: b2Loads } : {}) }));
+    }
+    if (only.has("b7") && capacity) {
+      const small = images.find((i) => i.name === "0.3MP-rgb")!;
+      results.b7 = await attempt("B7", () => runB7(bench, small, capacity, options));
     }
     if (only.has("b4") || only.has("b5")) {
       results.b4 = await attempt("B4", () => runB4(bench, options));

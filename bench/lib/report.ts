@@ -3,6 +3,7 @@ import type { B1Result } from "../b1-conversion.js";
 import type { B2Result } from "../b2-pipeline.js";
 import type { B3Result } from "../b3-rpc-stack.js";
 import type { B4Result } from "../b4-email-fanout.js";
+import type { B7Result } from "../b7-burst.js";
 import type { MemoryPhase } from "../b5-memory.js";
 import type { B6Result } from "../b6-passthrough.js";
 import type { Ratio } from "./context.js";
@@ -34,6 +35,7 @@ export interface BenchResults {
   b4?: B4Result;
   b5?: { phases: MemoryPhase[] };
   b6?: B6Result;
+  b7?: B7Result;
   errors: Record<string, string>;
 }
 
@@ -71,7 +73,22 @@ export function renderMarkdown(results: BenchResults): string {
       );
     }
     const hops = results.b2.rates[0]?.perConversion;
-    if (hops) lines.push(`One conversion through the pipeline: ${hops.rpcs} RPCs served and ${hops.postgresTransactions} Postgres transactions (background polling included), CPU per conversion by process in latest.json.`);
+    if (hops) {
+      lines.push(
+        `One conversion through the pipeline (at ${Math.round(results.b2.rates[0]!.loadFraction * 100)} %): ${hops.rpcs} RPCs served (target ≤ 8: ${met(hops.rpcs <= 8)}) and ${hops.postgresTransactions} Postgres transactions, background polling included (target ≤ 12: ${met(hops.postgresTransactions <= 12)}); CPU per conversion by process in latest.json.`,
+      );
+    }
+    const capacityRatio = results.b2.pipelineCapacityPerSecond / results.b2.capacityPerSecond;
+    lines.push("", `Pipeline capacity / image service capacity: **${fmt(capacityRatio)}** (target ≥ 0.75: ${met(capacityRatio >= 0.75)}).`);
+    lines.push("");
+  }
+  if (results.b7) {
+    const b = results.b7;
+    lines.push(`**B7 burst**: ${b.conversions} UserService.ConvertImage (${b.image}) sent at once, until every conversion SUCCEEDED`, "");
+    lines.push("| accepted p50 | p95 | p99 | rejected | succeeded | failed | drain | drained/s | image service/s (B1) | ratio | target | met |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    lines.push(
+      `| ${fmt(b.acceptedMs.p50, 0)} ms | ${fmt(b.acceptedMs.p95, 0)} ms | ${fmt(b.acceptedMs.p99, 0)} ms | ${b.rejected} | ${b.succeeded} | ${b.failed} | ${(b.drainMs / 1000).toFixed(1)} s | ${fmt(b.drainedPerSecond)} | ${fmt(b.capacityPerSecond)} | **${fmt(b.drainRatio)}** | p95 < ${b.target.maxAcceptP95Ms} ms, all succeed, ratio ≥ ${b.target.minDrainRatio} | ${met(b.target.met)} |`,
+    );
     lines.push("");
   }
   if (results.b3) {
