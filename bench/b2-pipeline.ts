@@ -96,7 +96,7 @@ export async function runB2(bench: BenchSystem, image: TestImage, capacityPerSec
   const convertThroughPipeline = async (i: number): Promise<{ ms: number; state: ConversionState }> => {
     const started = performance.now();
     const { conversion } = await bench.users.convertImage(
-      { userEmail: "b2@bench.example.com", filename: `b2-${i}.jpg`, source: { case: "imageData", value: image.bytes } },
+      { userEmail: `b2-${i}@bench.example.com`, filename: `b2-${i}.jpg`, source: { case: "imageData", value: image.bytes } },
       { timeoutMs: 60_000 },
     );
     let state = conversion!.state;

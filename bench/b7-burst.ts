@@ -32,8 +32,6 @@ export interface B7Result {
   target: { maxAcceptP95Ms: number; minDrainRatio: number; met: boolean };
 }
 
-const EMAIL = "b7@bench.example.com";
-
 /** How many of the conversions `ids` have reached each terminal state (read from Postgres: no load on the gateway). */
 async function finished(db: pg.Client, ids: string[]): Promise<{ succeeded: number; failed: number }> {
   const { rows } = await db.query<{ state: string; n: string }>(
@@ -51,7 +49,7 @@ export async function runB7(bench: BenchSystem, image: TestImage, capacityPerSec
   const calls = Array.from({ length: count }, async (_, i) => {
     const sent = performance.now();
     const { conversion } = await bench.users.convertImage(
-      { userEmail: EMAIL, filename: `b7-${i}.jpg`, source: { case: "imageData", value: image.bytes } },
+      { userEmail: `b7-${i}@bench.example.com`, filename: `b7-${i}.jpg`, source: { case: "imageData", value: image.bytes } },
       { timeoutMs: 60_000 },
     );
     return { id: conversion!.id, ms: performance.now() - sent };

@@ -19,6 +19,11 @@ export const jobEnv = {
   JOB_WORKER_DEAD_AFTER_MS: positiveInt(30_000),
   /** Runs the hourly storage sweep and ledger pruning (off in tests that must not be surprised by them). */
   JOB_CRON_ENABLED: boolean(true),
+  /**
+   * A conversion's first attempt reports PROCESSING to the gateway only when it runs longer than this: a quicker one
+   * goes from QUEUED to SUCCEEDED with one report instead of two, and none waits for a round trip before it starts.
+   */
+  PROCESSING_REPORT_AFTER_MS: z.coerce.number().int().min(0).default(500),
   /** Deadline of one ImageService.ConvertImage call. */
   CONVERT_TIMEOUT_MS: positiveInt(120_000),
   /** Deadline of the calls to the email, user and client services. */

@@ -104,7 +104,17 @@ async function runAttempt(task: string, definition: AnyTaskDefinition, deps: Exe
           try {
             const decoded = definition.decode(attempt.args);
             if (!decoded.ok) throw new PermanentJobError(`invalid arguments: ${decoded.violations.map((v) => `${v.field}: ${v.description}`).join("; ")}`);
-            const ctx: TaskContext = { jobId: attempt.id, attempt: attempt.attempt, maxAttempts: attempt.maxAttempts, isLastAttempt, signal, logger, enqueue: deps.enqueue };
+            const ctx: TaskContext = {
+              jobId: attempt.id,
+              attempt: attempt.attempt,
+              maxAttempts: attempt.maxAttempts,
+              isLastAttempt,
+              // Every attempt after the first comes from a later dispatch.
+              redelivered: attempt.dispatch > 1,
+              signal,
+              logger,
+              enqueue: deps.enqueue,
+            };
             await definition.run(decoded.payload, ctx);
           } catch (error) {
             failure = error ?? new Error("the task failed");

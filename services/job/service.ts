@@ -72,6 +72,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
     ledger,
     rpcTimeoutMs: config.RPC_TIMEOUT_MS,
     convertTimeoutMs: config.CONVERT_TIMEOUT_MS,
+    processingReportMs: config.PROCESSING_REPORT_AFTER_MS,
     callbackTimeoutMs: config.CALLBACK_TIMEOUT_MS,
     callbacks: CallbackPolicy.fromConfig(config, overrides.resolveHost ?? systemResolver),
     signingSecrets: gatewaySigningSecrets(user, { cacheMs: config.WEBHOOK_SECRETS_CACHE_MS, rpcTimeoutMs: config.RPC_TIMEOUT_MS }),

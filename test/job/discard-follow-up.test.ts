@@ -40,7 +40,7 @@ beforeEach(() => env.stubs.reset());
 /** Only decode and onDiscarded of a definition are used by recovery: the callees are never called. */
 const unused = () => Promise.reject(new Error("not called by recovery"));
 const tasks = {
-  convert_image: convertImageTask({ image: { convertImage: unused }, user: { notifyImageConverted: unused }, store: { presignGet: unused }, convertTimeoutMs: 1, rpcTimeoutMs: 1 }),
+  convert_image: convertImageTask({ image: { convertImage: unused }, user: { notifyImageConverted: unused }, store: { presignGet: unused }, convertTimeoutMs: 1, rpcTimeoutMs: 1, processingReportMs: 1 }),
 };
 
 /** A recoverer as another replica runs it (no pools of its own). */
@@ -225,7 +225,16 @@ test("convert_image's last attempt: a FAILED report the gateway does not take is
   expect(failedReportsFor("conv-last-away").map((r) => r.error)).toEqual(["image service overloaded", "image service overloaded"]);
 });
 
-test("convert_image's last attempt: a gateway that does not take the PROCESSING report is told FAILED by a report_conversion_failed job", async () => {
+test("a redelivered convert_image's last attempt: a gateway that does not take the PROCESSING report is told FAILED by a report_conversion_failed job", async () => {
+  let firstAttempt = true;
+  env.stubs.methods.convertImage = () => {
+    // The first attempt fails transiently; the second and last is a redelivery, which asks the gateway first.
+    if (firstAttempt) {
+      firstAttempt = false;
+      throw new ConnectError("image service overloaded", Code.Unavailable);
+    }
+    return { pdfKey: "pdfs/conv-never-started.pdf" };
+  };
   env.stubs.methods.notifyImageConverted = (req) => {
     if (req.state === ConversionState.PROCESSING) throw new ConnectError("gateway restarting", Code.Unavailable);
     return {};
@@ -236,11 +245,11 @@ test("convert_image's last attempt: a gateway that does not take the PROCESSING 
       request: { conversionId: "conv-never-started", inputFormat: "png" },
       objectKey: "originals/conv-never-started",
     },
-    maxAttempts: 1,
+    maxAttempts: 2,
   });
   await env.waitForState(job!.id, JobState.DISCARDED);
   await eventually(() => reportJobs("conv-never-started"), (jobs) => jobs[0]?.state === JobState.COMPLETED);
-  expect(env.stubs.calls.convertImage).toEqual([]);
+  expect(env.stubs.calls.convertImage).toHaveLength(1);
   const reports = failedReportsFor("conv-never-started");
   expect(reports).toHaveLength(1);
   expect(reports[0]!.error).toMatch(/could not start: the gateway did not take its progress report \(gateway restarting\)/);

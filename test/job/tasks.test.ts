@@ -27,7 +27,7 @@ import { isPermanentFailure, type TaskContext } from "../../services/job/tasks/c
 import { cleanupStorageTask } from "../../services/job/tasks/cleanup_storage.js";
 import { createUserHandlers, type UserHandlerDeps } from "../../services/user/handlers.js";
 import { WebhookSecrets } from "../../services/user/webhook-secrets.js";
-import { eventually, propagateTraceContext, startJobTestEnv, STUB_WEBHOOK_SECRET, type JobTestEnv } from "./support.js";
+import { deferred, eventually, propagateTraceContext, startJobTestEnv, STUB_WEBHOOK_SECRET, type JobTestEnv } from "./support.js";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -227,15 +227,30 @@ test("job arguments never keep a link: one sent in is dropped before the job is 
   }
 });
 
-test("convert_image reports PROCESSING, converts, then reports SUCCEEDED with the PDF's facts", async () => {
+test("convert_image converts at once and reports SUCCEEDED with the PDF's facts; a quick conversion reports no PROCESSING", async () => {
   const { job } = await env.jobs.enqueueJob({ task: "convert_image", args: convertArgs("conv-ok") });
   expect(job!.maxAttempts).toBe(5);
   await env.waitForState(job!.id, JobState.COMPLETED);
   const reports = reportsFor("conv-ok");
-  expect(reports.map((r) => r.state)).toEqual([ConversionState.PROCESSING, ConversionState.SUCCEEDED]);
-  expect(reports[1]).toMatchObject({ pdfKey: "pdfs/conv-ok.pdf", inputSize: 1000n, outputSize: 2000n, width: 64, height: 48, durationMs: 12n });
+  expect(reports.map((r) => r.state)).toEqual([ConversionState.SUCCEEDED]);
+  expect(reports[0]).toMatchObject({ pdfKey: "pdfs/conv-ok.pdf", inputSize: 1000n, outputSize: 2000n, width: 64, height: 48, durationMs: 12n });
   expect(env.stubs.calls.convertImage).toHaveLength(1);
   expect(env.stubs.calls.convertImage[0]).toMatchObject({ conversionId: "conv-ok", inputFormat: "png" });
+});
+
+test("convert_image reports PROCESSING while a slow conversion runs, then SUCCEEDED", async () => {
+  const converting = deferred();
+  env.stubs.methods.convertImage = async (req) => {
+    await converting.promise;
+    return { pdfKey: `pdfs/${req.conversionId}.pdf`, outputSize: 2000n, width: 64, height: 48, durationMs: 900n };
+  };
+  const { job } = await env.jobs.enqueueJob({ task: "convert_image", args: convertArgs("conv-slow") });
+  // PROCESSING_REPORT_AFTER_MS (500 ms by default) into the conversion, the gateway hears PROCESSING.
+  await eventually(async () => reportsFor("conv-slow").length, (n) => n === 1);
+  expect(reportsFor("conv-slow").map((r) => r.state)).toEqual([ConversionState.PROCESSING]);
+  converting.resolve();
+  await env.waitForState(job!.id, JobState.COMPLETED);
+  expect(reportsFor("conv-slow").map((r) => r.state)).toEqual([ConversionState.PROCESSING, ConversionState.SUCCEEDED]);
 });
 
 test("convert_image presigns the original from its key right before it calls the image service", async () => {
@@ -265,17 +280,24 @@ test("convert_image: a permanent error is reported as FAILED and discards the jo
   expect(discarded.errors[0]!.error).toContain("the image is not a PNG");
   expect(env.stubs.calls.convertImage).toHaveLength(1);
   const reports = reportsFor("conv-bad");
-  expect(reports.map((r) => r.state)).toEqual([ConversionState.PROCESSING, ConversionState.FAILED]);
-  expect(reports[1]!.error).toBe("the image is not a PNG");
+  expect(reports.map((r) => r.state)).toEqual([ConversionState.FAILED]);
+  expect(reports[0]!.error).toBe("the image is not a PNG");
 });
 
-test("convert_image stops without converting when the gateway says the conversion already finished", async () => {
+test("a redelivered convert_image asks the gateway first, and stops without converting again when the conversion already finished", async () => {
+  // The first attempt converts, but the gateway does not take its result; meanwhile the conversion finishes
+  // otherwise (as a crash after the gateway recorded it would leave things).
+  let finished = false;
   env.stubs.methods.notifyImageConverted = (req) => {
-    throw new ConnectError(`conversion ${req.conversionId} already succeeded`, Code.FailedPrecondition);
+    if (finished) throw new ConnectError(`conversion ${req.conversionId} already succeeded`, Code.FailedPrecondition);
+    finished = true;
+    throw new ConnectError("gateway restarting", Code.Unavailable);
   };
   const { job } = await env.jobs.enqueueJob({ task: "convert_image", args: convertArgs("conv-done") });
-  expect((await env.waitForState(job!.id, JobState.COMPLETED)).attempts).toBe(1);
-  expect(env.stubs.calls.convertImage).toHaveLength(0);
+  const done = await env.waitForState(job!.id, JobState.COMPLETED);
+  expect(done.attempts).toBe(2);
+  expect(env.stubs.calls.convertImage).toHaveLength(1);
+  expect(reportsFor("conv-done").map((r) => r.state)).toEqual([ConversionState.SUCCEEDED, ConversionState.PROCESSING]);
 });
 
 test("convert_image: a transient failure of the last attempt is reported as FAILED too", async () => {
@@ -284,10 +306,7 @@ test("convert_image: a transient failure of the last attempt is reported as FAIL
   };
   const { job } = await env.jobs.enqueueJob({ task: "convert_image", args: convertArgs("conv-tired"), maxAttempts: 1 });
   await env.waitForState(job!.id, JobState.DISCARDED);
-  expect(reportsFor("conv-tired").map((r) => [r.state, r.error])).toEqual([
-    [ConversionState.PROCESSING, ""],
-    [ConversionState.FAILED, "image service overloaded"],
-  ]);
+  expect(reportsFor("conv-tired").map((r) => [r.state, r.error])).toEqual([[ConversionState.FAILED, "image service overloaded"]]);
 });
 
 interface Hook {

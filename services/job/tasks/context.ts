@@ -13,6 +13,8 @@ export interface TaskContext {
   maxAttempts: number;
   /** No retry follows if this attempt fails. */
   isLastAttempt: boolean;
+  /** An earlier attempt of this job ran (failed, was interrupted, or its worker died): it may have done part of the work. */
+  redelivered: boolean;
   /** Aborted when the process shuts down and the attempt should give up (it runs again later). */
   signal: AbortSignal;
   logger: Logger;

@@ -1,9 +1,10 @@
 /**
- * convert_image: reports PROCESSING to the gateway (UserService.NotifyImageConverted), has the image service
- * convert the original (presigned from its object key right before the call: the payload carries no link), and
- * reports SUCCEEDED with the PDF's facts. A permanent failure, or a failure of the last attempt, is reported as FAILED first.
- * The gateway answers failed_precondition for a conversion that has already finished: then there is nothing left
- * to do (a retry after the result was recorded), and the job completes without converting again.
+ * convert_image: has the image service convert the original (presigned from its object key right before the call:
+ * the payload carries no link) and reports SUCCEEDED with the PDF's facts to the gateway (UserService.NotifyImageConverted);
+ * PROCESSING is reported only for a conversion that takes a while. A permanent failure, or a failure of the last
+ * attempt, is reported as FAILED. The gateway answers failed_precondition for a conversion that has already
+ * finished: a redelivered job asks with its PROCESSING report before converting, and then completes without
+ * converting again.
  *
  * When this job cannot report FAILED itself, a report_conversion_failed job does, with retries of its own: when the
  * gateway is unreachable at the moment of the FAILED report (or, on the last attempt, of the PROCESSING one), and
@@ -27,6 +28,8 @@ export interface ConvertImageDeps {
   store: Pick<ObjectStore, "presignGet">;
   convertTimeoutMs: number;
   rpcTimeoutMs: number;
+  /** A first attempt reports PROCESSING only when its conversion runs longer than this. */
+  processingReportMs: number;
 }
 
 function alreadyFinished(error: unknown): boolean {
@@ -69,22 +72,35 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
     async run({ request, objectKey }, ctx) {
       const call = { signal: ctx.signal, timeoutMs: deps.rpcTimeoutMs };
       const { conversionId } = request;
-      try {
-        await deps.user.notifyImageConverted({ conversionId, state: ConversionState.PROCESSING }, call);
-      } catch (error) {
-        // The gateway's answer for a conversion that already finished (a retry after the result was reported).
-        if (alreadyFinished(error)) return void ctx.logger.info("conversion already finished; nothing left to do");
-        // The gateway away on the last attempt: the job ends here, and the conversion must not stay QUEUED.
-        if (ctx.isLastAttempt && !isPermanentFailure(error)) {
-          const message = `the conversion could not start: the gateway did not take its progress report (${error instanceof ConnectError ? error.rawMessage : describeError(error)})`;
-          await reportLater(ctx, conversionId, message, error);
+      const reportProcessing = () => deps.user.notifyImageConverted({ conversionId, state: ConversionState.PROCESSING }, call);
+      let progress: NodeJS.Timeout | undefined;
+      if (ctx.redelivered) {
+        // An earlier attempt may have finished the conversion: the PROCESSING report asks the gateway first.
+        try {
+          await reportProcessing();
+        } catch (error) {
+          // The gateway's answer for a conversion that already finished (a retry after the result was reported).
+          if (alreadyFinished(error)) return void ctx.logger.info("conversion already finished; nothing left to do");
+          // The gateway away on the last attempt: the job ends here, and the conversion must not stay QUEUED.
+          if (ctx.isLastAttempt && !isPermanentFailure(error)) {
+            const message = `the conversion could not start: the gateway did not take its progress report (${error instanceof ConnectError ? error.rawMessage : describeError(error)})`;
+            await reportLater(ctx, conversionId, message, error);
+          }
+          throw error; // Unknown conversion (permanent, nothing to report to) or the gateway unreachable (retried).
         }
-        throw error; // Unknown conversion (permanent, nothing to report to) or the gateway unreachable (retried).
+      } else {
+        // A first attempt converts at once. PROCESSING is reported only if the conversion is still running after
+        // processingReportMs: a quick one goes from QUEUED to SUCCEEDED in one report, and none waits for a round
+        // trip before it starts. A lost progress report changes nothing; the result's report is what counts.
+        progress = setTimeout(() => {
+          reportProcessing().catch((error: unknown) => ctx.logger.debug("progress report not taken", { error: describeError(error) }));
+        }, deps.processingReportMs);
       }
       try {
         // A link that lives PRESIGN_TTL_SECONDS from now, on the endpoint the services reach: fetched at once.
         const imageUrl = (await deps.store.presignGet(objectKey, { internal: true })).url;
         const result = await deps.image.convertImage({ ...request, imageUrl }, { signal: ctx.signal, timeoutMs: deps.convertTimeoutMs });
+        clearTimeout(progress);
         ctx.logger.info("image converted", { duration_ms: Number(result.durationMs), output_size: Number(result.outputSize) });
         await deps.user.notifyImageConverted(
           {
@@ -103,6 +119,7 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
           ctx.logger.warn("conversion finished otherwise meanwhile; this result was not recorded");
         });
       } catch (error) {
+        clearTimeout(progress);
         if (isPermanentFailure(error) || ctx.isLastAttempt) {
           const message = error instanceof ConnectError ? error.rawMessage : describeError(error);
           await deps.user.notifyImageConverted({ conversionId, state: ConversionState.FAILED, error: message }, call).catch(async (reportError: unknown) => {
