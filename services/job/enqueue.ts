@@ -33,6 +33,8 @@ export interface EnqueueInput {
   runAt?: Date | undefined;
   /** Empty or unset: no deduplication. */
   jobKey?: string | undefined;
+  /** W3C trace context the job continues; empty or unset: the caller's. */
+  traceContext?: Record<string, string> | undefined;
 }
 
 /** The task an input names: its payload's case, or the deprecated task name. */
@@ -114,9 +116,39 @@ export function enqueueSpec(input: EnqueueInput, trace: Record<string, string> |
   };
 }
 
+/** The trace a job continues: the one it names, or the caller's. */
+function traceOf(input: EnqueueInput): Record<string, string> {
+  return input.traceContext && Object.keys(input.traceContext).length > 0 ? input.traceContext : injectTraceContext();
+}
+
 /** Adds the job (or finds the one with the same job key); throws InvalidJobError listing every bad field. */
-export async function enqueueJob(ledger: JobLedger, input: EnqueueInput): Promise<EnqueueResult> {
-  return ledger.enqueue(enqueueSpec(input, injectTraceContext()));
+export async function enqueueJob(ledger: Pick<JobLedger, "enqueue">, input: EnqueueInput): Promise<EnqueueResult> {
+  return ledger.enqueue(enqueueSpec(input, traceOf(input)));
+}
+
+/** The most jobs one EnqueueJobs call adds. */
+export const MAX_JOBS_PER_CALL = 100;
+
+/**
+ * Adds every job in one transaction, or none: throws InvalidJobError listing every bad field of every job, each
+ * named jobs[i].field as EnqueueJobsRequest spells it.
+ */
+export async function enqueueJobs(ledger: Pick<JobLedger, "enqueueMany">, inputs: EnqueueInput[]): Promise<EnqueueResult[]> {
+  if (inputs.length === 0 || inputs.length > MAX_JOBS_PER_CALL) {
+    throw new InvalidJobError([{ field: "jobs", description: `must hold 1 to ${MAX_JOBS_PER_CALL} jobs` }]);
+  }
+  const specs: EnqueueSpec[] = [];
+  const violations: Violation[] = [];
+  inputs.forEach((input, i) => {
+    try {
+      specs.push(enqueueSpec(input, traceOf(input)));
+    } catch (error) {
+      if (!(error instanceof InvalidJobError)) throw error;
+      violations.push(...error.violations.map((v) => ({ field: `jobs[${i}].${v.field}`, description: v.description })));
+    }
+  });
+  if (violations.length > 0) throw new InvalidJobError(violations);
+  return ledger.enqueueMany(specs);
 }
 
 /**

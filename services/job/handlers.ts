@@ -3,8 +3,8 @@ import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { JobErrorSchema, JobSchema, JobService, JobState, QueueStatsSchema, type Job } from "@mcsv/sdk";
-import { invalidArgument, Violations } from "../shared/errors.js";
+import { JobErrorSchema, JobSchema, JobService, JobState, QueueStatsSchema, type EnqueueJobRequest, type Job } from "@mcsv/sdk";
+import { invalidArgument, Violations, type Violation } from "../shared/errors.js";
 import type { EnqueueInput } from "./enqueue.js";
 import type { JobLedger } from "./ledger.js";
 import { typedTaskOfArgs } from "./payloads.js";
@@ -13,6 +13,30 @@ import { InvalidJobError, JOB_STATES, JobNotFoundError, JobStateError, type Enqu
 export interface JobHandlerDeps {
   ledger: Pick<JobLedger, "get" | "list" | "counts" | "cancel" | "retry">;
   enqueue(input: EnqueueInput): Promise<EnqueueResult>;
+  enqueueMany(inputs: EnqueueInput[]): Promise<EnqueueResult[]>;
+}
+
+/** The job an EnqueueJobRequest asks for, and the problems only the request shows (its run_at). */
+function inputOf(req: EnqueueJobRequest): { input: EnqueueInput; violations: Violation[] } {
+  let runAt: Date | undefined;
+  const violations: Violation[] = [];
+  if (req.runAt) {
+    runAt = timestampDate(req.runAt);
+    if (Number.isNaN(runAt.getTime())) violations.push({ field: "runAt", description: "must be a valid time" });
+  }
+  const input: EnqueueInput = {
+    payload: req.payload.case ? req.payload : undefined,
+    // The deprecated form, still accepted (and checked against the payload when both are given).
+    task: req.task,
+    args: req.args,
+    queue: req.queue,
+    priority: req.priority,
+    maxAttempts: req.maxAttempts,
+    runAt,
+    jobKey: req.jobKey,
+    traceContext: req.traceContext,
+  };
+  return { input, violations };
 }
 
 const DEFAULT_PAGE_SIZE = 20;
@@ -121,23 +145,19 @@ export function createJobHandlers(deps: JobHandlerDeps): ServiceImpl<typeof JobS
   return {
     enqueueJob: (req) =>
       mapErrors(async () => {
-        let runAt: Date | undefined;
-        if (req.runAt) {
-          runAt = timestampDate(req.runAt);
-          if (Number.isNaN(runAt.getTime())) throw invalidArgument([{ field: "runAt", description: "must be a valid time" }]);
-        }
-        const { job, duplicate } = await deps.enqueue({
-          payload: req.payload.case ? req.payload : undefined,
-          // The deprecated form, still accepted (and checked against the payload when both are given).
-          task: req.task,
-          args: req.args,
-          queue: req.queue,
-          priority: req.priority,
-          maxAttempts: req.maxAttempts,
-          runAt,
-          jobKey: req.jobKey,
-        });
+        const { input, violations } = inputOf(req);
+        if (violations.length > 0) throw invalidArgument(violations);
+        const { job, duplicate } = await deps.enqueue(input);
         return { job: toJobMessage(job), duplicate };
+      }),
+
+    enqueueJobs: (req) =>
+      mapErrors(async () => {
+        const requested = req.jobs.map(inputOf);
+        const violations = requested.flatMap(({ violations }, i) => violations.map((v) => ({ field: `jobs[${i}].${v.field}`, description: v.description })));
+        if (violations.length > 0) throw invalidArgument(violations);
+        const results = await deps.enqueueMany(requested.map((r) => r.input));
+        return { results: results.map(({ job, duplicate }) => ({ job: toJobMessage(job), duplicate })) };
       }),
 
     getJobStatus: (req) => mapErrors(async () => ({ job: toJobMessage(await ledger.get(checkId(req.id))) })),

@@ -206,6 +206,15 @@ export class JobLedger {
     return insertJob(this.pool, spec);
   }
 
+  /** Adds and dispatches every job in one transaction (a repeated job key returns that job, as enqueue does). */
+  async enqueueMany(specs: EnqueueSpec[]): Promise<EnqueueResult[]> {
+    return transaction(this.pool, async (client) => {
+      const results: EnqueueResult[] = [];
+      for (const spec of specs) results.push(await insertJob(client, spec));
+      return results;
+    });
+  }
+
   async get(id: string): Promise<JobRecord> {
     const { rows } = await this.pool.query<JobRow>(`select ${FIELDS("l")} from mcsv_job.jobs l where l.id = $1`, [id]);
     if (!rows[0]) throw new JobNotFoundError(id);

@@ -19,7 +19,7 @@ import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
 import type { JobConfig } from "./config.js";
-import { enqueueJob, type EnqueueInput } from "./enqueue.js";
+import { enqueueJob, enqueueJobs, type EnqueueInput } from "./enqueue.js";
 import { createTaskList } from "./execution.js";
 import { createJobHandlers } from "./handlers.js";
 import { JobLedger } from "./ledger.js";
@@ -128,7 +128,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       port: config.JOB_PORT,
       ...serverSettings(config),
       logger,
-      routes: (router) => router.service(JobService, createJobHandlers({ ledger, enqueue })),
+      routes: (router) => router.service(JobService, createJobHandlers({ ledger, enqueue, enqueueMany: (inputs) => enqueueJobs(ledger, inputs) })),
       auth: authPolicy({ internal: config }),
       readiness: { postgres: databaseCheck(pool) },
       // Job arguments carry metadata and object keys, never file contents (nor links).

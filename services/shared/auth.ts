@@ -38,7 +38,7 @@ export function tenantOf(ctx: Pick<HandlerContext, "values">): string {
 
 /** Which internal methods each service may call: its credential opens these and nothing else. */
 export const INTERNAL_CALLS: Record<ServiceKey, Readonly<Record<string, readonly string[]>>> = {
-  user: { "mcsv.v1.JobService": ["EnqueueJob"] },
+  user: { "mcsv.v1.JobService": ["EnqueueJob", "EnqueueJobs"] },
   job: {
     "mcsv.v1.EmailService": ["SendEmail"],
     "mcsv.v1.ImageService": ["ConvertImage"],

@@ -1,8 +1,9 @@
 /**
  * Transactional outbox: the jobs a change causes (welcome email, conversion, notifications, clean-up) are written in
  * the same transaction as the change, then handed to the job service by OutboxRelay: at once after the commit, and
- * again by a background loop for whatever the job service could not take (it was down, or slow). Delivery is at
- * least once; every job carries a job key, so the job service turns a repeat into a no-op.
+ * again by a background loop for whatever the job service could not take (it was down, or slow). The rows that
+ * commits hand over in the same turn of the event loop go together, in one claim, one EnqueueJobs call and one
+ * update. Delivery is at least once; every job carries a job key, so the job service turns a repeat into a no-op.
  */
 import { fromJson, toJson, type DescMessage, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -52,8 +53,11 @@ export interface ClaimedJob extends OutboxJob {
   traceContext?: Record<string, string> | undefined;
 }
 
-/** Hands one job to the job service; throws when it was not accepted. */
-export type JobEnqueuer = (job: ClaimedJob) => Promise<void>;
+/** Hands jobs to the job service in one call, all or none; throws when they were not accepted. */
+export type JobEnqueuer = (jobs: ClaimedJob[]) => Promise<void>;
+
+/** The most jobs one call hands over (JobService.EnqueueJobs takes up to 100). */
+const MAX_JOBS_PER_CALL = 100;
 
 /**
  * Writes `jobs` of `tenant` within the caller's transaction and returns the ids of the rows written; a job whose key
@@ -102,6 +106,10 @@ export class OutboxRelay {
   private running: Promise<void> | undefined;
   private stopped = false;
   private stopCounting: (() => void) | undefined;
+  /** The rows handed over in this turn of the event loop, delivered together at its end. */
+  private gathering: { ids: Set<string>; done: Promise<void> } | undefined;
+  /** Batches of deliverNow in flight (stop waits for them). */
+  private readonly delivering = new Set<Promise<void>>();
   private readonly batchSize: number;
   private readonly claimSeconds: number;
   private readonly maxBackoffMs: number;
@@ -129,14 +137,34 @@ export class OutboxRelay {
     clearTimeout(this.timer);
     this.stopCounting?.();
     await this.running;
+    await this.gathering?.done;
+    await Promise.all(this.delivering);
   }
 
   /**
-   * Tries to deliver the given rows now (right after the transaction that wrote them). Never throws: what is not
-   * delivered now stays in the outbox for the loop.
+   * Tries to deliver the given rows now (right after the transaction that wrote them), together with the rows that
+   * other commits hand over in the same turn of the event loop; resolves once that batch was tried. Never throws:
+   * what is not delivered now stays in the outbox for the loop.
    */
-  async deliverNow(ids: string[]): Promise<void> {
-    if (ids.length === 0) return;
+  deliverNow(ids: string[]): Promise<void> {
+    if (ids.length === 0) return Promise.resolve();
+    if (!this.gathering) {
+      const batch = new Set<string>();
+      const done = new Promise<void>((resolve) =>
+        setImmediate(() => {
+          this.gathering = undefined;
+          this.deliverIds([...batch]).then(resolve);
+        }),
+      );
+      this.gathering = { ids: batch, done };
+      this.delivering.add(done);
+      void done.then(() => this.delivering.delete(done));
+    }
+    for (const id of ids) this.gathering.ids.add(id);
+    return this.gathering.done;
+  }
+
+  private async deliverIds(ids: string[]): Promise<void> {
     try {
       await this.deliver(await this.claim(ids));
     } catch (error) {
@@ -189,7 +217,7 @@ export class OutboxRelay {
          limit $3
          for update skip locked)
        returning o.id, o.tenant, o.task, o.job_key, o.args, o.trace_context, o.attempts`,
-      [this.claimSeconds, ids ?? null, this.batchSize],
+      [this.claimSeconds, ids ?? null, ids?.length ?? this.batchSize],
     );
     return rows.map((r) => ({
       id: String(r.id),
@@ -203,34 +231,43 @@ export class OutboxRelay {
   }
 
   private async deliver(jobs: ClaimedJob[]): Promise<void> {
-    await Promise.all(jobs.map((job) => this.deliverOne(job)));
+    const calls = [];
+    for (let i = 0; i < jobs.length; i += MAX_JOBS_PER_CALL) calls.push(this.deliverBatch(jobs.slice(i, i + MAX_JOBS_PER_CALL)));
+    await Promise.all(calls);
   }
 
-  private async deliverOne(job: ClaimedJob): Promise<void> {
+  /** Hands `jobs` over in one call and records the outcome of each in one statement. */
+  private async deliverBatch(jobs: ClaimedJob[]): Promise<void> {
+    if (jobs.length === 0) return;
     try {
-      await this.enqueue(job);
+      await this.enqueue(jobs);
     } catch (error) {
+      const refused = error instanceof ConnectError && error.code === Code.InvalidArgument;
+      // The job service refused a payload: the others must not wait for it, so each goes on its own.
+      if (refused && jobs.length > 1) return void (await Promise.all(jobs.map((job) => this.deliverBatch([job]))));
       const reason = describeError(error).slice(0, 2_000);
-      if (error instanceof ConnectError && error.code === Code.InvalidArgument) {
-        // The job service refused the payload itself: retrying cannot help, and the row must not block others.
-        // Any other failure (unreachable, overloaded, a deployment in progress) is retried, however long it takes.
+      if (refused) {
+        // Retrying cannot help, and the row must not block others. Any other failure (unreachable, overloaded, a
+        // deployment in progress) is retried, however long it takes.
+        const job = jobs[0]!;
         outboxDeliveries.inc({ task: job.task, outcome: "dead" });
         this.logger.error("job refused by the job service; outbox row set aside", { task: job.task, jobKey: job.jobKey, error: reason });
         await this.db.query("update mcsv_user.outbox set dead_at = now(), claimed_until = null, last_error = $2 where id = $1", [job.id, reason]);
         return;
       }
-      outboxDeliveries.inc({ task: job.task, outcome: "retry" });
-      const backoffMs = Math.min(this.maxBackoffMs, 500 * 2 ** Math.min(job.attempts - 1, 16));
-      this.logger.warn("job not enqueued yet; will retry", { task: job.task, jobKey: job.jobKey, attempts: job.attempts, retryInMs: backoffMs, error: reason });
+      for (const job of jobs) outboxDeliveries.inc({ task: job.task, outcome: "retry" });
+      this.logger.warn("jobs not enqueued yet; will retry", { jobs: jobs.length, tasks: [...new Set(jobs.map((j) => j.task))], error: reason });
+      // Each row backs off by its own attempts: 0.5 s, 1 s, 2 s, … up to maxBackoffMs.
       await this.db.query(
         `update mcsv_user.outbox
-           set claimed_until = null, last_error = $2, next_attempt_at = now() + make_interval(secs => $3::double precision / 1000)
-         where id = $1`,
-        [job.id, reason, backoffMs],
+           set claimed_until = null, last_error = $2,
+               next_attempt_at = now() + make_interval(secs => least($3::double precision, 500 * 2 ^ least(attempts - 1, 16)) / 1000)
+         where id = any($1::bigint[])`,
+        [jobs.map((j) => j.id), reason, this.maxBackoffMs],
       );
       return;
     }
-    outboxDeliveries.inc({ task: job.task, outcome: "sent" });
-    await this.db.query("update mcsv_user.outbox set sent_at = now(), claimed_until = null, last_error = null where id = $1", [job.id]);
+    for (const job of jobs) outboxDeliveries.inc({ task: job.task, outcome: "sent" });
+    await this.db.query("update mcsv_user.outbox set sent_at = now(), claimed_until = null, last_error = null where id = any($1::bigint[])", [jobs.map((j) => j.id)]);
   }
 }

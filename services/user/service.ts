@@ -63,11 +63,15 @@ export async function startUserService(config: UserConfig, overrides: UserServic
   });
   // The typed payload; a row the current messages do not read exactly (a legacy shape) goes as the deprecated
   // task and args, which the job service upgrades (protobuf-es represents a google.protobuf.Struct as its JSON).
-  const enqueue: JobEnqueuer = async (job) => {
-    const payload = typedTaskOfRow(job.task, job.args);
-    await withTraceContext(job.traceContext, () =>
-      jobs.enqueueJob(payload ? { payload, jobKey: job.jobKey } : { task: job.task, jobKey: job.jobKey, args: job.args as JsonObject }),
-    );
+  // Each job continues the trace of the change that caused it; the call itself belongs to the first one's.
+  const enqueue: JobEnqueuer = async (batch) => {
+    await withTraceContext(batch[0]?.traceContext, () => jobs.enqueueJobs({
+      jobs: batch.map((job) => {
+        const payload = typedTaskOfRow(job.task, job.args);
+        const traceContext = job.traceContext ?? {};
+        return payload ? { payload, jobKey: job.jobKey, traceContext } : { task: job.task, jobKey: job.jobKey, args: job.args as JsonObject, traceContext };
+      }),
+    }));
   };
   const relay = new OutboxRelay(pool, enqueue, logger, { pollMs: config.OUTBOX_POLL_MS });
   const changes = new ConversionChanges(config.DATABASE_URL, logger);

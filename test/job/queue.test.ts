@@ -6,7 +6,8 @@
 import { timestampFromDate, timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { JobState, type Job } from "@mcsv/sdk";
-import { deferred, fieldsOf, type JobTestEnv, rejection, startJobTestEnv, eventually } from "./support.js";
+import { context, propagation } from "@opentelemetry/api";
+import { deferred, fieldsOf, propagateTraceContext, type JobTestEnv, rejection, startJobTestEnv, eventually } from "./support.js";
 
 let env: JobTestEnv;
 
@@ -54,6 +55,48 @@ test("EnqueueJob refuses an unknown task and bad arguments, naming every bad fie
   const neither = await rejection(env.jobs.enqueueJob({ task: "notify_client", args: {} }));
   expect(fieldsOf(neither)).toEqual(["args"]);
   expect(neither.rawMessage).toContain("exactly one of pdfReady and emailSent");
+});
+
+test("EnqueueJobs adds every job in one call, each continuing its own trace, with job keys as EnqueueJob has them", async () => {
+  propagateTraceContext();
+  const before = await env.jobs.enqueueJob({ task: "send_email", args: welcome("batch-known"), jobKey: "batch:known" });
+  const traceOf = (n: number) => ({ traceparent: `00-${String(n).repeat(32)}-00f067aa0ba902b7-01` });
+  const { results } = await env.jobs.enqueueJobs({
+    jobs: [
+      { task: "send_email", args: welcome("batch-1"), jobKey: "batch:1", traceContext: traceOf(1) },
+      { task: "send_email", args: welcome("batch-known"), jobKey: "batch:known" },
+      { task: "send_email", args: welcome("batch-2"), traceContext: traceOf(2) },
+    ],
+  });
+  expect(results.map((r) => r.duplicate)).toEqual([false, true, false]);
+  expect(results[1]!.job!.id).toBe(before.job!.id);
+  expect(results.map((r) => r.job!.jobKey)).toEqual(["batch:1", "batch:known", ""]);
+  for (const r of results) await env.waitForState(r.job!.id, JobState.COMPLETED);
+  expect([sendsFor("batch-1"), sendsFor("batch-2"), sendsFor("batch-known")]).toEqual([1, 1, 1]);
+  // Each attempt continued the trace its job named.
+  const traceparents = (key: string) => env.stubs.traceparents.sendEmail.filter((_, i) => env.stubs.calls.sendEmail[i]!.idempotencyKey === key);
+  expect(traceparents("batch-1")[0]).toContain("1".repeat(32));
+  expect(traceparents("batch-2")[0]).toContain("2".repeat(32));
+  propagation.disable();
+  context.disable();
+});
+
+test("EnqueueJobs adds nothing when any job is invalid, naming each bad field by its job", async () => {
+  const before = (await env.jobs.listJobs({ pageSize: 1 })).jobs[0]?.id;
+  const refused = await rejection(
+    env.jobs.enqueueJobs({
+      jobs: [
+        { task: "send_email", args: welcome("batch-never"), jobKey: "batch:never" },
+        { task: "mine_bitcoin", args: {} },
+        { task: "send_email", args: welcome("batch-never-2"), maxAttempts: 26 },
+      ],
+    }),
+  );
+  expect(refused.code).toBe(Code.InvalidArgument);
+  expect(fieldsOf(refused).sort()).toEqual(["jobs[1].task", "jobs[2].maxAttempts"]);
+  expect(fieldsOf(await rejection(env.jobs.enqueueJobs({ jobs: [] })))).toEqual(["jobs"]);
+  expect((await env.jobs.listJobs({ pageSize: 1 })).jobs[0]?.id).toBe(before);
+  expect(sendsFor("batch-never")).toBe(0);
 });
 
 test("GetJobStatus: invalid_argument for a malformed id, not_found for an unknown one", async () => {

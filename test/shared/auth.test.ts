@@ -44,6 +44,7 @@ test("public methods take API keys, from the environment or the key store, and n
 test("each service's credential opens exactly the methods INTERNAL_CALLS grants it; the operator's opens all", async () => {
   const internalMethods: [string, string][] = [
     ["mcsv.v1.JobService", "EnqueueJob"],
+    ["mcsv.v1.JobService", "EnqueueJobs"],
     ["mcsv.v1.JobService", "ListJobs"],
     ["mcsv.v1.EmailService", "SendEmail"],
     ["mcsv.v1.ImageService", "ConvertImage"],
@@ -66,7 +67,7 @@ test("each service's credential opens exactly the methods INTERNAL_CALLS grants 
   }
   // The image service, the email service and the client service call nobody.
   expect(INTERNAL_CALLS.image).toEqual({});
-  expect(INTERNAL_CALLS.user).toEqual({ "mcsv.v1.JobService": ["EnqueueJob"] });
+  expect(INTERNAL_CALLS.user).toEqual({ "mcsv.v1.JobService": ["EnqueueJob", "EnqueueJobs"] });
 });
 
 test("without the operator's digest nobody is the operator; isOperator tells only the operator's credential", async () => {

@@ -16,6 +16,7 @@ import {
   JobService,
   UserService,
   ValidationErrorSchema,
+  type EnqueueJobRequest,
 } from "@mcsv/sdk";
 import pg from "pg";
 import sharp from "sharp";
@@ -24,7 +25,7 @@ import { createLogger } from "../../services/shared/logger.js";
 import type { RunningService } from "../../services/shared/server.js";
 import { ObjectStore } from "../../services/shared/storage.js";
 import { argsOfTypedTask, checkTaskPayload, decodeTaskArgs, isTaskName } from "../../services/job/payloads.js";
-import { taskOfCase, type TaskName } from "../../services/shared/tasks.js";
+import { taskOfCase, type TaskName, type TypedTask } from "../../services/shared/tasks.js";
 import { loadUserConfig, type UserConfig } from "../../services/user/config.js";
 import { startUserService, type UserServiceOverrides } from "../../services/user/service.js";
 import { gatewayAuth, serviceAuthEnv } from "../support/credentials.js";
@@ -33,6 +34,8 @@ export interface EnqueuedJob {
   task: TaskName;
   jobKey: string;
   args: JsonObject;
+  /** The trace the job continues (EnqueueJobRequest.trace_context). */
+  traceContext: Record<string, string>;
 }
 
 export interface StubJobService {
@@ -60,31 +63,46 @@ export async function startStubJobService(): Promise<StubJobService> {
     failing: false,
     jobs: (task, jobKey) => stub.accepted.filter((j) => j.task === task && (jobKey === undefined || j.jobKey === jobKey)),
   };
+  /** As the job service does: the typed payload, or the deprecated task and args, checked by the same rules. */
+  const check = (req: EnqueueJobRequest): { job: EnqueuedJob; typed: TypedTask | undefined; problem?: string } => {
+    const typed = req.payload.case !== undefined ? req.payload : undefined;
+    const task = (typed ? taskOfCase(typed.case) : req.task) as TaskName;
+    const job: EnqueuedJob = { task, jobKey: req.jobKey, args: typed ? argsOfTypedTask(typed) : (req.args ?? {}), traceContext: req.traceContext };
+    stub.calls.push(job);
+    if (!typed) stub.untyped.push(job);
+    if (stub.failing) throw new ConnectError("job service stub is down", Code.Unavailable);
+    if (!isTaskName(job.task)) return { job, typed, problem: `unknown task ${job.task}` };
+    const violations = typed
+      ? checkTaskPayload(task, typed.value as never, typed.case)
+      : (() => {
+          const decoded = decodeTaskArgs(task, job.args);
+          return decoded.ok ? [] : decoded.violations;
+        })();
+    if (violations.length === 0) return { job, typed };
+    const problem = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+    stub.invalid.push({ job, problem });
+    return { job, typed, problem };
+  };
+  const accept = (job: EnqueuedJob, typed: TypedTask | undefined) => {
+    const duplicate = stub.accepted.some((j) => j.jobKey === job.jobKey);
+    if (!duplicate) stub.accepted.push(job);
+    return { job: { id: job.jobKey, task: job.task, jobKey: job.jobKey, args: job.args, ...(typed ? { payload: typed } : {}) }, duplicate };
+  };
   const server: Server = createServer(
     connectNodeAdapter({
       routes: (router) =>
         router.service(JobService, {
           enqueueJob(req) {
-            // As the job service does: the typed payload, or the deprecated task and args, checked by the same rules.
-            const typed = req.payload.case !== undefined ? req.payload : undefined;
-            const task = (typed ? taskOfCase(typed.case) : req.task) as TaskName;
-            const job: EnqueuedJob = { task, jobKey: req.jobKey, args: typed ? argsOfTypedTask(typed) : (req.args ?? {}) };
-            stub.calls.push(job);
-            if (!typed) stub.untyped.push(job);
-            if (stub.failing) throw new ConnectError("job service stub is down", Code.Unavailable);
-            if (!isTaskName(job.task)) throw new ConnectError(`unknown task ${job.task}`, Code.InvalidArgument);
-            const violations = typed ? checkTaskPayload(task, typed.value as never, typed.case) : (() => {
-              const decoded = decodeTaskArgs(task, job.args);
-              return decoded.ok ? [] : decoded.violations;
-            })();
-            if (violations.length > 0) {
-              const problem = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
-              stub.invalid.push({ job, problem });
-              throw new ConnectError(problem, Code.InvalidArgument);
-            }
-            const duplicate = stub.accepted.some((j) => j.jobKey === job.jobKey);
-            if (!duplicate) stub.accepted.push(job);
-            return { job: { id: job.jobKey, task: job.task, jobKey: job.jobKey, args: job.args, ...(typed ? { payload: typed } : {}) }, duplicate };
+            const { job, typed, problem } = check(req);
+            if (problem) throw new ConnectError(problem, Code.InvalidArgument);
+            return accept(job, typed);
+          },
+          enqueueJobs(req) {
+            // All or none, as the job service does: every job is checked before any is accepted.
+            const checked = req.jobs.map(check);
+            const problems = checked.flatMap((c, i) => (c.problem ? [`jobs[${i}]: ${c.problem}`] : []));
+            if (problems.length > 0) throw new ConnectError(problems.join("; "), Code.InvalidArgument);
+            return { results: checked.map(({ job, typed }) => accept(job, typed)) };
           },
         }),
     }),

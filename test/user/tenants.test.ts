@@ -220,7 +220,7 @@ describe("conversions", () => {
       await client.query("begin");
       const ids = await addToOutbox(client, "globex", [{ task: "cleanup_storage", jobKey: "tenant-test:cleanup", args: { objectKey: "originals/x" } }]);
       const handed: ClaimedJob[] = [];
-      const relay = new OutboxRelay(client, async (job) => void handed.push(job), createLogger("test", { level: "error" }), { pollMs: 60_000 });
+      const relay = new OutboxRelay(client, async (jobs) => void handed.push(...jobs), createLogger("test", { level: "error" }), { pollMs: 60_000 });
       await relay.deliverNow(ids);
       expect(handed).toEqual([expect.objectContaining({ tenant: "globex", jobKey: "tenant-test:cleanup", task: "cleanup_storage" })]);
     } finally {

@@ -18,7 +18,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file mcsv/v1/job.proto.
  */
 export const file_mcsv_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChFtY3N2L3YxL2pvYi5wcm90bxIHbWNzdi52MSJSCghKb2JFcnJvchIPCgdhdHRlbXB0GAEgASgFEg0KBWVycm9yGAIgASgJEiYKAmF0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK0BgoDSm9iEgoKAmlkGAEgASgJEhAKBHRhc2sYAiABKAlCAhgBEg0KBXF1ZXVlGAMgASgJEikKBGFyZ3MYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgIYARIQCghwcmlvcml0eRgFIAEoBRIgCgVzdGF0ZRgGIAEoDjIRLm1jc3YudjEuSm9iU3RhdGUSEAoIYXR0ZW1wdHMYByABKAUSFAoMbWF4X2F0dGVtcHRzGAggASgFEiEKBmVycm9ycxgJIAMoCzIRLm1jc3YudjEuSm9iRXJyb3ISDwoHam9iX2tleRgKIAEoCRIqCgZydW5fYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2luc2VydGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxhdHRlbXB0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbXBsZXRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGlzY2FyZGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxjYW5jZWxsZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCnNlbmRfZW1haWwYESABKAsyFi5tY3N2LnYxLlNlbmRFbWFpbFRhc2tIABIyCg1jb252ZXJ0X2ltYWdlGBIgASgLMhkubWNzdi52MS5Db252ZXJ0SW1hZ2VUYXNrSAASMgoNbm90aWZ5X2NsaWVudBgTIAEoCzIZLm1jc3YudjEuTm90aWZ5Q2xpZW50VGFza0gAEjYKD2NsZWFudXBfc3RvcmFnZRgUIAEoCzIbLm1jc3YudjEuQ2xlYW51cFN0b3JhZ2VUYXNrSAASRwoYcmVwb3J0X2NvbnZlcnNpb25fZmFpbGVkGBUgASgLMiMubWNzdi52MS5SZXBvcnRDb252ZXJzaW9uRmFpbGVkVGFza0gAQgkKB3BheWxvYWQi5gMKEUVucXVldWVKb2JSZXF1ZXN0EhAKBHRhc2sYASABKAlCAhgBEg0KBXF1ZXVlGAIgASgJEikKBGFyZ3MYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgIYARIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoGcnVuX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdqb2Jfa2V5GAcgASgJEiwKCnNlbmRfZW1haWwYCCABKAsyFi5tY3N2LnYxLlNlbmRFbWFpbFRhc2tIABIyCg1jb252ZXJ0X2ltYWdlGAkgASgLMhkubWNzdi52MS5Db252ZXJ0SW1hZ2VUYXNrSAASMgoNbm90aWZ5X2NsaWVudBgKIAEoCzIZLm1jc3YudjEuTm90aWZ5Q2xpZW50VGFza0gAEjYKD2NsZWFudXBfc3RvcmFnZRgLIAEoCzIbLm1jc3YudjEuQ2xlYW51cFN0b3JhZ2VUYXNrSAASRwoYcmVwb3J0X2NvbnZlcnNpb25fZmFpbGVkGAwgASgLMiMubWNzdi52MS5SZXBvcnRDb252ZXJzaW9uRmFpbGVkVGFza0gAQgkKB3BheWxvYWQiiQEKCVBkZk9iamVjdBILCgNrZXkYASABKAkSEAoIZmlsZW5hbWUYAiABKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGlua2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJzCg1TZW5kRW1haWxUYXNrEioKB3JlcXVlc3QYASABKAsyGS5tY3N2LnYxLlNlbmRFbWFpbFJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgCIAEoCRIfCgNwZGYYAyABKAsyEi5tY3N2LnYxLlBkZk9iamVjdCJhChBDb252ZXJ0SW1hZ2VUYXNrEjkKB3JlcXVlc3QYASABKAsyKC5tY3N2LnYxLkltYWdlU2VydmljZUNvbnZlcnRJbWFnZVJlcXVlc3QSEgoKb2JqZWN0X2tleRgCIAEoCSLOAQoQTm90aWZ5Q2xpZW50VGFzaxIzCglwZGZfcmVhZHkYASABKAsyHi5tY3N2LnYxLk5vdGlmeVBkZlJlYWR5UmVxdWVzdEgAEjUKCmVtYWlsX3NlbnQYAiABKAsyHy5tY3N2LnYxLk5vdGlmeUVtYWlsU2VudFJlcXVlc3RIABIUCgxjYWxsYmFja191cmwYAyABKAkSHwoDcGRmGAQgASgLMhIubWNzdi52MS5QZGZPYmplY3QSDgoGdGVuYW50GAUgASgJQgcKBWV2ZW50IkUKEkNsZWFudXBTdG9yYWdlVGFzaxIUCgpvYmplY3Rfa2V5GAEgASgJSAASDwoFc3dlZXAYAiABKAhIAEIICgZ0YXJnZXQiQgoaUmVwb3J0Q29udmVyc2lvbkZhaWxlZFRhc2sSFQoNY29udmVyc2lvbl9pZBgBIAEoCRINCgVlcnJvchgCIAEoCSJCChJFbnF1ZXVlSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwubWNzdi52MS5Kb2ISEQoJZHVwbGljYXRlGAIgASgIIiEKE0dldEpvYlN0YXR1c1JlcXVlc3QSCgoCaWQYASABKAkiMQoUR2V0Sm9iU3RhdHVzUmVzcG9uc2USGQoDam9iGAEgASgLMgwubWNzdi52MS5Kb2IieAoPTGlzdEpvYnNSZXF1ZXN0EgwKBHRhc2sYASABKAkSDQoFcXVldWUYAiABKAkSIQoGc3RhdGVzGAMgAygOMhEubWNzdi52MS5Kb2JTdGF0ZRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJHChBMaXN0Sm9ic1Jlc3BvbnNlEhoKBGpvYnMYASADKAsyDC5tY3N2LnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIuChFDYW5jZWxKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5tY3N2LnYxLkpvYiIdCg9SZXRyeUpvYlJlcXVlc3QSCgoCaWQYASABKAkiLQoQUmV0cnlKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5tY3N2LnYxLkpvYiIWChRHZXRRdWV1ZVN0YXRzUmVxdWVzdCKuAQoKUXVldWVTdGF0cxINCgVxdWV1ZRgBIAEoCRIMCgR0YXNrGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoAxIRCglzY2hlZHVsZWQYBCABKAMSEQoJZXhlY3V0aW5nGAUgASgDEhEKCXJldHJ5YWJsZRgGIAEoAxIRCgljb21wbGV0ZWQYByABKAMSEQoJZGlzY2FyZGVkGAggASgDEhEKCWNhbmNlbGxlZBgJIAEoAyI8ChVHZXRRdWV1ZVN0YXRzUmVzcG9uc2USIwoGcXVldWVzGAEgAygLMhMubWNzdi52MS5RdWV1ZVN0YXRzKtQBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNKT0JfU1RBVEVfQVZBSUxBQkxFEAESFwoTSk9CX1NUQVRFX1NDSEVEVUxFRBACEhcKE0pPQl9TVEFURV9FWEVDVVRJTkcQAxIXChNKT0JfU1RBVEVfUkVUUllBQkxFEAQSFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBAFEhcKE0pPQl9TVEFURV9ESVNDQVJERUQQBhIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAcyygMKCkpvYlNlcnZpY2USRQoKRW5xdWV1ZUpvYhIaLm1jc3YudjEuRW5xdWV1ZUpvYlJlcXVlc3QaGy5tY3N2LnYxLkVucXVldWVKb2JSZXNwb25zZRJQCgxHZXRKb2JTdGF0dXMSHC5tY3N2LnYxLkdldEpvYlN0YXR1c1JlcXVlc3QaHS5tY3N2LnYxLkdldEpvYlN0YXR1c1Jlc3BvbnNlIgOQAgESRAoITGlzdEpvYnMSGC5tY3N2LnYxLkxpc3RKb2JzUmVxdWVzdBoZLm1jc3YudjEuTGlzdEpvYnNSZXNwb25zZSIDkAIBEkcKCUNhbmNlbEpvYhIZLm1jc3YudjEuQ2FuY2VsSm9iUmVxdWVzdBoaLm1jc3YudjEuQ2FuY2VsSm9iUmVzcG9uc2UiA5ACAhI/CghSZXRyeUpvYhIYLm1jc3YudjEuUmV0cnlKb2JSZXF1ZXN0GhkubWNzdi52MS5SZXRyeUpvYlJlc3BvbnNlElMKDUdldFF1ZXVlU3RhdHMSHS5tY3N2LnYxLkdldFF1ZXVlU3RhdHNSZXF1ZXN0Gh4ubWNzdi52MS5HZXRRdWV1ZVN0YXRzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_mcsv_v1_client, file_mcsv_v1_email, file_mcsv_v1_image]);
+  fileDesc("ChFtY3N2L3YxL2pvYi5wcm90bxIHbWNzdi52MSJSCghKb2JFcnJvchIPCgdhdHRlbXB0GAEgASgFEg0KBWVycm9yGAIgASgJEiYKAmF0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK0BgoDSm9iEgoKAmlkGAEgASgJEhAKBHRhc2sYAiABKAlCAhgBEg0KBXF1ZXVlGAMgASgJEikKBGFyZ3MYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgIYARIQCghwcmlvcml0eRgFIAEoBRIgCgVzdGF0ZRgGIAEoDjIRLm1jc3YudjEuSm9iU3RhdGUSEAoIYXR0ZW1wdHMYByABKAUSFAoMbWF4X2F0dGVtcHRzGAggASgFEiEKBmVycm9ycxgJIAMoCzIRLm1jc3YudjEuSm9iRXJyb3ISDwoHam9iX2tleRgKIAEoCRIqCgZydW5fYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2luc2VydGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxhdHRlbXB0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbXBsZXRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGlzY2FyZGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxjYW5jZWxsZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCnNlbmRfZW1haWwYESABKAsyFi5tY3N2LnYxLlNlbmRFbWFpbFRhc2tIABIyCg1jb252ZXJ0X2ltYWdlGBIgASgLMhkubWNzdi52MS5Db252ZXJ0SW1hZ2VUYXNrSAASMgoNbm90aWZ5X2NsaWVudBgTIAEoCzIZLm1jc3YudjEuTm90aWZ5Q2xpZW50VGFza0gAEjYKD2NsZWFudXBfc3RvcmFnZRgUIAEoCzIbLm1jc3YudjEuQ2xlYW51cFN0b3JhZ2VUYXNrSAASRwoYcmVwb3J0X2NvbnZlcnNpb25fZmFpbGVkGBUgASgLMiMubWNzdi52MS5SZXBvcnRDb252ZXJzaW9uRmFpbGVkVGFza0gAQgkKB3BheWxvYWQi4AQKEUVucXVldWVKb2JSZXF1ZXN0EhAKBHRhc2sYASABKAlCAhgBEg0KBXF1ZXVlGAIgASgJEikKBGFyZ3MYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgIYARIQCghwcmlvcml0eRgEIAEoBRIUCgxtYXhfYXR0ZW1wdHMYBSABKAUSKgoGcnVuX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdqb2Jfa2V5GAcgASgJEiwKCnNlbmRfZW1haWwYCCABKAsyFi5tY3N2LnYxLlNlbmRFbWFpbFRhc2tIABIyCg1jb252ZXJ0X2ltYWdlGAkgASgLMhkubWNzdi52MS5Db252ZXJ0SW1hZ2VUYXNrSAASMgoNbm90aWZ5X2NsaWVudBgKIAEoCzIZLm1jc3YudjEuTm90aWZ5Q2xpZW50VGFza0gAEjYKD2NsZWFudXBfc3RvcmFnZRgLIAEoCzIbLm1jc3YudjEuQ2xlYW51cFN0b3JhZ2VUYXNrSAASRwoYcmVwb3J0X2NvbnZlcnNpb25fZmFpbGVkGAwgASgLMiMubWNzdi52MS5SZXBvcnRDb252ZXJzaW9uRmFpbGVkVGFza0gAEkMKDXRyYWNlX2NvbnRleHQYDSADKAsyLC5tY3N2LnYxLkVucXVldWVKb2JSZXF1ZXN0LlRyYWNlQ29udGV4dEVudHJ5GjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCQoHcGF5bG9hZCI+ChJFbnF1ZXVlSm9ic1JlcXVlc3QSKAoEam9icxgBIAMoCzIaLm1jc3YudjEuRW5xdWV1ZUpvYlJlcXVlc3QiQwoTRW5xdWV1ZUpvYnNSZXNwb25zZRIsCgdyZXN1bHRzGAEgAygLMhsubWNzdi52MS5FbnF1ZXVlSm9iUmVzcG9uc2UiiQEKCVBkZk9iamVjdBILCgNrZXkYASABKAkSEAoIZmlsZW5hbWUYAiABKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGlua2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJzCg1TZW5kRW1haWxUYXNrEioKB3JlcXVlc3QYASABKAsyGS5tY3N2LnYxLlNlbmRFbWFpbFJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgCIAEoCRIfCgNwZGYYAyABKAsyEi5tY3N2LnYxLlBkZk9iamVjdCJhChBDb252ZXJ0SW1hZ2VUYXNrEjkKB3JlcXVlc3QYASABKAsyKC5tY3N2LnYxLkltYWdlU2VydmljZUNvbnZlcnRJbWFnZVJlcXVlc3QSEgoKb2JqZWN0X2tleRgCIAEoCSLOAQoQTm90aWZ5Q2xpZW50VGFzaxIzCglwZGZfcmVhZHkYASABKAsyHi5tY3N2LnYxLk5vdGlmeVBkZlJlYWR5UmVxdWVzdEgAEjUKCmVtYWlsX3NlbnQYAiABKAsyHy5tY3N2LnYxLk5vdGlmeUVtYWlsU2VudFJlcXVlc3RIABIUCgxjYWxsYmFja191cmwYAyABKAkSHwoDcGRmGAQgASgLMhIubWNzdi52MS5QZGZPYmplY3QSDgoGdGVuYW50GAUgASgJQgcKBWV2ZW50IkUKEkNsZWFudXBTdG9yYWdlVGFzaxIUCgpvYmplY3Rfa2V5GAEgASgJSAASDwoFc3dlZXAYAiABKAhIAEIICgZ0YXJnZXQiQgoaUmVwb3J0Q29udmVyc2lvbkZhaWxlZFRhc2sSFQoNY29udmVyc2lvbl9pZBgBIAEoCRINCgVlcnJvchgCIAEoCSJCChJFbnF1ZXVlSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwubWNzdi52MS5Kb2ISEQoJZHVwbGljYXRlGAIgASgIIiEKE0dldEpvYlN0YXR1c1JlcXVlc3QSCgoCaWQYASABKAkiMQoUR2V0Sm9iU3RhdHVzUmVzcG9uc2USGQoDam9iGAEgASgLMgwubWNzdi52MS5Kb2IieAoPTGlzdEpvYnNSZXF1ZXN0EgwKBHRhc2sYASABKAkSDQoFcXVldWUYAiABKAkSIQoGc3RhdGVzGAMgAygOMhEubWNzdi52MS5Kb2JTdGF0ZRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJHChBMaXN0Sm9ic1Jlc3BvbnNlEhoKBGpvYnMYASADKAsyDC5tY3N2LnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIuChFDYW5jZWxKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5tY3N2LnYxLkpvYiIdCg9SZXRyeUpvYlJlcXVlc3QSCgoCaWQYASABKAkiLQoQUmV0cnlKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5tY3N2LnYxLkpvYiIWChRHZXRRdWV1ZVN0YXRzUmVxdWVzdCKuAQoKUXVldWVTdGF0cxINCgVxdWV1ZRgBIAEoCRIMCgR0YXNrGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoAxIRCglzY2hlZHVsZWQYBCABKAMSEQoJZXhlY3V0aW5nGAUgASgDEhEKCXJldHJ5YWJsZRgGIAEoAxIRCgljb21wbGV0ZWQYByABKAMSEQoJZGlzY2FyZGVkGAggASgDEhEKCWNhbmNlbGxlZBgJIAEoAyI8ChVHZXRRdWV1ZVN0YXRzUmVzcG9uc2USIwoGcXVldWVzGAEgAygLMhMubWNzdi52MS5RdWV1ZVN0YXRzKtQBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNKT0JfU1RBVEVfQVZBSUxBQkxFEAESFwoTSk9CX1NUQVRFX1NDSEVEVUxFRBACEhcKE0pPQl9TVEFURV9FWEVDVVRJTkcQAxIXChNKT0JfU1RBVEVfUkVUUllBQkxFEAQSFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBAFEhcKE0pPQl9TVEFURV9ESVNDQVJERUQQBhIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAcylAQKCkpvYlNlcnZpY2USRQoKRW5xdWV1ZUpvYhIaLm1jc3YudjEuRW5xdWV1ZUpvYlJlcXVlc3QaGy5tY3N2LnYxLkVucXVldWVKb2JSZXNwb25zZRJICgtFbnF1ZXVlSm9icxIbLm1jc3YudjEuRW5xdWV1ZUpvYnNSZXF1ZXN0GhwubWNzdi52MS5FbnF1ZXVlSm9ic1Jlc3BvbnNlElAKDEdldEpvYlN0YXR1cxIcLm1jc3YudjEuR2V0Sm9iU3RhdHVzUmVxdWVzdBodLm1jc3YudjEuR2V0Sm9iU3RhdHVzUmVzcG9uc2UiA5ACARJECghMaXN0Sm9icxIYLm1jc3YudjEuTGlzdEpvYnNSZXF1ZXN0GhkubWNzdi52MS5MaXN0Sm9ic1Jlc3BvbnNlIgOQAgESRwoJQ2FuY2VsSm9iEhkubWNzdi52MS5DYW5jZWxKb2JSZXF1ZXN0GhoubWNzdi52MS5DYW5jZWxKb2JSZXNwb25zZSIDkAICEj8KCFJldHJ5Sm9iEhgubWNzdi52MS5SZXRyeUpvYlJlcXVlc3QaGS5tY3N2LnYxLlJldHJ5Sm9iUmVzcG9uc2USUwoNR2V0UXVldWVTdGF0cxIdLm1jc3YudjEuR2V0UXVldWVTdGF0c1JlcXVlc3QaHi5tY3N2LnYxLkdldFF1ZXVlU3RhdHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_mcsv_v1_client, file_mcsv_v1_email, file_mcsv_v1_image]);
 
 /**
  * JobError is the error of one failed attempt.
@@ -336,6 +336,14 @@ export type EnqueueJobRequest = Message<"mcsv.v1.EnqueueJobRequest"> & {
     value: ReportConversionFailedTask;
     case: "reportConversionFailed";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * W3C trace context (traceparent, and tracestate if any) that the job's attempts continue: for a caller that
+   * enqueues work caused by several traces in one call. Empty: the trace of this request.
+   *
+   * @generated from field: map<string, string> trace_context = 13;
+   */
+  traceContext: { [key: string]: string };
 };
 
 /**
@@ -344,6 +352,48 @@ export type EnqueueJobRequest = Message<"mcsv.v1.EnqueueJobRequest"> & {
  */
 export const EnqueueJobRequestSchema: GenMessage<EnqueueJobRequest> = /*@__PURE__*/
   messageDesc(file_mcsv_v1_job, 2);
+
+/**
+ * EnqueueJobsRequest adds several jobs at once.
+ *
+ * @generated from message mcsv.v1.EnqueueJobsRequest
+ */
+export type EnqueueJobsRequest = Message<"mcsv.v1.EnqueueJobsRequest"> & {
+  /**
+   * The jobs, 1 to 100, each as EnqueueJob takes it.
+   *
+   * @generated from field: repeated mcsv.v1.EnqueueJobRequest jobs = 1;
+   */
+  jobs: EnqueueJobRequest[];
+};
+
+/**
+ * Describes the message mcsv.v1.EnqueueJobsRequest.
+ * Use `create(EnqueueJobsRequestSchema)` to create a new message.
+ */
+export const EnqueueJobsRequestSchema: GenMessage<EnqueueJobsRequest> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_job, 3);
+
+/**
+ * EnqueueJobsResponse carries one result per job, in the order of the request.
+ *
+ * @generated from message mcsv.v1.EnqueueJobsResponse
+ */
+export type EnqueueJobsResponse = Message<"mcsv.v1.EnqueueJobsResponse"> & {
+  /**
+   * The added (or, for a repeated job key, existing) jobs.
+   *
+   * @generated from field: repeated mcsv.v1.EnqueueJobResponse results = 1;
+   */
+  results: EnqueueJobResponse[];
+};
+
+/**
+ * Describes the message mcsv.v1.EnqueueJobsResponse.
+ * Use `create(EnqueueJobsResponseSchema)` to create a new message.
+ */
+export const EnqueueJobsResponseSchema: GenMessage<EnqueueJobsResponse> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_job, 4);
 
 /**
  * PdfObject is a stored PDF that a task links to: presigned when the task sends, never kept as a URL.
@@ -386,7 +436,7 @@ export type PdfObject = Message<"mcsv.v1.PdfObject"> & {
  * Use `create(PdfObjectSchema)` to create a new message.
  */
 export const PdfObjectSchema: GenMessage<PdfObject> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 3);
+  messageDesc(file_mcsv_v1_job, 5);
 
 /**
  * SendEmailTask (send_email) sends one email through EmailService.SendEmail, then tells the client it went out.
@@ -421,7 +471,7 @@ export type SendEmailTask = Message<"mcsv.v1.SendEmailTask"> & {
  * Use `create(SendEmailTaskSchema)` to create a new message.
  */
 export const SendEmailTaskSchema: GenMessage<SendEmailTask> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 4);
+  messageDesc(file_mcsv_v1_job, 6);
 
 /**
  * ConvertImageTask (convert_image) has the image service convert an original and reports the outcome to the gateway.
@@ -450,7 +500,7 @@ export type ConvertImageTask = Message<"mcsv.v1.ConvertImageTask"> & {
  * Use `create(ConvertImageTaskSchema)` to create a new message.
  */
 export const ConvertImageTaskSchema: GenMessage<ConvertImageTask> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 5);
+  messageDesc(file_mcsv_v1_job, 7);
 
 /**
  * NotifyClientTask (notify_client) delivers a workflow event to the client service and, optionally, to a callback URL.
@@ -508,7 +558,7 @@ export type NotifyClientTask = Message<"mcsv.v1.NotifyClientTask"> & {
  * Use `create(NotifyClientTaskSchema)` to create a new message.
  */
 export const NotifyClientTaskSchema: GenMessage<NotifyClientTask> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 6);
+  messageDesc(file_mcsv_v1_job, 8);
 
 /**
  * CleanupStorageTask (cleanup_storage) deletes one object, or every expired object.
@@ -545,7 +595,7 @@ export type CleanupStorageTask = Message<"mcsv.v1.CleanupStorageTask"> & {
  * Use `create(CleanupStorageTaskSchema)` to create a new message.
  */
 export const CleanupStorageTaskSchema: GenMessage<CleanupStorageTask> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 7);
+  messageDesc(file_mcsv_v1_job, 9);
 
 /**
  * ReportConversionFailedTask (report_conversion_failed) tells the gateway that a conversion failed, for a
@@ -574,7 +624,7 @@ export type ReportConversionFailedTask = Message<"mcsv.v1.ReportConversionFailed
  * Use `create(ReportConversionFailedTaskSchema)` to create a new message.
  */
 export const ReportConversionFailedTaskSchema: GenMessage<ReportConversionFailedTask> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 8);
+  messageDesc(file_mcsv_v1_job, 10);
 
 /**
  * EnqueueJobResponse carries the added (or existing) job.
@@ -602,7 +652,7 @@ export type EnqueueJobResponse = Message<"mcsv.v1.EnqueueJobResponse"> & {
  * Use `create(EnqueueJobResponseSchema)` to create a new message.
  */
 export const EnqueueJobResponseSchema: GenMessage<EnqueueJobResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 9);
+  messageDesc(file_mcsv_v1_job, 11);
 
 /**
  * GetJobStatusRequest names a job.
@@ -623,7 +673,7 @@ export type GetJobStatusRequest = Message<"mcsv.v1.GetJobStatusRequest"> & {
  * Use `create(GetJobStatusRequestSchema)` to create a new message.
  */
 export const GetJobStatusRequestSchema: GenMessage<GetJobStatusRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 10);
+  messageDesc(file_mcsv_v1_job, 12);
 
 /**
  * GetJobStatusResponse carries one job.
@@ -644,7 +694,7 @@ export type GetJobStatusResponse = Message<"mcsv.v1.GetJobStatusResponse"> & {
  * Use `create(GetJobStatusResponseSchema)` to create a new message.
  */
 export const GetJobStatusResponseSchema: GenMessage<GetJobStatusResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 11);
+  messageDesc(file_mcsv_v1_job, 13);
 
 /**
  * ListJobsRequest asks for one page of jobs.
@@ -693,7 +743,7 @@ export type ListJobsRequest = Message<"mcsv.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 12);
+  messageDesc(file_mcsv_v1_job, 14);
 
 /**
  * ListJobsResponse is one page of jobs.
@@ -721,7 +771,7 @@ export type ListJobsResponse = Message<"mcsv.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 13);
+  messageDesc(file_mcsv_v1_job, 15);
 
 /**
  * CancelJobRequest names the job to cancel.
@@ -742,7 +792,7 @@ export type CancelJobRequest = Message<"mcsv.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 14);
+  messageDesc(file_mcsv_v1_job, 16);
 
 /**
  * CancelJobResponse carries the cancelled job.
@@ -763,7 +813,7 @@ export type CancelJobResponse = Message<"mcsv.v1.CancelJobResponse"> & {
  * Use `create(CancelJobResponseSchema)` to create a new message.
  */
 export const CancelJobResponseSchema: GenMessage<CancelJobResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 15);
+  messageDesc(file_mcsv_v1_job, 17);
 
 /**
  * RetryJobRequest names the job to run again.
@@ -784,7 +834,7 @@ export type RetryJobRequest = Message<"mcsv.v1.RetryJobRequest"> & {
  * Use `create(RetryJobRequestSchema)` to create a new message.
  */
 export const RetryJobRequestSchema: GenMessage<RetryJobRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 16);
+  messageDesc(file_mcsv_v1_job, 18);
 
 /**
  * RetryJobResponse carries the job to be retried.
@@ -805,7 +855,7 @@ export type RetryJobResponse = Message<"mcsv.v1.RetryJobResponse"> & {
  * Use `create(RetryJobResponseSchema)` to create a new message.
  */
 export const RetryJobResponseSchema: GenMessage<RetryJobResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 17);
+  messageDesc(file_mcsv_v1_job, 19);
 
 /**
  * GetQueueStatsRequest asks for job counts.
@@ -820,7 +870,7 @@ export type GetQueueStatsRequest = Message<"mcsv.v1.GetQueueStatsRequest"> & {
  * Use `create(GetQueueStatsRequestSchema)` to create a new message.
  */
 export const GetQueueStatsRequestSchema: GenMessage<GetQueueStatsRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 18);
+  messageDesc(file_mcsv_v1_job, 20);
 
 /**
  * QueueStats counts the jobs of one queue and task by state.
@@ -897,7 +947,7 @@ export type QueueStats = Message<"mcsv.v1.QueueStats"> & {
  * Use `create(QueueStatsSchema)` to create a new message.
  */
 export const QueueStatsSchema: GenMessage<QueueStats> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 19);
+  messageDesc(file_mcsv_v1_job, 21);
 
 /**
  * GetQueueStatsResponse carries job counts.
@@ -918,7 +968,7 @@ export type GetQueueStatsResponse = Message<"mcsv.v1.GetQueueStatsResponse"> & {
  * Use `create(GetQueueStatsResponseSchema)` to create a new message.
  */
 export const GetQueueStatsResponseSchema: GenMessage<GetQueueStatsResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_job, 20);
+  messageDesc(file_mcsv_v1_job, 22);
 
 /**
  * JobState is where a job is in its life cycle (the states of the original Oban-based API).
@@ -1004,6 +1054,17 @@ export const JobService: GenService<{
     methodKind: "unary";
     input: typeof EnqueueJobRequestSchema;
     output: typeof EnqueueJobResponseSchema;
+  },
+  /**
+   * EnqueueJobs adds up to 100 jobs in one call and one transaction: all of them, or none when any is invalid (each
+   * bad field is named jobs[i].field). Job keys work as in EnqueueJob, each job on its own.
+   *
+   * @generated from rpc mcsv.v1.JobService.EnqueueJobs
+   */
+  enqueueJobs: {
+    methodKind: "unary";
+    input: typeof EnqueueJobsRequestSchema;
+    output: typeof EnqueueJobsResponseSchema;
   },
   /**
    * GetJobStatus returns one job with its attempts and errors.
