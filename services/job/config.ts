@@ -11,6 +11,13 @@ export const jobEnv = {
   JOB_CONCURRENCY: positiveInt(8),
   /** How often idle workers look for jobs whose run_at has come (new jobs are announced at once by NOTIFY). */
   JOB_POLL_INTERVAL_MS: positiveInt(2_000),
+  /**
+   * graphile-worker's batching: its pool locks this many due dispatches in one query and hands them to its workers
+   * (0: each worker asks for its own); completions of dispatches are written together after this many ms (-1: one
+   * by one). A dispatch locked or completed late only delays its run: the ledger holds every job's state.
+   */
+  JOB_LOCAL_QUEUE_SIZE: z.coerce.number().int().min(0).max(1000).default(0),
+  JOB_COMPLETE_BATCH_DELAY_MS: z.coerce.number().int().min(-1).max(10_000).default(-1),
   /** Finished jobs are kept in the ledger this long, then pruned; job keys deduplicate within this window. */
   JOB_RETENTION_DAYS: positiveNumber(30),
   /** How often this process renews the leases of its running attempts and its pools' heartbeat (and recovers expired leases, see leases.ts). */

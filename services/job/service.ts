@@ -103,6 +103,8 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       logger,
       concurrency: config.JOB_CONCURRENCY,
       pollIntervalMs: config.JOB_POLL_INTERVAL_MS,
+      localQueueSize: config.JOB_LOCAL_QUEUE_SIZE,
+      completeBatchDelayMs: config.JOB_COMPLETE_BATCH_DELAY_MS,
       cron: config.JOB_CRON_ENABLED,
       // Running tasks are asked to give up a little before the grace period ends, so that they are released cleanly.
       abortAfterMs: Math.max(1_000, config.SHUTDOWN_GRACE_MS - 2_000),

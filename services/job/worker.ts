@@ -18,6 +18,9 @@ export interface WorkerOptions {
   cron: boolean;
   /** After a graceful stop began, running tasks get their abort signal this much later. */
   abortAfterMs: number;
+  /** graphile's local queue size (0: off) and completion batching delay (-1: off). */
+  localQueueSize: number;
+  completeBatchDelayMs: number;
   /** Receives graphile's events from the start (`pool:create` is emitted before run() resolves). */
   events?: WorkerEvents;
 }
@@ -86,6 +89,12 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     noHandleSignals: true,
     logger: graphileLogger(logger),
     gracefulShutdownAbortTimeout: options.abortAfterMs,
+    preset: {
+      worker: {
+        ...(options.localQueueSize > 1 ? { localQueue: { size: options.localQueueSize } } : {}),
+        completeJobBatchDelay: options.completeBatchDelayMs,
+      },
+    },
     ...(options.events ? { events: options.events } : {}),
   });
   runner.promise.catch((error: unknown) => logger.error("job worker stopped with an error", { error: describeError(error) }));

@@ -10,7 +10,6 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
-  CleanupStorageTaskSchema,
   ConvertImageTaskSchema,
   EmailType,
   ImageServiceConvertImageRequestSchema,
@@ -198,8 +197,8 @@ export class Conversions {
   /**
    * Records what the job service reports. A repeat of the current state returns the conversion as it is. A terminal
    * conversion never changes again: any other report for it is failed_precondition. The transition to a terminal
-   * state writes the email, the client notification and (on success) the clean-up of the original to the outbox,
-   * in the same transaction, so they happen exactly once.
+   * state writes the email and the client notification to the outbox, in the same transaction, so they happen
+   * exactly once; after a success, the original is deleted.
    */
   async report(report: ConversionReport): Promise<ConversionRow> {
     const outcome = await transaction(this.pool, async (db) => {
@@ -238,7 +237,12 @@ export class Conversions {
       conversionResults.inc({ state: outcome.conversion.state });
       this.logger.info("conversion finished", { conversionId: outcome.conversion.id, state: outcome.conversion.state });
     }
-    await this.relay.deliverNow(outcome.outboxIds);
+    // The original has served its purpose once the PDF exists: the gateway, which stored it, deletes it (a failed
+    // conversion keeps its original for the sweep). One that cannot be deleted now is left to the sweep too.
+    await Promise.all([
+      this.relay.deliverNow(outcome.outboxIds),
+      outcome.finished && outcome.conversion.state === "succeeded" ? this.originals.deleteQuietly(outcome.conversion.original_key) : undefined,
+    ]);
     return outcome.conversion;
   }
 
@@ -430,15 +434,7 @@ export class Conversions {
       // Whose secrets sign the callback.
       tenant: conversion.tenant ?? "default",
     });
-    const jobs: OutboxJob[] = [
-      outboxJob("send_email", jobKeys.conversionEmail(conversion.id), email),
-      outboxJob("notify_client", jobKeys.pdfReady(conversion.id), notify),
-    ];
-    if (succeeded) {
-      const cleanup = create(CleanupStorageTaskSchema, { target: { case: "objectKey", value: conversion.original_key } });
-      jobs.push(outboxJob("cleanup_storage", jobKeys.cleanupOriginal(conversion.id), cleanup));
-    }
-    return jobs;
+    return [outboxJob("send_email", jobKeys.conversionEmail(conversion.id), email), outboxJob("notify_client", jobKeys.pdfReady(conversion.id), notify)];
   }
 }
 

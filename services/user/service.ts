@@ -63,12 +63,14 @@ export async function startUserService(config: UserConfig, overrides: UserServic
   });
   // The typed payload; a row the current messages do not read exactly (a legacy shape) goes as the deprecated
   // task and args, which the job service upgrades (protobuf-es represents a google.protobuf.Struct as its JSON).
-  // Each job continues the trace of the change that caused it; the call itself belongs to the first one's.
+  // Each job continues the trace of the change that caused it. The call belongs to the first job's trace, and the
+  // jobs of that trace continue the call's span; a job of another trace names its own.
   const enqueue: JobEnqueuer = async (batch) => {
+    const callTrace = batch[0]?.traceContext?.["traceparent"];
     await withTraceContext(batch[0]?.traceContext, () => jobs.enqueueJobs({
       jobs: batch.map((job) => {
         const payload = typedTaskOfRow(job.task, job.args);
-        const traceContext = job.traceContext ?? {};
+        const traceContext = job.traceContext && job.traceContext["traceparent"] !== callTrace ? job.traceContext : {};
         return payload ? { payload, jobKey: job.jobKey, traceContext } : { task: job.task, jobKey: job.jobKey, args: job.args as JsonObject, traceContext };
       }),
     }));

@@ -54,7 +54,6 @@ function completionJobs(id: string) {
   return {
     email: infra.jobs.calls.filter((c) => c.jobKey === jobKeys.conversionEmail(id)),
     notify: infra.jobs.calls.filter((c) => c.jobKey === jobKeys.pdfReady(id)),
-    cleanup: infra.jobs.calls.filter((c) => c.jobKey === jobKeys.cleanupOriginal(id)),
   };
 }
 
@@ -99,9 +98,9 @@ describe("WatchConversion", () => {
       expect(job.args["pdf"]).toEqual(pdfObject);
       expect(Date.parse((job.args["pdf"] as { linkedAt: string }).linkedAt)).toBe(finishedAt.getTime());
     }
-    for (const job of [...jobs.email, ...jobs.notify, ...jobs.cleanup]) expect(JSON.stringify(job.args)).not.toMatch(/X-Amz-|pdf_url|pdfUrl/);
+    for (const job of [...jobs.email, ...jobs.notify]) expect(JSON.stringify(job.args)).not.toMatch(/X-Amz-|pdf_url|pdfUrl/);
     const { rows } = await gw.db.query<{ args: unknown }>("select args from mcsv_user.outbox where job_key like $1", [`%${id}%`]);
-    expect(rows.length).toBeGreaterThanOrEqual(3);
+    expect(rows.length).toBeGreaterThanOrEqual(2);
     for (const { args } of rows) expect(JSON.stringify(args)).not.toMatch(/X-Amz-|pdf_url|pdfUrl/);
 
     expect(jobs.notify).toHaveLength(1);
@@ -111,7 +110,9 @@ describe("WatchConversion", () => {
       tenant: TEST_TENANT,
       pdfReady: { conversion: { id, state: "CONVERSION_STATE_SUCCEEDED", filename: "cat.png", userEmail: "life@example.com" } },
     });
-    expect(jobs.cleanup.map((c) => c.args)).toEqual([{ objectKey: objectKeys.original(id) }]);
+    // The gateway deleted the original itself: no job for it.
+    expect(await gw.store.head(objectKeys.original(id))).toBeUndefined();
+    expect(infra.jobs.calls.filter((c) => c.task === "cleanup_storage" && JSON.stringify(c.args).includes(id))).toEqual([]);
     expect(await metricValue(gw.service.url, "mcsv_conversion_results_total", { state: "succeeded" })).toBe(1);
   });
 
@@ -233,7 +234,7 @@ describe("NotifyImageConverted", () => {
     await Promise.all(Array.from({ length: 5 }, () => succeed(gw.client, id)));
     expect(infra.jobs.calls.length).toBe(calls);
     const jobs = completionJobs(id);
-    expect([jobs.email.length, jobs.notify.length, jobs.cleanup.length]).toEqual([1, 1, 1]);
+    expect([jobs.email.length, jobs.notify.length]).toEqual([1, 1]);
     expect(jobs.notify[0]!.args["callbackUrl"]).toBeUndefined();
   });
 
@@ -252,7 +253,6 @@ describe("NotifyImageConverted", () => {
     expect(jobs.email[0]!.args["pdf"]).toBeUndefined();
     expect(jobs.notify[0]!.args["pdf"]).toBeUndefined();
     expect(jobs.notify[0]!.args).toMatchObject({ pdfReady: { conversion: { id, state: "CONVERSION_STATE_FAILED", error: "unsupported colour space" } } });
-    expect(jobs.cleanup).toHaveLength(0);
     expect(await gw.store.head(objectKeys.original(id))).toBeDefined();
   });
 
@@ -263,7 +263,7 @@ describe("NotifyImageConverted", () => {
     expect(infra.jobs.jobs("send_email", jobKeys.conversionEmail(id))).toHaveLength(0);
     infra.jobs.failing = false;
     await eventually(() => {
-      const accepted = [jobKeys.conversionEmail(id), jobKeys.pdfReady(id), jobKeys.cleanupOriginal(id)].map((key) => infra.jobs.accepted.filter((j) => j.jobKey === key).length);
+      const accepted = [jobKeys.conversionEmail(id), jobKeys.pdfReady(id)].map((key) => infra.jobs.accepted.filter((j) => j.jobKey === key).length);
       return accepted.every((n) => n === 1) ? true : undefined;
     }, "the completion jobs");
   });
@@ -295,7 +295,7 @@ describe("NotifyImageConverted", () => {
 test("the outbox relay hands jobs over typed (EnqueueJobRequest.payload); a legacy row goes as the deprecated task and args", async () => {
   const { id } = await queue();
   await succeed(gw.client, id);
-  const keys = [jobKeys.convertImage(id), jobKeys.conversionEmail(id), jobKeys.pdfReady(id), jobKeys.cleanupOriginal(id)];
+  const keys = [jobKeys.convertImage(id), jobKeys.conversionEmail(id), jobKeys.pdfReady(id)];
   await eventually(() => (keys.every((key) => infra.jobs.accepted.some((j) => j.jobKey === key)) ? true : undefined), "the conversion's jobs");
   expect(infra.jobs.untyped.filter((j) => keys.includes(j.jobKey))).toEqual([]);
 
