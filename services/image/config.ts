@@ -54,8 +54,11 @@ export const imageEnv = {
   IMAGEMAGICK_POLICY_DIR: z.string().default(DEFAULT_POLICY_DIR).refine(hasPolicyFile, "must be a directory that holds policy.xml"),
 };
 
+/** Every variable the image service reads (docs/configuration.md is checked against it). */
+export const imageEnvShape = { ...commonEnv, ...storageEnv, ...topologyEnv, ...imageEnv };
+
 export function loadImageConfig(env: NodeJS.ProcessEnv = process.env) {
-  return loadConfig("image-svc", { ...commonEnv, ...storageEnv, ...topologyEnv, ...imageEnv }, env);
+  return loadConfig("image-svc", imageEnvShape, env);
 }
 
 export type ImageConfig = ReturnType<typeof loadImageConfig>;

@@ -50,8 +50,11 @@ export const jobEnv = {
   PDF_RETENTION_DAYS: positiveNumber(7),
 };
 
+/** Every variable the job service reads (docs/configuration.md is checked against it). */
+export const jobEnvShape = { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...internalCallsEnv, ...callbackEnv, ...jobEnv };
+
 export function loadJobConfig(env: NodeJS.ProcessEnv = process.env) {
-  const config = loadConfig("job-svc", { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...internalCallsEnv, ...callbackEnv, ...jobEnv }, env);
+  const config = loadConfig("job-svc", jobEnvShape, env);
   // A live process must be able to miss a beat or two without losing its leases.
   if (config.JOB_WORKER_DEAD_AFTER_MS < 2 * config.JOB_WORKER_HEARTBEAT_MS) {
     throw new ConfigError(

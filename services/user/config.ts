@@ -54,8 +54,11 @@ export const userEnv = {
   WEBHOOK_SECRET_GRACE_HOURS: positiveNumber(24),
 };
 
+/** Every variable the gateway reads (docs/configuration.md is checked against it). */
+export const userEnvShape = { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...internalCallsEnv, ...apiKeysEnv, ...callbackEnv, ...userEnv };
+
 export function loadUserConfig(env: NodeJS.ProcessEnv = process.env) {
-  return loadConfig(SERVICES.user.name, { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...internalCallsEnv, ...apiKeysEnv, ...callbackEnv, ...userEnv }, env);
+  return loadConfig(SERVICES.user.name, userEnvShape, env);
 }
 
 export type UserConfig = ReturnType<typeof loadUserConfig>;
