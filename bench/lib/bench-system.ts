@@ -65,6 +65,8 @@ export async function startBenchSystem(options: { imageMagickCommand: string; en
         // One tenant drives the whole load: its abuse limits would measure themselves.
         TENANT_RATE_PER_SECOND: "0",
         TENANT_MAX_CONVERSIONS_IN_FLIGHT: "0",
+        // B2 watches every conversion it makes: hundreds at once at its highest loads.
+        TENANT_MAX_WATCHES: "100000",
         ...options.env,
       },
       onLine: (service, line) => {

@@ -113,22 +113,11 @@ function encodePageToken(token: PageToken): string {
   return Buffer.from(JSON.stringify(token)).toString("base64url");
 }
 
-/** Postgres could not be reached (as opposed to a query that failed): the caller may retry. */
-function isDatabaseUnavailable(error: unknown): boolean {
-  const { code = "", message = "" } = (error ?? {}) as { code?: string; message?: string };
-  return (
-    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "57P01", "57P02", "57P03", "53300"].includes(code) ||
-    code.startsWith("08") ||
-    /timeout exceeded when trying to connect|Connection terminated/i.test(message)
-  );
-}
-
 function toConnectError(error: unknown): unknown {
   if (error instanceof ConnectError) return error;
   if (error instanceof InvalidJobError) return invalidArgument(error.violations);
   if (error instanceof JobNotFoundError) return new ConnectError(error.message, Code.NotFound);
   if (error instanceof JobStateError) return new ConnectError(error.message, Code.FailedPrecondition);
-  if (isDatabaseUnavailable(error)) return new ConnectError("the job database is unavailable", Code.Unavailable);
   return error;
 }
 

@@ -10,7 +10,7 @@ import { ClientService, EmailService, ImageService, JobService, UserService } fr
 import { CallbackPolicy, systemResolver, type HostResolver } from "../shared/callback-policy.js";
 import { createServiceClient } from "../shared/clients.js";
 import { serverSettings, serviceUrl } from "../shared/config.js";
-import { createPool, databaseCheck, migrate } from "../shared/database.js";
+import { createPool, databaseCheck, databaseUnavailable, migrate } from "../shared/database.js";
 import { describeError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
@@ -133,6 +133,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       routes: (router) => router.service(JobService, createJobHandlers({ ledger, enqueue, enqueueMany: (inputs) => enqueueJobs(ledger, inputs) })),
       auth: authPolicy({ internal: config }),
       readiness: { postgres: databaseCheck(pool) },
+      dependencyErrors: databaseUnavailable,
       // Job arguments carry metadata and object keys, never file contents (nor links).
       readMaxBytes: 1024 * 1024,
       drain: async () => {

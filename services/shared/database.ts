@@ -82,6 +82,11 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   return typeof message === "string" && CONNECTION_LOST.test(message);
 }
 
+/** The server's dependencyErrors for a service with a database: Postgres out of reach is worth retrying later. */
+export function databaseUnavailable(error: unknown): string | undefined {
+  return isDatabaseUnavailable(error) ? "the database is unavailable; retry later" : undefined;
+}
+
 export function databaseCheck(pool: pg.Pool): () => Promise<unknown> {
   return () => pool.query("select 1");
 }

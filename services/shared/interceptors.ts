@@ -1,6 +1,5 @@
 /** Connect interceptors shared by every server and client: RED metrics and log fields per RPC. */
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
-import { isDatabaseUnavailable } from "./database.js";
 import { withLogFields } from "./logger.js";
 import { rpcDuration, rpcInFlight, startDurationTimer } from "./metrics.js";
 
@@ -67,33 +66,40 @@ export function metricsInterceptor(side: "server" | "client"): Interceptor {
 export const logFieldsInterceptor: Interceptor = (next) => (req) =>
   withLogFields({ rpc: `${req.service.typeName}/${req.method.name}` }, () => next(req));
 
-function unavailableDependency(error: unknown): unknown {
-  if (error instanceof ConnectError || !isDatabaseUnavailable(error)) return error;
-  // The cause stays for the logs and the span; the client learns only that retrying later helps.
-  return new ConnectError("the database is unavailable; retry later", Code.Unavailable, undefined, undefined, error);
-}
+/**
+ * Says whether an error means that a dependency could not be reached (a restart, a fail-over), and if so what the
+ * caller is told; undefined for any other error.
+ */
+export type DependencyErrors = (error: unknown) => string | undefined;
 
 /**
- * Answers unavailable, instead of internal, when a handler failed because Postgres could not be reached (a
- * restart, a fail-over): the request may be retried, and the database's address stays out of the answer.
+ * Answers unavailable, instead of internal, when a handler failed because a dependency the service names could not
+ * be reached: the request may be retried, and the dependency's address stays out of the answer (the cause stays
+ * for the logs and the span).
  */
-export const dependencyErrorsInterceptor: Interceptor = (next) => async (req) => {
-  let res: StreamResponse | UnaryResponse;
-  try {
-    res = await next(req);
-  } catch (error) {
-    throw unavailableDependency(error);
-  }
-  if (!res.stream) return res;
-  const messages = res.message;
-  return {
-    ...res,
-    message: (async function* () {
-      try {
-        yield* messages;
-      } catch (error) {
-        throw unavailableDependency(error);
-      }
-    })(),
+export function dependencyErrorsInterceptor(unreachable: DependencyErrors): Interceptor {
+  const mapped = (error: unknown): unknown => {
+    const message = error instanceof ConnectError ? undefined : unreachable(error);
+    return message === undefined ? error : new ConnectError(message, Code.Unavailable, undefined, undefined, error);
   };
-};
+  return (next) => async (req) => {
+    let res: StreamResponse | UnaryResponse;
+    try {
+      res = await next(req);
+    } catch (error) {
+      throw mapped(error);
+    }
+    if (!res.stream) return res;
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } catch (error) {
+          throw mapped(error);
+        }
+      })(),
+    };
+  };
+}

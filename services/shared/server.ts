@@ -13,7 +13,7 @@ import { createListener, type AnyRequest, type AnyResponse, type Listener, type 
 import { admit, ByteBudget, presentedCredential, refusalInterceptor, type Admission } from "./admission.js";
 import type { AuthPolicy } from "./auth.js";
 import { describeError } from "./errors.js";
-import { dependencyErrorsInterceptor, logFieldsInterceptor, metricsInterceptor } from "./interceptors.js";
+import { dependencyErrorsInterceptor, logFieldsInterceptor, metricsInterceptor, type DependencyErrors } from "./interceptors.js";
 import type { Logger } from "./logger.js";
 import { grpcServiceRoutes, Health, reflectionServices } from "./grpc/index.js";
 import { correctParseErrors } from "./parse-errors.js";
@@ -48,6 +48,8 @@ export interface ServiceOptions {
   pages?: PageHandler;
   /** Interceptors that run inside the shared ones (for example authentication). */
   interceptors?: Interceptor[];
+  /** Tells the errors of an unreachable dependency (the service's database), answered unavailable instead of internal. */
+  dependencyErrors?: DependencyErrors;
   /** Largest request message of any method, in bytes, after decompression; larger ones get resource_exhausted. */
   readMaxBytes?: number;
   /** Larger (or smaller) limits for named methods, e.g. the gateway's ConvertImage with an inline image. */
@@ -129,7 +131,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
       grpcServiceRoutes({ services: mounted(), health })(router);
     },
     // Tracing outermost, so that logs and metric exemplars of the RPC see its span.
-    interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), refusalInterceptor, dependencyErrorsInterceptor, ...(options.interceptors ?? [])],
+    interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), refusalInterceptor, ...(options.dependencyErrors ? [dependencyErrorsInterceptor(options.dependencyErrors)] : []), ...(options.interceptors ?? [])],
     // Unknown JSON fields are a client bug: reject them instead of silently dropping data.
     jsonOptions: { ignoreUnknownFields: false },
     readMaxBytes,

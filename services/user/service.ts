@@ -7,7 +7,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { JobService, UserService } from "@mcsv/sdk";
 import { createServiceClient } from "../shared/clients.js";
 import { serverSettings, serviceUrl } from "../shared/config.js";
-import { createPool, databaseCheck, migrate } from "../shared/database.js";
+import { createPool, databaseCheck, databaseUnavailable, migrate } from "../shared/database.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
 import { runService, type RunningService } from "../shared/server.js";
@@ -127,6 +127,7 @@ export async function startUserService(config: UserConfig, overrides: UserServic
     // the rest of the message. Every other method keeps the small default.
     readLimits: { ConvertImage: Math.ceil((config.GATEWAY_MAX_IMAGE_BYTES * 4) / 3) + 64 * 1024 },
     pages: docsPages(overrides.openapiDir),
+    dependencyErrors: databaseUnavailable,
     readiness: {
       postgres: databaseCheck(pool),
       s3: () => store.ping(),

@@ -5,7 +5,7 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { ClientService } from "@mcsv/sdk";
-import { createPool, isDatabaseUnavailable } from "../../services/shared/database.js";
+import { createPool, databaseUnavailable, isDatabaseUnavailable } from "../../services/shared/database.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
 import { freePort } from "../../scripts/lib/embedded.js";
@@ -27,6 +27,7 @@ beforeAll(async () => {
     host: "127.0.0.1",
     logger,
     auth: operatorPolicy,
+    dependencyErrors: databaseUnavailable,
     routes: (router) =>
       router.service(ClientService, {
         async listEvents(req) {

@@ -19,6 +19,7 @@ import { principalOf, type Principal } from "../../services/shared/auth.js";
 import { createServiceClient } from "../../services/shared/clients.js";
 import { isHttp2Preface } from "../../services/shared/listener.js";
 import { createLogger } from "../../services/shared/logger.js";
+import { databaseUnavailable } from "../../services/shared/database.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
 import { operatorPolicy, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
 import { startH2cServer } from "../support/h2c.js";
@@ -61,7 +62,7 @@ const routes = (router: Parameters<Parameters<typeof runService>[0]["routes"]>[0
 };
 
 beforeAll(async () => {
-  server = await runService({ name: "protocols-test", port: 0, host: "127.0.0.1", logger, auth: operatorPolicy, routes });
+  server = await runService({ name: "protocols-test", port: 0, host: "127.0.0.1", logger, auth: operatorPolicy, routes, dependencyErrors: databaseUnavailable });
   tlsDir = mkdtempSync(join(tmpdir(), "mcsv-tls-"));
   execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(tlsDir, "key.pem"), "-out", join(tlsDir, "cert.pem")], { stdio: "ignore" });
   tlsServer = await runService({
@@ -71,6 +72,7 @@ beforeAll(async () => {
     logger,
     auth: operatorPolicy,
     routes,
+    dependencyErrors: databaseUnavailable,
     tls: { cert: readFileSync(join(tlsDir, "cert.pem")), key: readFileSync(join(tlsDir, "key.pem")) },
   });
 });
