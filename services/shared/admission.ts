@@ -51,7 +51,13 @@ export class ByteBudget {
 
 export interface Admission {
   policy: AuthPolicy;
+  /** The bytes of tenants' (and anonymous) requests. */
   budget: ByteBudget;
+  /**
+   * The bytes of the other services' and the operator's requests, kept apart so that a burst of public uploads
+   * never refuses the job service's reports to the gateway; when unset, they share `budget`.
+   */
+  internalBudget?: ByteBudget;
   /**
    * Protocol services that need no credential (gRPC health for probes; server reflection unless it is put behind
    * one), and those that take any valid credential whatever it opens.
@@ -88,9 +94,11 @@ export async function admit(
   const compressed = ["content-encoding", "connect-content-encoding", "grpc-encoding"].some((name) => (req.headers[name] ?? "identity") !== "identity");
   const declared = Number(req.headers["content-length"]);
   const upFront = compressed ? rpc.readMaxBytes : Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, rpc.readMaxBytes) : 0;
-  if (!admission.budget.tryReserve(upFront)) return refused(req, res, values.set(refusalKey, busy()));
+  const kind = values.get(principalKey)?.kind;
+  const budget = kind === "service" || kind === "operator" ? (admission.internalBudget ?? admission.budget) : admission.budget;
+  if (!budget.tryReserve(upFront)) return refused(req, res, values.set(refusalKey, busy()));
   let held = upFront;
-  res.once("close", () => admission.budget.release(held));
+  res.once("close", () => budget.release(held));
   const request = universalRequestFromNodeRequest(req, res, undefined, values);
   if (compressed || upFront > 0 || request.body === null || typeof request.body !== "object" || !(Symbol.asyncIterator in request.body)) return request;
   const chunks = request.body as AsyncIterable<Uint8Array>;
@@ -98,7 +106,7 @@ export async function admit(
     ...request,
     body: (async function* () {
       for await (const chunk of chunks) {
-        if (!admission.budget.tryReserve(chunk.byteLength)) throw busy();
+        if (!budget.tryReserve(chunk.byteLength)) throw busy();
         held += chunk.byteLength;
         yield chunk;
       }

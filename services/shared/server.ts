@@ -117,9 +117,11 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
   const readMaxBytes = options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES;
   const largestRead = Math.max(readMaxBytes, ...Object.values(options.readLimits ?? {}));
   const reflection = reflectionServices.map((service) => service.typeName);
+  const maxBytesInFlight = options.maxBytesInFlight ?? Math.max(4 * largestRead, 16 * 1024 * 1024);
   const admission: Admission = {
     policy: options.auth,
-    budget: new ByteBudget(options.maxBytesInFlight ?? Math.max(4 * largestRead, 16 * 1024 * 1024)),
+    budget: new ByteBudget(maxBytesInFlight),
+    internalBudget: new ByteBudget(maxBytesInFlight),
     open: new Set([Health.typeName, ...(options.reflectionNeedsCredential ? [] : reflection)]),
     anyCredential: new Set(options.reflectionNeedsCredential ? reflection : []),
   };

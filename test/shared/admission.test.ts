@@ -10,10 +10,10 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { ClientService, ListEventsRequestSchema, UserService } from "@mcsv/sdk";
 import { ByteBudget, presentedCredential } from "../../services/shared/admission.js";
-import { principalOf, type Principal } from "../../services/shared/auth.js";
+import { authPolicy, hexDigestOf, principalOf, type Principal } from "../../services/shared/auth.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
-import { operatorPolicy, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
+import { operatorPolicy, TEST_API_KEY, TEST_INTERNAL_TOKEN, TEST_SERVICE_TOKENS } from "../support/credentials.js";
 
 const logger = createLogger("admission-test", { level: "error", format: "json" });
 let server: RunningService;
@@ -150,6 +150,47 @@ test("a request the process cannot hold now gets resource_exhausted with a retry
   await new Promise((resolve) => setTimeout(resolve, 100));
   const again = await post("/mcsv.v1.ClientService/ListEvents", { "content-type": "application/proto", ...bearer }, new Uint8Array(0));
   expect(again.status).toBe(200);
+});
+
+test("the other services' requests have a budget of their own: a burst of public uploads does not refuse them", async () => {
+  const gateway = await runService({
+    name: "admission-budgets-test",
+    port: 0,
+    host: "127.0.0.1",
+    logger,
+    auth: authPolicy({
+      internal: { MCSV_SERVICE_TOKEN_SHA256S: { job: hexDigestOf(TEST_SERVICE_TOKENS.job) } },
+      publicMethods: ["GetUser"],
+      apiKeys: [{ tenant: "acme", key: TEST_API_KEY }],
+    }),
+    routes: (router) => router.service(UserService, { getUser: () => ({}), notifyImageConverted: () => ({}) }),
+    readLimits: { GetUser: 8 * 1024 * 1024, NotifyImageConverted: 4 * 1024 * 1024 },
+    maxBytesInFlight: 8 * 1024 * 1024,
+  });
+  const send = (method: string, credential: string, bytes: number) =>
+    fetch(`${gateway.url}/mcsv.v1.UserService/${method}`, {
+      method: "POST",
+      headers: { "content-type": "application/proto", authorization: `Bearer ${credential}` },
+      body: new Uint8Array(bytes),
+    }).then(async (res) => ({ status: res.status, code: ((await res.json()) as { code?: string }).code }));
+  // A tenant's slow 7 MiB upload holds most of the public budget.
+  const slow = httpRequest(`${gateway.url}/mcsv.v1.UserService/GetUser`, {
+    method: "POST",
+    headers: { "content-type": "application/proto", "content-length": String(7 * 1024 * 1024), authorization: `Bearer ${TEST_API_KEY}` },
+  });
+  slow.on("error", () => undefined);
+  slow.write(Buffer.alloc(1024));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  try {
+    expect(await send("GetUser", TEST_API_KEY, 2 * 1024 * 1024)).toEqual({ status: 429, code: "resource_exhausted" });
+    // The job service's report of the same size is admitted (and its zero bytes then refused as a message).
+    const report = await send("NotifyImageConverted", TEST_SERVICE_TOKENS.job, 2 * 1024 * 1024);
+    expect(report.code).not.toBe("resource_exhausted");
+    expect(report.status).not.toBe(429);
+  } finally {
+    slow.destroy();
+    await gateway.shutdown("test over");
+  }
 });
 
 test("a body in chunks of unknown total is budgeted as it arrives: many small ones pass, one too large is refused", async () => {
