@@ -15,7 +15,7 @@
  * --profile also records a V8 CPU profile of every service (bench/results/profiles/, with a summary.md of where the
  * time went). --env passes a variable to the services (a tuning experiment: the results record it).
  *
- * A full run takes about 7 minutes on 2 cores, --quick a little over 1. Run it on a quiet machine: the load average
+ * A full run takes about 10 minutes on 2 cores, --quick a little over 1. Run it on a quiet machine: the load average
  * before and after is recorded with the results. The process exits 1 when a benchmark failed (the results say why).
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
