@@ -10,7 +10,7 @@ import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import Mustache from "mustache";
 import { z } from "zod";
-import type { Violations } from "../shared/errors.js";
+import { MAX_ERROR_TEXT_LENGTH, type Violations } from "../shared/errors.js";
 
 export const TEMPLATE_NAMES = ["welcome", "notification", "conversion_complete"] as const;
 export type TemplateName = (typeof TEMPLATE_NAMES)[number];
@@ -99,7 +99,7 @@ export const TEMPLATES: Record<TemplateName, TemplateSpec> = {
     derive: (variables) => ({
       succeeded: variables["state"] === "succeeded",
       failed: variables["state"] === "failed",
-      error: shorten(variables["error"] || "unknown error", 2_000),
+      error: shorten(variables["error"] || "unknown error", MAX_ERROR_TEXT_LENGTH),
       file_text: variables["filename"] || "your image",
       expires_at_text: variables["pdf_url_expires_at"] ? formatInstant(variables["pdf_url_expires_at"]) : "",
     }),

@@ -2,7 +2,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ImageService, PdfEngine, Quality, type ImageServiceConvertImageRequest } from "@mcsv/sdk";
-import { describeError, Violations } from "../shared/errors.js";
+import { connectCodeName, describeError, Violations } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { ConcurrencyLimiter } from "./limiter.js";
 import { conversionsTotal } from "./metrics.js";
@@ -23,8 +23,6 @@ export interface ImageHandlerDeps extends PipelineDeps {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MAX_DIMENSION = 1_000_000;
 
-/** snake_case name of a Connect code, as the RPC metrics use it. */
-const codeName = (code: Code) => Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
 
 function validate(req: ImageServiceConvertImageRequest, deps: ImageHandlerDeps): ConversionRequest {
   const violations = new Violations();
@@ -88,8 +86,8 @@ export function createImageHandlers(deps: ImageHandlerDeps): ServiceImpl<typeof 
         };
       } catch (caught) {
         const error = ConnectError.from(caught);
-        conversionsTotal.inc({ outcome: codeName(error.code), quality });
-        const fields = { conversion_id: req.conversionId.slice(0, 64), quality, input_format: req.inputFormat.slice(0, 16), code: codeName(error.code), error: describeError(error) };
+        conversionsTotal.inc({ outcome: connectCodeName(error.code), quality });
+        const fields = { conversion_id: req.conversionId.slice(0, 64), quality, input_format: req.inputFormat.slice(0, 16), code: connectCodeName(error.code), error: describeError(error) };
         // A bad image is the caller's problem; a failure of ours deserves attention.
         if (error.code === Code.Internal || error.code === Code.Unknown) logger.error("image conversion failed", fields);
         else logger.warn("image conversion refused or failed", fields);

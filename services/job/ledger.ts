@@ -9,6 +9,7 @@
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import { transaction, type Pool, type PoolClient } from "../shared/database.js";
+import { MAX_ERROR_TEXT_LENGTH } from "../shared/errors.js";
 import { dispatchExpression, type Ticket } from "./dispatcher.js";
 import {
   JobNotFoundError,
@@ -21,8 +22,6 @@ import {
   type JobStateName,
 } from "./model.js";
 
-/** Longest error message kept per attempt. */
-export const MAX_ERROR_LENGTH = 2_000;
 
 /** Attempts abandoned by an expired lease that are given back per job; later ones count. */
 export const MAX_GIVEN_BACK = 3;
@@ -381,7 +380,7 @@ export class JobLedger {
          returning *
        )
        select f.state, case when f.state = 'queued' then (${dispatchExpression("f")}).id end as dispatched from failed f`,
-      [attempt.id, attempt.dispatch, error.slice(0, MAX_ERROR_LENGTH), final],
+      [attempt.id, attempt.dispatch, error.slice(0, MAX_ERROR_TEXT_LENGTH), final],
     );
     const state = rows[0]?.state;
     return state === undefined ? "superseded" : state === "queued" ? "retry" : state === "discarded" ? "discarded" : "cancelled";
@@ -404,7 +403,7 @@ export class JobLedger {
          returning *
        )
        select i.state, case when i.state = 'queued' then (${dispatchExpression("i")}).id end as dispatched from interrupted i`,
-      [attempt.id, attempt.dispatch, error.slice(0, MAX_ERROR_LENGTH)],
+      [attempt.id, attempt.dispatch, error.slice(0, MAX_ERROR_TEXT_LENGTH)],
     );
     const state = rows[0]?.state;
     return state === undefined ? "superseded" : state === "queued" ? "retry" : "cancelled";
@@ -453,7 +452,7 @@ export class JobLedger {
          returning *
        )
        select case when a.state = 'queued' then (${dispatchExpression("a")}).id end as dispatched from abandoned a`,
-      [job.id, error.slice(0, MAX_ERROR_LENGTH), giveBack, final],
+      [job.id, error.slice(0, MAX_ERROR_TEXT_LENGTH), giveBack, final],
     );
     return giveBack ? "givenBack" : final ? "discarded" : "counted";
   }

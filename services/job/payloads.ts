@@ -7,7 +7,7 @@
 import { equals, fromJson, toJson, type DescMessage, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { PdfObjectSchema, type ImageServiceConvertImageRequest, type PdfObject, type SendEmailRequest } from "@mcsv/sdk";
-import { describeError, type Violation } from "../shared/errors.js";
+import { describeError, MAX_ERROR_TEXT_LENGTH, type Violation } from "../shared/errors.js";
 import { isOwnedObjectKey, objectKeys, TASK_NAMES, TASK_PAYLOADS, taskOfCase, type TaskName, type TaskPayload, type TypedTask } from "../shared/tasks.js";
 
 /** Attempts per task unless EnqueueJob.max_attempts says otherwise. */
@@ -16,7 +16,7 @@ export const DEFAULT_MAX_ATTEMPTS: Record<TaskName, number> = {
   convert_image: 5,
   notify_client: 10,
   cleanup_storage: 5,
-  // A conversion must not stay PROCESSING because the gateway was away for a while: graphile's back-off reaches
+  // A conversion must not stay PROCESSING because the gateway was away for a while: the ledger's back-off reaches
   // its ~6 h ceiling at the 10th attempt, so 25 attempts keep trying for about four days.
   report_conversion_failed: 25,
 };
@@ -24,7 +24,6 @@ export const DEFAULT_MAX_ATTEMPTS: Record<TaskName, number> = {
 /** Longest tenant name (the gateway's limit). */
 const MAX_TENANT_LENGTH = 63;
 /** Longest error text of report_conversion_failed. */
-export const MAX_REPORTED_ERROR_LENGTH = 2_000;
 const MAX_FILENAME_LENGTH = 255;
 
 export function isTaskName(name: string): name is TaskName {
@@ -75,7 +74,7 @@ const rules: { [T in TaskName]: (payload: TaskPayload<T>, bad: Bad) => void } = 
   },
   report_conversion_failed: (p, bad) => {
     if (!p.conversionId) bad("conversionId", "is required");
-    if (p.error.length < 1 || p.error.length > MAX_REPORTED_ERROR_LENGTH) bad("error", `must be 1 to ${MAX_REPORTED_ERROR_LENGTH} characters`);
+    if (p.error.length < 1 || p.error.length > MAX_ERROR_TEXT_LENGTH) bad("error", `must be 1 to ${MAX_ERROR_TEXT_LENGTH} characters`);
   },
 };
 

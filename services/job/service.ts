@@ -45,59 +45,54 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
   initMetrics(name);
   const logger = overrides.logger ?? createLogger(name, { level: config.LOG_LEVEL, format: config.LOG_FORMAT });
 
+  // What has started, stopped in reverse order: by the server's drain and close, or at once if start-up fails.
+  const teardown = new Teardown();
   const pool = createPool(config.DATABASE_URL, logger, { max: config.DATABASE_POOL_MAX, name });
   // graphile-worker gets its own pool: a LISTEN connection plus one per running job, never starved by the API.
   const workerPool = createPool(config.DATABASE_URL, logger, { max: config.JOB_CONCURRENCY + 2, name: `${name}-worker` });
-  const closePools = () => Promise.all([pool.end(), workerPool.end()]).then(() => undefined);
+  teardown.onClose(() => Promise.all([pool.end(), workerPool.end()]).then(() => undefined));
 
   try {
     await migrateGraphile(workerPool, logger);
     await migrate(config.DATABASE_URL, { dir: MIGRATIONS_DIR, schema: "mcsv_job", logger });
-  } catch (error) {
-    await closePools();
-    throw error;
-  }
+    const ledger = new JobLedger(pool);
+    const enqueue = (input: EnqueueInput) => enqueueJob(ledger, input);
+    const store = overrides.store ?? new ObjectStore(config);
+    const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS, credential: config.MCSV_SERVICE_TOKEN, httpVersion: config.INTERNAL_HTTP_VERSION };
+    const user = createServiceClient(UserService, serviceUrl(config, "user"), clientOptions);
+    const definitions = createTaskDefinitions({
+      email: createServiceClient(EmailService, serviceUrl(config, "email"), clientOptions),
+      image: createServiceClient(ImageService, serviceUrl(config, "image"), { ...clientOptions, timeoutMs: config.CONVERT_TIMEOUT_MS }),
+      user,
+      client: createServiceClient(ClientService, serviceUrl(config, "client"), clientOptions),
+      store,
+      ledger,
+      rpcTimeoutMs: config.RPC_TIMEOUT_MS,
+      convertTimeoutMs: config.CONVERT_TIMEOUT_MS,
+      processingReportMs: config.PROCESSING_REPORT_AFTER_MS,
+      callbackTimeoutMs: config.CALLBACK_TIMEOUT_MS,
+      callbacks: CallbackPolicy.fromConfig(config, overrides.resolveHost ?? systemResolver),
+      signingSecrets: gatewaySigningSecrets(user, { cacheMs: config.WEBHOOK_SECRETS_CACHE_MS, rpcTimeoutMs: config.RPC_TIMEOUT_MS }),
+      notificationPdfTtlSeconds: config.NOTIFICATION_PDF_URL_TTL_SECONDS,
+      uploadMaxAgeMs: config.UPLOAD_RETENTION_HOURS * HOUR_MS,
+      pdfMaxAgeMs: config.PDF_RETENTION_DAYS * DAY_MS,
+      jobRetentionMs: config.JOB_RETENTION_DAYS * DAY_MS,
+    });
 
-  const ledger = new JobLedger(pool);
-  const enqueue = (input: EnqueueInput) => enqueueJob(ledger, input);
-  const store = overrides.store ?? new ObjectStore(config);
-  const clientOptions = { timeoutMs: config.RPC_TIMEOUT_MS, credential: config.MCSV_SERVICE_TOKEN, httpVersion: config.INTERNAL_HTTP_VERSION };
-  const user = createServiceClient(UserService, serviceUrl(config, "user"), clientOptions);
-  const definitions = createTaskDefinitions({
-    email: createServiceClient(EmailService, serviceUrl(config, "email"), clientOptions),
-    image: createServiceClient(ImageService, serviceUrl(config, "image"), { ...clientOptions, timeoutMs: config.CONVERT_TIMEOUT_MS }),
-    user,
-    client: createServiceClient(ClientService, serviceUrl(config, "client"), clientOptions),
-    store,
-    ledger,
-    rpcTimeoutMs: config.RPC_TIMEOUT_MS,
-    convertTimeoutMs: config.CONVERT_TIMEOUT_MS,
-    processingReportMs: config.PROCESSING_REPORT_AFTER_MS,
-    callbackTimeoutMs: config.CALLBACK_TIMEOUT_MS,
-    callbacks: CallbackPolicy.fromConfig(config, overrides.resolveHost ?? systemResolver),
-    signingSecrets: gatewaySigningSecrets(user, { cacheMs: config.WEBHOOK_SECRETS_CACHE_MS, rpcTimeoutMs: config.RPC_TIMEOUT_MS }),
-    notificationPdfTtlSeconds: config.NOTIFICATION_PDF_URL_TTL_SECONDS,
-    uploadMaxAgeMs: config.UPLOAD_RETENTION_HOURS * HOUR_MS,
-    pdfMaxAgeMs: config.PDF_RETENTION_DAYS * DAY_MS,
-    jobRetentionMs: config.JOB_RETENTION_DAYS * DAY_MS,
-  });
+    // Renews the leases of the attempts running here, beats for each worker pool graphile creates, and recovers
+    // expired leases (of any replica).
+    const leases = new LeaseKeeper(pool, ledger, logger, {
+      heartbeatMs: config.JOB_WORKER_HEARTBEAT_MS,
+      leaseMs: config.JOB_WORKER_DEAD_AFTER_MS,
+      tasks: definitions,
+    });
+    const events = new EventEmitter() as WorkerEvents;
+    events.on("pool:create", ({ workerPool }) => leases.register(workerPool.id));
+    events.on("pool:release", ({ workerPool }) => {
+      leases.unregister(workerPool.id).catch((error: unknown) => logger.debug("worker registration not removed", { error: describeError(error) }));
+    });
 
-  // Renews the leases of the attempts running here, beats for each worker pool graphile creates, and recovers
-  // expired leases (of any replica).
-  const leases = new LeaseKeeper(pool, ledger, logger, {
-    heartbeatMs: config.JOB_WORKER_HEARTBEAT_MS,
-    leaseMs: config.JOB_WORKER_DEAD_AFTER_MS,
-    tasks: definitions,
-  });
-  const events = new EventEmitter() as WorkerEvents;
-  events.on("pool:create", ({ workerPool }) => leases.register(workerPool.id));
-  events.on("pool:release", ({ workerPool }) => {
-    leases.unregister(workerPool.id).catch((error: unknown) => logger.debug("worker registration not removed", { error: describeError(error) }));
-  });
-
-  let worker;
-  try {
-    worker = await startWorker({
+    const worker = await startWorker({
       pool: workerPool,
       taskList: createTaskList(definitions, { ledger, leases, logger, enqueue }),
       logger,
@@ -110,21 +105,17 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       abortAfterMs: Math.max(1_000, config.SHUTDOWN_GRACE_MS - 2_000),
       events,
     });
+    // The leases stop after the worker: its last attempts still renew theirs while they finish.
+    teardown.onDrain(() => leases.stop());
+    teardown.onDrain(() => worker.stop(config.SHUTDOWN_GRACE_MS));
     await leases.start();
-  } catch (error) {
-    await worker?.stop(config.SHUTDOWN_GRACE_MS);
-    await leases.stop();
-    await closePools();
-    throw error;
-  }
 
-  setQueueCountSource(
-    async () => (await ledger.counts()).map(({ task, state, count }) => ({ task, state, count })),
-    (error) => logger.warn("queue gauge not updated", { error: describeError(error) }),
-  );
+    setQueueCountSource(
+      async () => (await ledger.counts()).map(({ task, state, count }) => ({ task, state, count })),
+      (error) => logger.warn("queue gauge not updated", { error: describeError(error) }),
+    );
+    teardown.onClose(async () => setQueueCountSource(undefined));
 
-  const running = worker;
-  try {
     return await runService({
       name,
       port: config.JOB_PORT,
@@ -136,19 +127,40 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       dependencyErrors: databaseUnavailable,
       // Job arguments carry metadata and object keys, never file contents (nor links).
       readMaxBytes: 1024 * 1024,
-      drain: async () => {
-        await running.stop(config.SHUTDOWN_GRACE_MS);
-        await leases.stop();
-      },
-      close: async () => {
-        setQueueCountSource(undefined);
-        await closePools();
-      },
+      drain: () => teardown.drain(),
+      close: () => teardown.close(),
     });
   } catch (error) {
-    await running.stop(config.SHUTDOWN_GRACE_MS);
-    await leases.stop();
-    await closePools();
+    await teardown.drain();
+    await teardown.close();
     throw error;
+  }
+}
+
+/** Stop steps in two phases, each run in the reverse order of registration, each step once. */
+class Teardown {
+  private readonly draining: (() => Promise<unknown>)[] = [];
+  private readonly closing: (() => Promise<unknown>)[] = [];
+
+  /** Stops taking work and finishes what is in flight (the server's drain). */
+  onDrain(step: () => Promise<unknown>): void {
+    this.draining.push(step);
+  }
+
+  /** Releases resources once nothing runs any more (the server's close). */
+  onClose(step: () => Promise<unknown>): void {
+    this.closing.push(step);
+  }
+
+  drain(): Promise<void> {
+    return Teardown.unwind(this.draining);
+  }
+
+  close(): Promise<void> {
+    return Teardown.unwind(this.closing);
+  }
+
+  private static async unwind(steps: (() => Promise<unknown>)[]): Promise<void> {
+    while (steps.length > 0) await steps.pop()!();
   }
 }

@@ -3,6 +3,17 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { FieldViolationSchema, ValidationErrorSchema } from "@mcsv/sdk";
 
+/**
+ * The longest error text mcsv keeps or passes on: an attempt's error in the job ledger, an outbox row's last error,
+ * the error of a failed conversion's report (ReportConversionFailedTask.error) and of its e-mail.
+ */
+export const MAX_ERROR_TEXT_LENGTH = 2_000;
+
+/** `invalid_argument`: a Connect code as the Connect protocol spells it (and as metrics, logs and spans name it). */
+export function connectCodeName(code: Code): string {
+  return Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
+}
+
 export interface Violation {
   field: string;
   description: string;

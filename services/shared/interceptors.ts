@@ -1,13 +1,11 @@
 /** Connect interceptors shared by every server and client: RED metrics and log fields per RPC. */
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
+import { connectCodeName } from "./errors.js";
 import { withLogFields } from "./logger.js";
 import { rpcDuration, rpcInFlight, startDurationTimer } from "./metrics.js";
 
 function codeOf(error: unknown): string {
-  if (error === undefined) return "ok";
-  return Code[ConnectError.from(error).code]
-    .replace(/([a-z])([A-Z])/g, "$1_$2")
-    .toLowerCase();
+  return error === undefined ? "ok" : connectCodeName(ConnectError.from(error).code);
 }
 
 /**

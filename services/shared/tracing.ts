@@ -4,8 +4,9 @@
  * carried in the request headers, server streams covered until their last message. Also `withSpan` for the
  * internal steps (sharp, ImageMagick, the presigned fetch, the Resend call).
  */
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { context, propagation, type Context, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type TextMapGetter, type TextMapSetter } from "@opentelemetry/api";
+import { connectCodeName } from "./errors.js";
 import { untilFinished } from "./interceptors.js";
 import { SERVICE_VERSION } from "./topology.js";
 
@@ -19,10 +20,6 @@ const headerSetter: TextMapSetter<Headers> = {
   set: (headers, key, value) => headers.set(key, value),
 };
 
-/** `invalid_argument`, as the Connect protocol spells codes. */
-export function connectCodeName(code: Code): string {
-  return Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
-}
 
 function rpcAttributes(service: string, method: string, url: string): Attributes {
   const { hostname, port, protocol } = new URL(url, "http://localhost");

@@ -21,7 +21,7 @@ import {
   type ConversionOptions,
 } from "@mcsv/sdk";
 import { transaction, type Pool } from "../shared/database.js";
-import { invalidArgument, resourceExhausted } from "../shared/errors.js";
+import { invalidArgument, MAX_ERROR_TEXT_LENGTH, resourceExhausted } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { PresignedUrl } from "../shared/storage.js";
 import { jobKeys, objectKeys } from "../shared/tasks.js";
@@ -75,8 +75,6 @@ export interface ConversionsOptions {
 /** When a tenant at its cap may try again: a small conversion takes about this long. */
 const IN_FLIGHT_RETRY_SECONDS = 5;
 
-/** Longest error text kept (the email template takes up to 2,000 characters). */
-const MAX_ERROR_LENGTH = 1_000;
 
 export class Conversions {
   constructor(
@@ -226,7 +224,7 @@ export class Conversions {
                where id = $1 returning *`,
               report.state === "succeeded"
                 ? [current.id, "succeeded", objectKeys.pdf(current.id), report.outputSize.toString(), report.width, report.height, report.durationMs.toString(), "", report.inputSize.toString()]
-                : [current.id, "failed", null, 0, 0, 0, report.durationMs.toString(), clip(report.error || "the conversion failed", MAX_ERROR_LENGTH), report.inputSize.toString()],
+                : [current.id, "failed", null, 0, 0, 0, report.durationMs.toString(), clip(report.error || "the conversion failed", MAX_ERROR_TEXT_LENGTH), report.inputSize.toString()],
             );
       const conversion = updated.rows[0]!;
       await notifyConversionChanged(db, conversion.id);

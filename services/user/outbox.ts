@@ -7,7 +7,7 @@
  */
 import { fromJson, toJson, type DescMessage, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { describeError } from "../shared/errors.js";
+import { describeError, MAX_ERROR_TEXT_LENGTH } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { TASK_PAYLOADS, typedTask, type TaskName, type TaskPayload, type TypedTask } from "../shared/tasks.js";
 import { injectTraceContext } from "../shared/tracing.js";
@@ -245,7 +245,7 @@ export class OutboxRelay {
       const refused = error instanceof ConnectError && error.code === Code.InvalidArgument;
       // The job service refused a payload: the others must not wait for it, so each goes on its own.
       if (refused && jobs.length > 1) return void (await Promise.all(jobs.map((job) => this.deliverBatch([job]))));
-      const reason = describeError(error).slice(0, 2_000);
+      const reason = describeError(error).slice(0, MAX_ERROR_TEXT_LENGTH);
       if (refused) {
         // Retrying cannot help, and the row must not block others. Any other failure (unreachable, overloaded, a
         // deployment in progress) is retried, however long it takes.

@@ -11,7 +11,7 @@ import { compileErrors, validate } from "@readme/openapi-parser";
 import { parse } from "yaml";
 import { Code } from "@connectrpc/connect";
 import { SERVICES } from "../../services/shared/topology.js";
-import { connectCodeName } from "../../services/shared/tracing.js";
+import { connectCodeName } from "../../services/shared/errors.js";
 import { bufRegistry, ROOT, sdkFiles } from "./support.js";
 
 type Json = Record<string, any>;

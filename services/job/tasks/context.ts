@@ -1,4 +1,5 @@
 /** What a task gets besides its payload, and how it says that a failure is permanent. */
+import { Code, ConnectError } from "@connectrpc/connect";
 import { isPermanent } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { EnqueueInput } from "../enqueue.js";
@@ -58,6 +59,11 @@ export type AnyTaskDefinition = TaskDefinition<unknown>;
 /** A failure that no retry can fix: the job is discarded at once. */
 export class PermanentJobError extends Error {
   override name = "PermanentJobError";
+}
+
+/** The gateway's answer to a report about a conversion that already finished (failed_precondition): nothing is left to do. */
+export function isConversionFinished(error: unknown): boolean {
+  return error instanceof ConnectError && error.code === Code.FailedPrecondition;
 }
 
 /** Whether `error` ends the job at once: a PermanentJobError, or a permanent Connect code from a callee. */

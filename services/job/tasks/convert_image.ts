@@ -12,15 +12,15 @@
  * conversion never stays PROCESSING for good.
  */
 import type { Client } from "@connectrpc/connect";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { ConversionState, ReportConversionFailedTaskSchema, type ImageService, type UserService } from "@mcsv/sdk";
-import { describeError } from "../../shared/errors.js";
+import { describeError, MAX_ERROR_TEXT_LENGTH } from "../../shared/errors.js";
 import type { ObjectStore } from "../../shared/storage.js";
 import { jobKeys, typedTask } from "../../shared/tasks.js";
 import type { EnqueueInput } from "../enqueue.js";
-import { decodeTaskArgs, MAX_REPORTED_ERROR_LENGTH, STORED, type DecodedPayloads } from "../payloads.js";
-import { isPermanentFailure, type DiscardedJob, type TaskContext, type TaskDefinition } from "./context.js";
+import { decodeTaskArgs, STORED, type DecodedPayloads } from "../payloads.js";
+import { isConversionFinished, isPermanentFailure, type DiscardedJob, type TaskContext, type TaskDefinition } from "./context.js";
 
 export interface ConvertImageDeps {
   image: Pick<Client<typeof ImageService>, "convertImage">;
@@ -32,16 +32,12 @@ export interface ConvertImageDeps {
   processingReportMs: number;
 }
 
-function alreadyFinished(error: unknown): boolean {
-  return error instanceof ConnectError && error.code === Code.FailedPrecondition;
-}
-
 /** The job that reports FAILED for this conversion when this job cannot (one per conversion: its job key). */
 export function conversionFailedReport(conversionId: string, error: string): EnqueueInput {
   return {
     payload: typedTask(
       "report_conversion_failed",
-      create(ReportConversionFailedTaskSchema, { conversionId, error: error.slice(0, MAX_REPORTED_ERROR_LENGTH) || "the conversion failed" }),
+      create(ReportConversionFailedTaskSchema, { conversionId, error: error.slice(0, MAX_ERROR_TEXT_LENGTH) || "the conversion failed" }),
     ),
     jobKey: jobKeys.conversionFailed(conversionId),
   };
@@ -80,7 +76,7 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
           await reportProcessing();
         } catch (error) {
           // The gateway's answer for a conversion that already finished (a retry after the result was reported).
-          if (alreadyFinished(error)) return void ctx.logger.info("conversion already finished; nothing left to do");
+          if (isConversionFinished(error)) return void ctx.logger.info("conversion already finished; nothing left to do");
           // The gateway away on the last attempt: the job ends here, and the conversion must not stay QUEUED.
           if (ctx.isLastAttempt && !isPermanentFailure(error)) {
             const message = `the conversion could not start: the gateway did not take its progress report (${error instanceof ConnectError ? error.rawMessage : describeError(error)})`;
@@ -115,7 +111,7 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
           },
           call,
         ).catch((error: unknown) => {
-          if (!alreadyFinished(error)) throw error;
+          if (!isConversionFinished(error)) throw error;
           ctx.logger.warn("conversion finished otherwise meanwhile; this result was not recorded");
         });
       } catch (error) {
@@ -123,7 +119,7 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
         if (isPermanentFailure(error) || ctx.isLastAttempt) {
           const message = error instanceof ConnectError ? error.rawMessage : describeError(error);
           await deps.user.notifyImageConverted({ conversionId, state: ConversionState.FAILED, error: message }, call).catch(async (reportError: unknown) => {
-            if (!alreadyFinished(reportError)) await reportLater(ctx, conversionId, message, reportError);
+            if (!isConversionFinished(reportError)) await reportLater(ctx, conversionId, message, reportError);
           });
         }
         throw error;
