@@ -4,7 +4,8 @@
  * `internal` ("parse binary: …", from createBinarySerialization), which tells a client to look for the fault on the
  * server and makes it count towards server-error alerts. The parse happens before any interceptor runs, so the
  * answer is corrected on its way out instead: a Connect unary error (HTTP 500, JSON body), a Connect stream's end
- * message, a gRPC-web trailer, or a gRPC trailer (HTTP/2).
+ * message, a gRPC-web trailer, or a gRPC trailer (HTTP/2). A test (test/shared/parse-errors.test.ts) fails once
+ * connect-es answers invalid_argument by itself, so that this module can go.
  */
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
 

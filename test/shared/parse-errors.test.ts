@@ -1,10 +1,14 @@
 /**
  * A binary request body that is not protobuf gets invalid_argument over every protocol an mcsv server speaks on
- * HTTP/1.1 (connect-es 2.1.2 alone would say internal), and well-formed calls and other errors are left alone.
+ * HTTP/1.1 (connect-es 2.1.2 alone would say internal), and well-formed calls and other errors are left alone. The
+ * last test watches upstream: it fails once connect-es answers invalid_argument by itself.
  */
+import { createServer } from "node:http";
 import { connect } from "node:http2";
+import type { AddressInfo } from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ClientService, ConversionSchema, NotifyEmailSentRequestSchema, UserService } from "@mcsv/sdk";
 import { createServiceClient } from "../../services/shared/clients.js";
 import { createLogger } from "../../services/shared/logger.js";
@@ -131,4 +135,21 @@ test("well-formed calls and a handler's own internal error are left as they are"
   const [first, end] = envelopes(stream.bytes);
   expect(first!.flags).toBe(0);
   expect(JSON.parse(end!.payload.toString())).not.toHaveProperty("error");
+});
+
+test("upstream: connect-es alone still answers unparseable binary with internal (when this fails, parse-errors.ts can go)", async () => {
+  // A bare connect-node server, none of mcsv's stack: what parse-errors.ts corrects. Once connect-es answers
+  // invalid_argument itself, delete services/shared/parse-errors.ts and this test.
+  const bare = createServer(connectNodeAdapter({ routes: (router) => router.service(ClientService, { notifyEmailSent: () => ({ recorded: true }) }) }));
+  await new Promise<void>((resolve) => bare.listen(0, "127.0.0.1", resolve));
+  try {
+    const { port } = bare.address() as AddressInfo;
+    const res = await fetch(`http://127.0.0.1:${port}/mcsv.v1.ClientService/NotifyEmailSent`, { method: "POST", headers: { "content-type": "application/proto" }, body: MALFORMED });
+    const body = (await res.json()) as { code: string; message: string };
+    expect({ status: res.status, code: body.code }).toEqual({ status: 500, code: "internal" });
+    expect(body.message).toMatch(/^parse binary:/);
+  } finally {
+    bare.closeAllConnections();
+    await new Promise((resolve) => bare.close(resolve));
+  }
 });
