@@ -1,4 +1,7 @@
 /** The ImageMagick runner on its own: the PDF arguments, and what happens when the process misbehaves. */
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Quality } from "@mcsv/sdk";
 import { detectImageMagickCommand, ImageMagickPdfRenderer, pdfArguments, runImageMagick } from "../../services/image/imagemagick.js";
@@ -50,21 +53,61 @@ test("an image beyond ImageMagick's width limit is refused as invalid, not as ou
   expect(tooWide.rawMessage).toMatch(/width or height exceeds limit/);
 });
 
-test("a process over its time is killed and reported as deadline_exceeded", async () => {
-  const error = await failure(runImageMagick("sh", ["-c", "sleep 30"], Buffer.alloc(0), { ...options, timeoutMs: 50 }));
+/** Whether process `pid` still runs (a zombie waiting for its parent to reap it counts as gone). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A shell that writes its own pid and a child's to a file, then waits for the child (which never ends by itself):
+ * what the runner must kill, whole process group included.
+ */
+function hangingGroup(): { args: string[]; pids: () => number[] } {
+  const file = join(mkdtempSync(join(tmpdir(), "mcsv-kill-")), "pids");
+  return {
+    args: ["-c", 'sleep 300 & echo $! > "$0"; echo $$ >> "$0"; wait', file],
+    pids: () => readFileSync(file, "utf8").trim().split("\n").map(Number),
+  };
+}
+
+async function expectAllGone(pids: number[]): Promise<void> {
+  expect(pids).toHaveLength(2);
+  const deadline = Date.now() + 5_000;
+  while (pids.some(running) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  expect(pids.filter(running)).toEqual([]);
+}
+
+test("a process over its time is killed with its whole group and reported as deadline_exceeded", async () => {
+  const group = hangingGroup();
+  const error = await failure(runImageMagick("sh", group.args, Buffer.alloc(0), { ...options, timeoutMs: 300 }));
   expect(error.code).toBe(Code.DeadlineExceeded);
+  await expectAllGone(group.pids());
 });
 
-test("an aborted signal kills the process with the signal's reason", async () => {
+test("an aborted signal kills the process group with the signal's reason", async () => {
   const controller = new AbortController();
-  const running = failure(runImageMagick("sh", ["-c", "sleep 30"], Buffer.alloc(0), { ...options, signal: controller.signal }));
+  const group = hangingGroup();
+  const run = failure(runImageMagick("sh", group.args, Buffer.alloc(0), { ...options, signal: controller.signal }));
+  // Once the shell has written both pids, it is waiting for its child.
+  while (!existsSync(group.args[2]!) || readFileSync(group.args[2]!, "utf8").trim().split("\n").length < 2) await new Promise((r) => setTimeout(r, 10));
   controller.abort(new ConnectError("client gone", Code.Canceled));
-  expect((await running).code).toBe(Code.Canceled);
+  expect((await run).code).toBe(Code.Canceled);
+  await expectAllGone(group.pids());
 });
 
-test("output past maxOutputBytes kills the process (resource_exhausted)", async () => {
-  const error = await failure(runImageMagick("sh", ["-c", "head -c 1000000 /dev/zero"], Buffer.alloc(0), { ...options, maxOutputBytes: 1000 }));
+test("output past maxOutputBytes kills the process (resource_exhausted), however long it would write", async () => {
+  const file = join(mkdtempSync(join(tmpdir(), "mcsv-kill-")), "pid");
+  // An endless writer: only the runner can stop it.
+  const error = await failure(runImageMagick("sh", ["-c", 'echo $$ > "$0"; exec cat /dev/zero', file], Buffer.alloc(0), { ...options, maxOutputBytes: 1000 }));
   expect(error.code).toBe(Code.ResourceExhausted);
+  const pid = Number(readFileSync(file, "utf8").trim());
+  const deadline = Date.now() + 5_000;
+  while (running(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  expect(running(pid)).toBe(false);
 });
 
 test("a command that does not exist is an internal error, and readiness probes again after a failure", async () => {
