@@ -134,7 +134,10 @@ test("Postgres restarts under both workflows: no process exits, readiness follow
 
   let downReadiness: Record<string, number> = {};
   let createDuringOutage: Awaited<ReturnType<typeof outcomeOf>> | undefined;
+  let outageLogs = 0;
+  let afterOutageLogs = 0;
   await system.postgres!.restart(async () => {
+    outageLogs = system.logs.length;
     createDuringOutage = await outcomeOf(system.users.createUser({ name: "During", email: "pg-during@example.com", idempotencyKey: "pg-during" }));
     // Both services that keep state in Postgres say so; the others do not depend on it.
     downReadiness = await eventually(async () => {
@@ -144,7 +147,13 @@ test("Postgres restarts under both workflows: no process exits, readiness follow
     system.gate.release();
     // Let the held conversions finish and their reports meet the outage.
     await new Promise((r) => setTimeout(r, 1_000));
+    afterOutageLogs = system.logs.length;
   });
+  // The conversions' jobs did meet the outage: the job service saw Postgres, or the gateway's answer, fail.
+  const metOutage = system.logs
+    .slice(outageLogs, afterOutageLogs)
+    .filter((l) => l.service === "job" && /"level":"(warn|error)"/.test(l.raw) && /database|unavailable|ECONNREFUSED|terminat|Connection/i.test(l.raw));
+  expect(metOutage.length).toBeGreaterThan(0);
   expect(downReadiness).toEqual({ user: 503, job: 503, email: 200 });
   // Refused as unavailable (a client retries it), not as an internal error.
   expect(createDuringOutage).toMatchObject({ ok: false, code: Code.Unavailable });

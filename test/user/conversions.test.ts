@@ -356,7 +356,11 @@ describe("storage down", () => {
       expect(error.code).toBe(Code.Unavailable);
       const ready = await httpGet(`${broken.service.url}/health/ready`);
       expect(ready.status).toBe(503);
-      expect(JSON.parse(ready.body).checks.postgres).toBe("ok");
+      // S3 is the check that fails, with why; the others pass.
+      const { checks } = JSON.parse(ready.body) as { checks: Record<string, string> };
+      expect(checks).toMatchObject({ postgres: "ok", conversion_listener: "ok" });
+      expect(checks["s3"]).not.toBe("ok");
+      expect(checks["s3"]).toMatch(/ECONNREFUSED|connect|timed out/i);
     } finally {
       await broken.stop();
     }
