@@ -10,7 +10,7 @@ import { ConversionState, JobService, Quality, UserService, type Conversion, typ
 import type { SystemOptions } from "../../scripts/lib/system.js";
 import { ObjectStore } from "../../services/shared/storage.js";
 import { photoLikePng } from "../support/pdf.js";
-import { eventually, startTestSystem, type TestSystem } from "../support/system.js";
+import { eventually, startTestSystem, untilIdle, type TestSystem } from "../support/system.js";
 
 export { eventually };
 
@@ -187,8 +187,9 @@ export function emailsTo(system: ChaosSystem, address: string) {
 }
 
 /**
- * Waits until each address got an email, lets late repeats arrive, then checks that each got exactly one, and
- * that Resend never saw one idempotency key with two different emails (409).
+ * Waits until each address got an email and the system is idle (no repeat still on its way), then checks that each
+ * got exactly one, and that Resend never saw one idempotency key with two different emails (409). A crash may make
+ * a job send again with the same idempotency key, which Resend (and the sink) answers without a second email.
  */
 export async function exactlyOneEmailEach(system: ChaosSystem, addresses: string[], timeoutMs = 90_000): Promise<void> {
   await eventually(
@@ -196,7 +197,7 @@ export async function exactlyOneEmailEach(system: ChaosSystem, addresses: string
     `an email to each of ${addresses.length} addresses (missing: ${addresses.filter((a) => emailsTo(system, a).length === 0).slice(0, 5).join(", ")})`,
     timeoutMs,
   );
-  await new Promise((r) => setTimeout(r, 1_500));
+  await untilIdle(system, timeoutMs);
   const counts = addresses.map((a) => [a, emailsTo(system, a).length] as const).filter(([, n]) => n !== 1);
   expect(counts).toEqual([]);
   expect(system.sink.requests().filter((r) => r.status === 409)).toEqual([]);

@@ -9,13 +9,41 @@ import { join } from "node:path";
 import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import pg from "pg";
 import type { ServiceKey } from "../../services/shared/topology.js";
 import { freePort } from "../../scripts/lib/embedded.js";
 import { freeServicePorts, startSystem, type System, type SystemOptions } from "../../scripts/lib/system.js";
 import { gatewayAuth, internalAuth, TEST_API_KEY, TEST_INTERNAL_TOKEN, TEST_SERVICE_TOKENS, TEST_TENANT } from "./credentials.js";
 import { startResendSink, type ResendSink } from "./resend-sink.js";
 
-export { eventually } from "./eventually.js";
+import { eventually } from "./eventually.js";
+
+export { eventually };
+
+/**
+ * Resolves once the system has nothing left to do: no job queued (due or not) or running, and no outbox row waiting
+ * for the job service, seen twice 100 ms apart. What is counted after it is final: no repeat is still on its way.
+ */
+export async function untilIdle(system: Pick<System, "env">, timeoutMs = 60_000): Promise<void> {
+  const db = new pg.Client({ connectionString: system.env["DATABASE_URL"], application_name: "until-idle" });
+  await db.connect();
+  try {
+    const busy = async () => {
+      const { rows } = await db.query<{ jobs: string; outbox: string }>(
+        `select (select count(*) from mcsv_job.jobs where state in ('queued', 'executing')) as jobs,
+                (select count(*) from mcsv_user.outbox where sent_at is null and dead_at is null) as outbox`,
+      );
+      return Number(rows[0]!.jobs) + Number(rows[0]!.outbox);
+    };
+    await eventually(async () => {
+      if ((await busy()) > 0) return undefined;
+      await new Promise((r) => setTimeout(r, 100));
+      return (await busy()) === 0 ? true : undefined;
+    }, "the system to be idle (no job queued or running, no outbox row waiting)", timeoutMs);
+  } finally {
+    await db.end();
+  }
+}
 
 export interface LogLine {
   service: ServiceKey;
