@@ -119,7 +119,9 @@ test("a job goes available → executing → completed; jobs of one named queue 
 
   const executing = await env.waitForState(first.id, JobState.EXECUTING);
   expect(executing.attempts).toBe(1);
-  expect(executing.attemptedAt).toBeDefined();
+  // The attempt began after the job was enqueued, and no later than now.
+  expect(timestampDate(executing.attemptedAt!).getTime()).toBeGreaterThanOrEqual(timestampDate(first.insertedAt!).getTime());
+  expect(timestampDate(executing.attemptedAt!).getTime()).toBeLessThanOrEqual(Date.now() + 1_000);
   // The queue is held by the first job: the second waits, ready to run.
   expect((await env.jobs.getJobStatus({ id: second.id })).job!.state).toBe(JobState.AVAILABLE);
 
@@ -140,7 +142,8 @@ test("a job with run_at in the future is scheduled; CancelJob cancels it and it 
 
   const cancelled = (await env.jobs.cancelJob({ id: job!.id })).job!;
   expect(cancelled.state).toBe(JobState.CANCELLED);
-  expect(cancelled.cancelledAt).toBeDefined();
+  expect(timestampDate(cancelled.cancelledAt!).getTime()).toBeGreaterThanOrEqual(timestampDate(job!.insertedAt!).getTime());
+  expect(timestampDate(cancelled.cancelledAt!).getTime()).toBeLessThanOrEqual(Date.now() + 1_000);
   // Terminal: cancelling again, or retrying a completed job, is a failed precondition.
   expect((await rejection(env.jobs.cancelJob({ id: job!.id }))).code).toBe(Code.FailedPrecondition);
   expect((await rejection(env.jobs.cancelJob({ id: "987654321" }))).code).toBe(Code.NotFound);
@@ -223,7 +226,8 @@ test("out of attempts the job is discarded with every error; RetryJob gives it o
   const discarded = await env.waitForState(job!.id, JobState.DISCARDED);
   expect(discarded.attempts).toBe(2);
   expect(discarded.errors.map((e) => e.attempt)).toEqual([1, 2]);
-  expect(discarded.discardedAt).toBeDefined();
+  // Discarded when the last attempt's error was recorded: the same instant.
+  expect(timestampDate(discarded.discardedAt!).getTime()).toBe(timestampDate(discarded.errors[1]!.at!).getTime());
   expect(sendsFor("discard-1")).toBe(2);
   // The client hears that the email failed for good.
   const failedNotice = await eventually(

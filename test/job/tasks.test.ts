@@ -117,6 +117,7 @@ function reportsFor(conversionId: string) {
 
 test("send_email sends, then a notify_client job tells the client; the caller's trace reaches both callees", async () => {
   const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+  const enqueuedAt = Date.now();
   const { job } = await env.jobs.enqueueJob(
     {
       task: "send_email",
@@ -139,7 +140,10 @@ test("send_email sends, then a notify_client job tells the client; the caller's 
   );
   expect(notified).toHaveLength(1);
   expect(notified[0]).toMatchObject({ userId: "u-1", userEmail: "ada@example.com", emailType: EmailType.CONVERSION_COMPLETE, emailId: "email-chain-1", success: true, conversionId: "conv-chain" });
-  expect(notified[0]!.sentAt).toBeDefined();
+  // The email service's stand-in gives no time: the task stamps the notification when it is made, after the send.
+  const sentAt = Number(notified[0]!.sentAt!.seconds) * 1000 + notified[0]!.sentAt!.nanos / 1e6;
+  expect(sentAt).toBeGreaterThanOrEqual(enqueuedAt);
+  expect(sentAt).toBeLessThanOrEqual(Date.now());
 
   const { jobs } = await env.jobs.listJobs({ task: "notify_client" });
   const notifyJob = jobs.find((j) => j.jobKey === "notify_client:email_sent:chain-1")!;

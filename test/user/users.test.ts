@@ -28,10 +28,14 @@ afterEach(() => {
 
 describe("CreateUser", () => {
   test("creates the user and enqueues one welcome email", async () => {
+    const asked = Date.now();
     const { user } = await gw.client.createUser({ name: "Ada Lovelace", email: "Ada@Example.COM" });
     expect(user).toMatchObject({ name: "Ada Lovelace", email: "Ada@example.com" });
     expect(user!.id).toMatch(/^[0-9a-f-]{36}$/);
-    expect(user!.createdAt).toBeDefined();
+    // Created during the call (Postgres's clock and this process's are the same machine's).
+    const createdAt = Number(user!.createdAt!.seconds) * 1000 + user!.createdAt!.nanos / 1e6;
+    expect(createdAt).toBeGreaterThanOrEqual(asked - 1_000);
+    expect(createdAt).toBeLessThanOrEqual(Date.now() + 1_000);
 
     // The RPC delivers its outbox row at once, unless the background relay claimed it first: wait for either.
     const welcome = await eventually(() => {
