@@ -217,10 +217,14 @@ describe("uploads", () => {
 
   test("CreateUploadUrl, a real PUT to the presigned URL, then ConvertImage by upload_id", async () => {
     const jpeg = await image("jpeg", 64);
+    const asked = Date.now();
     const ticket = await gw.client.createUploadUrl({ userEmail: "up@example.com", filename: "C:\\photos\\scan.jpg", contentType: "image/jpeg", size: BigInt(jpeg.byteLength) });
     expect(ticket.uploadId).toMatch(/^[0-9a-f-]{36}$/);
     expect(ticket.headers).toEqual({ "Content-Type": "image/jpeg", "Content-Length": String(jpeg.byteLength) });
-    expect(ticket.expiresAt).toBeDefined();
+    // The link lives PRESIGN_TTL_SECONDS (900 s by default) from the call; SigV4 dates are whole seconds.
+    const expiresAt = Number(ticket.expiresAt!.seconds) * 1000;
+    expect(expiresAt).toBeGreaterThanOrEqual(asked - 1_000 + gw.config.PRESIGN_TTL_SECONDS * 1000);
+    expect(expiresAt).toBeLessThanOrEqual(Date.now() + gw.config.PRESIGN_TTL_SECONDS * 1000);
 
     // Before the PUT the upload is not there yet.
     const early = await failure(gw.client.convertImage({ userEmail: "up@example.com", source: { case: "uploadId", value: ticket.uploadId } }));

@@ -73,7 +73,10 @@ describe("WatchConversion", () => {
     }
     expect(states).toEqual([ConversionState.QUEUED, ConversionState.PROCESSING, ConversionState.SUCCEEDED]);
     expect(last).toMatchObject({ outputSize: 22n, width: 16, height: 16, error: "" });
-    expect(last!.pdfUrlExpiresAt).toBeDefined();
+    // The download link lives PRESIGN_TTL_SECONDS from now, well before the PDF itself goes.
+    const linkExpires = Number(last!.pdfUrlExpiresAt!.seconds) * 1000;
+    expect(Math.abs(linkExpires - (Date.now() + gw.config.PRESIGN_TTL_SECONDS * 1000))).toBeLessThan(5_000);
+    expect(linkExpires).toBeLessThanOrEqual(Number(last!.pdfExpiresAt!.seconds) * 1000);
     const pdf = await fetch(last!.pdfUrl);
     expect(pdf.status).toBe(200);
     expect(pdf.headers.get("content-disposition")).toContain("cat.pdf");
