@@ -11,8 +11,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Span } from "@opentelemetry/api";
 import type { PresignedUrl } from "../shared/storage.js";
-import { isUnreachable } from "../shared/storage.js";
-import { objectKeys } from "../shared/tasks.js";
+import { isUnreachable, objectKeys } from "../shared/storage.js";
 import { startDurationTimer } from "../shared/metrics.js";
 import { withSpan } from "../shared/tracing.js";
 import { fetchSource } from "./fetch-source.js";

@@ -8,7 +8,8 @@ import { equals, fromJson, toJson, type DescMessage, type JsonObject, type JsonV
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { PdfObjectSchema, type ImageServiceConvertImageRequest, type PdfObject, type SendEmailRequest } from "@mcsv/sdk";
 import { describeError, MAX_ERROR_TEXT_LENGTH, type Violation } from "../shared/errors.js";
-import { isOwnedObjectKey, objectKeys, TASK_NAMES, TASK_PAYLOADS, taskOfCase, type TaskName, type TaskPayload, type TypedTask } from "../shared/tasks.js";
+import { TASK_NAMES, TASK_PAYLOADS, taskOfCase, type TaskName, type TaskPayload, type TypedTask } from "../shared/tasks.js";
+import { isOwnedObjectKey, objectKeys } from "../shared/storage.js";
 
 /** Attempts per task unless EnqueueJob.max_attempts says otherwise. */
 export const DEFAULT_MAX_ATTEMPTS: Record<TaskName, number> = {

@@ -201,3 +201,20 @@ export function isUnreachable(error: unknown): boolean {
   const code = (error as { code?: string } | undefined)?.code ?? "";
   return ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EPIPE"].includes(code) || (error as Error)?.name === "TimeoutError";
 }
+
+// The key layout of the bucket: what mcsv writes, and so all it may delete.
+
+/** Object keys are deterministic, so that a retried write overwrites instead of duplicating. */
+export const objectKeys = {
+  upload: (uploadId: string) => `uploads/${uploadId}`,
+  original: (conversionId: string) => `originals/${conversionId}`,
+  pdf: (conversionId: string) => `pdfs/${conversionId}.pdf`,
+};
+
+/** The prefixes of objectKeys: the only objects mcsv writes, and so the only ones cleanup_storage may delete. */
+export const OWNED_PREFIXES = ["uploads/", "originals/", "pdfs/"] as const;
+
+/** One object directly under an owned prefix (no deeper path, no dot segments). */
+export function isOwnedObjectKey(key: string): boolean {
+  return /^(uploads|originals|pdfs)\/(?!\.\.?$)[\w.-]{1,200}$/.test(key);
+}

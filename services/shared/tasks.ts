@@ -59,18 +59,3 @@ export const jobKeys = {
   cleanupOriginal: (conversionId: string) => `cleanup_storage:${conversionId}`,
   conversionFailed: (conversionId: string) => `report_conversion_failed:${conversionId}`,
 };
-
-/** Object keys are deterministic, so that a retried write overwrites instead of duplicating. */
-export const objectKeys = {
-  upload: (uploadId: string) => `uploads/${uploadId}`,
-  original: (conversionId: string) => `originals/${conversionId}`,
-  pdf: (conversionId: string) => `pdfs/${conversionId}.pdf`,
-};
-
-/** The prefixes of objectKeys: the only objects mcsv writes, and so the only ones cleanup_storage may delete. */
-export const OWNED_PREFIXES = ["uploads/", "originals/", "pdfs/"] as const;
-
-/** One object directly under an owned prefix (no deeper path, no dot segments). */
-export function isOwnedObjectKey(key: string): boolean {
-  return /^(uploads|originals|pdfs)\/(?!\.\.?$)[\w.-]{1,200}$/.test(key);
-}

@@ -8,7 +8,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ConversionState, UserService, type Conversion } from "@mcsv/sdk";
 import { TENANT_NAME, tenantOf } from "../shared/auth.js";
 import { Violations } from "../shared/errors.js";
-import { objectKeys } from "../shared/tasks.js";
+import { objectKeys } from "../shared/storage.js";
 import type { CallbackPolicy } from "../shared/callback-policy.js";
 import type { ConversionReport, Conversions, ImageSource } from "./conversions.js";
 import { IMAGE_MIME_TYPES } from "./image-format.js";

@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { Pool } from "../shared/database.js";
 import type { PresignedUrl } from "../shared/storage.js";
-import { objectKeys } from "../shared/tasks.js";
+import { objectKeys } from "../shared/storage.js";
 import type { Originals } from "./originals.js";
 import type { UploadRow } from "./records.js";
 

@@ -5,7 +5,8 @@
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { ConversionOptionsSchema, ConversionState, Quality } from "@mcsv/sdk";
-import { jobKeys, objectKeys } from "../../services/shared/tasks.js";
+import { jobKeys } from "../../services/shared/tasks.js";
+import { objectKeys } from "../../services/shared/storage.js";
 import { badFields, failure, httpGet, image, metricValue, startGateway, startInfra, type Gateway, type Infra } from "./support.js";
 
 const LIMIT = 64 * 1024;

@@ -10,7 +10,8 @@ import { jobEnv } from "../../services/job/config.js";
 import { cleanupStorageTask } from "../../services/job/tasks/cleanup_storage.js";
 import type { TaskContext } from "../../services/job/tasks/context.js";
 import { createLogger } from "../../services/shared/logger.js";
-import { jobKeys, objectKeys } from "../../services/shared/tasks.js";
+import { jobKeys } from "../../services/shared/tasks.js";
+import { objectKeys } from "../../services/shared/storage.js";
 import { userEnv } from "../../services/user/config.js";
 import { eventually, failure, image, metricValue, startGateway, startInfra, type Gateway, type Infra } from "./support.js";
 

@@ -5,7 +5,8 @@
  */
 import { Code, type Client } from "@connectrpc/connect";
 import { ConversionState, UserService, type Conversion } from "@mcsv/sdk";
-import { jobKeys, objectKeys } from "../../services/shared/tasks.js";
+import { jobKeys } from "../../services/shared/tasks.js";
+import { objectKeys } from "../../services/shared/storage.js";
 import { TEST_TENANT } from "../support/credentials.js";
 import { badFields, eventually, failure, image, metricValue, startGateway, startInfra, type Gateway, type Infra } from "./support.js";
 

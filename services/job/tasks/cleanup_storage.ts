@@ -5,8 +5,7 @@
  * (uploads/, originals/, pdfs/) are ever deleted: any other key is refused when the job is enqueued, and again here
  * (a permanent error), so that whoever may enqueue cannot have the bucket's other objects deleted.
  */
-import { isOwnedObjectKey, objectKeys, OWNED_PREFIXES } from "../../shared/tasks.js";
-import { isNotFound, type ObjectStore } from "../../shared/storage.js";
+import { isNotFound, isOwnedObjectKey, objectKeys, type ObjectStore, OWNED_PREFIXES } from "../../shared/storage.js";
 import { storageSweptObjects } from "../metrics.js";
 import { decodeTaskArgs, STORED, type DecodedPayloads } from "../payloads.js";
 import { PermanentJobError, type TaskDefinition } from "./context.js";
