@@ -310,7 +310,8 @@ async function measureBreakdown(
     { variant: "+ tracing interceptor", args: ["parts", "tracing"], preload: sdk },
     { variant: "+ log fields", args: ["parts", "tracing,logs"], preload: sdk },
     { variant: "+ metrics", args: ["parts", "tracing,logs,metrics"], preload: sdk },
-    { variant: "+ auth", args: ["parts", "tracing,logs,metrics,auth"], preload: sdk },
+    { variant: "+ refusal", args: ["parts", "tracing,logs,metrics,refusal"], preload: sdk },
+    { variant: "+ auth", args: ["parts", "tracing,logs,metrics,refusal,auth"], preload: sdk },
     { variant: "runService (all of it)", args: ["full"], preload: sdk },
   ];
   const servers: NodeChild[] = [];

@@ -4,7 +4,7 @@
  * interceptors, /metrics and health routes; start it with `--import ./bench/lib/rpc-telemetry.ts` for the
  * OpenTelemetry SDK) or on bare connect-node (`bare`: connectNodeAdapter on node:http, no interceptors; `bare-h2`:
  * the same on node:http2's h2c server, the floor for HTTP/2), or with only some of the shared interceptors
- * (`parts tracing,logs,metrics,auth`: what each one costs). The full stack answers HTTP/1.1 and h2c on its one port;
+ * (`parts tracing,logs,metrics,refusal,auth`: what each one costs, from runService's own chain). The full stack answers HTTP/1.1 and h2c on its one port;
  * every mode answers Connect, gRPC and gRPC-Web. Prints `listening <url>` once it accepts requests; SIGTERM stops it.
  */
 import { createServer } from "node:http";
@@ -14,11 +14,10 @@ import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ClientService } from "@mcsv/sdk";
 import { authPolicy, bearerCredential, hexDigestOf } from "../../services/shared/auth.js";
-import { logFieldsInterceptor, metricsInterceptor } from "../../services/shared/interceptors.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { initMetrics } from "../../services/shared/metrics.js";
-import { runService } from "../../services/shared/server.js";
-import { flushSpans, serverTracingInterceptor } from "../../services/shared/tracing.js";
+import { runService, serverInterceptors } from "../../services/shared/server.js";
+import { flushSpans } from "../../services/shared/tracing.js";
 
 const mode = process.argv[2];
 const routes = (router: ConnectRouter) => router.service(ClientService, { listEvents: () => ({ events: [] }) });
@@ -35,23 +34,20 @@ if (mode === "full") {
   // The shared interceptors in runService's order, those named on the command line only.
   const wanted = new Set((process.argv[3] ?? "").split(","));
   if (wanted.has("metrics")) initMetrics("bench-svc");
-  const available: Array<[string, () => Interceptor]> = [
-    ["tracing", () => serverTracingInterceptor],
-    ["logs", () => logFieldsInterceptor],
-    ["metrics", () => metricsInterceptor("server")],
-    // runService authenticates before the body is read (admission.ts); as an interceptor, the same check.
+  // runService's own chain, named; runService authenticates before the body is read (admission.ts), so here the
+  // same check runs as an interceptor.
+  const auth = policy();
+  const available: Array<[string, Interceptor]> = [
+    ...serverInterceptors({}),
     [
       "auth",
-      () => {
-        const auth = policy();
-        return (next) => async (req) => {
-          await auth.authenticate(bearerCredential(req.header.get("authorization")), req.service.typeName, req.method.name);
-          return next(req);
-        };
+      (next) => async (req) => {
+        await auth.authenticate(bearerCredential(req.header.get("authorization")), req.service.typeName, req.method.name);
+        return next(req);
       },
     ],
   ];
-  const interceptors = mode === "parts" ? available.filter(([name]) => wanted.has(name)).map(([, make]) => make()) : [];
+  const interceptors = mode === "parts" ? available.filter(([name]) => wanted.has(name)).map(([, interceptor]) => interceptor) : [];
   const handler = connectNodeAdapter({ routes, interceptors });
   const server = createServer({ keepAliveTimeout: 65_000 }, handler);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -74,6 +70,6 @@ if (mode === "full") {
     server.close(() => process.exit(0));
   });
 } else {
-  process.stderr.write("usage: rpc-server.ts full|bare|bare-h2|parts <tracing,logs,metrics,auth>\n");
+  process.stderr.write("usage: rpc-server.ts full|bare|bare-h2|parts <tracing,logs,metrics,refusal,auth>\n");
   process.exit(2);
 }

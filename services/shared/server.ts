@@ -81,6 +81,21 @@ export interface RunningService {
 const READINESS_TIMEOUT_MS = 2_000;
 /** Internal RPCs carry metadata and keys, never file contents. */
 const DEFAULT_READ_MAX_BYTES = 256 * 1024;
+/**
+ * The shared interceptors every server runs, named and in order (the benchmark measures them one by one). Tracing
+ * is outermost, so that logs and metric exemplars of the RPC see its span; a refused request passes through all of
+ * them before its refusal is thrown.
+ */
+export function serverInterceptors(options: Pick<ServiceOptions, "dependencyErrors">): Array<[string, Interceptor]> {
+  return [
+    ["tracing", serverTracingInterceptor],
+    ["logs", logFieldsInterceptor],
+    ["metrics", metricsInterceptor("server")],
+    ["refusal", refusalInterceptor],
+    ...(options.dependencyErrors ? [["dependency-errors", dependencyErrorsInterceptor(options.dependencyErrors)] as [string, Interceptor]] : []),
+  ];
+}
+
 /** How long a stopping server goes on answering on open connections, each answer closing its connection. */
 const DRAIN_LINGER_MS = 500;
 
@@ -132,8 +147,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
       options.routes(router);
       grpcServiceRoutes({ services: mounted(), health })(router);
     },
-    // Tracing outermost, so that logs and metric exemplars of the RPC see its span.
-    interceptors: [serverTracingInterceptor, logFieldsInterceptor, metricsInterceptor("server"), refusalInterceptor, ...(options.dependencyErrors ? [dependencyErrorsInterceptor(options.dependencyErrors)] : []), ...(options.interceptors ?? [])],
+    interceptors: [...serverInterceptors(options).map(([, interceptor]) => interceptor), ...(options.interceptors ?? [])],
     // Unknown JSON fields are a client bug: reject them instead of silently dropping data.
     jsonOptions: { ignoreUnknownFields: false },
     readMaxBytes,
