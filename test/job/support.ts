@@ -43,6 +43,9 @@ import type { RunningService } from "../../services/shared/server.js";
 import { loadJobConfig, type JobConfig } from "../../services/job/config.js";
 import { startJobService, type JobServiceOverrides } from "../../services/job/service.js";
 import { internalAuth, serviceAuthEnv } from "../support/credentials.js";
+import { eventually } from "../support/eventually.js";
+
+export { eventually };
 
 /** Scripted answers per method of the stand-in services; each gets the request and returns (or throws). */
 export interface StubMethods {
@@ -135,17 +138,6 @@ export function deferred<T = void>(): Deferred<T> {
   return { promise, resolve };
 }
 
-/** Polls `read` until `done` holds (or fails with the last value after `timeoutMs`). */
-export async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: T;
-  for (;;) {
-    last = await read();
-    if (done(last)) return last;
-    if (Date.now() > deadline) throw new Error(`condition not reached within ${timeoutMs} ms; last value: ${JSON.stringify(last, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v))}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 export interface JobTestEnv {
   pg: EmbeddedPostgresHandle;
