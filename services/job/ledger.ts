@@ -43,6 +43,14 @@ const FIELDS = (t: string) => `
 /** Back-off before a failed attempt's retry: e^attempts seconds (3 s, 7 s, 20 s, …), at most e^10 (6 hours). */
 const BACKOFF = `make_interval(secs => exp(least(attempts, 10)))`;
 
+/**
+ * One statement that applies `update` (an UPDATE of mcsv_job.jobs, without RETURNING) and dispatches the row again
+ * if the update left it queued; it answers the row's state (none when the update matched nothing).
+ */
+const redispatchingIfQueued = (update: string) => `
+  with changed as (${update} returning *)
+  select c.state, case when c.state = 'queued' then (${dispatchExpression("c")}).id end as dispatched from changed c`;
+
 const errorEntry = (attempt: string, error: string) =>
   `jsonb_build_array(jsonb_build_object('attempt', ${attempt}::int, 'error', ${error}::text, 'at', now()))`;
 
@@ -367,20 +375,18 @@ export class JobLedger {
    * dispatches it again after the back-off.
    */
   async fail(attempt: Attempt, error: string, final: boolean): Promise<AttemptOutcome> {
+    const discard = final || attempt.attempt >= attempt.maxAttempts;
     const { rows } = await this.pool.query<{ state: StoredState }>(
-      `with failed as (
-         update mcsv_job.jobs
-         set errors = errors || ${errorEntry("attempts", "$3")},
-             lease_owner = null, lease_expires_at = null,
-             state = case when state <> 'executing' then state when $4 or attempts >= max_attempts then 'discarded' else 'queued' end,
-             discarded_at = case when state = 'executing' and ($4 or attempts >= max_attempts) then now() else discarded_at end,
-             run_at = case when state = 'executing' and not ($4 or attempts >= max_attempts) then now() + ${BACKOFF} else run_at end,
-             dispatch = case when state = 'executing' and not ($4 or attempts >= max_attempts) then dispatch + 1 else dispatch end
-         where id = $1 and dispatch = $2 and lease_expires_at is not null
-         returning *
-       )
-       select f.state, case when f.state = 'queued' then (${dispatchExpression("f")}).id end as dispatched from failed f`,
-      [attempt.id, attempt.dispatch, error.slice(0, MAX_ERROR_TEXT_LENGTH), final],
+      redispatchingIfQueued(`
+        update mcsv_job.jobs
+        set errors = errors || ${errorEntry("attempts", "$3")},
+            lease_owner = null, lease_expires_at = null,
+            state = case when state <> 'executing' then state when $4 then 'discarded' else 'queued' end,
+            discarded_at = case when state = 'executing' and $4 then now() else discarded_at end,
+            run_at = case when state = 'executing' and not $4 then now() + ${BACKOFF} else run_at end,
+            dispatch = case when state = 'executing' and not $4 then dispatch + 1 else dispatch end
+        where id = $1 and dispatch = $2 and lease_expires_at is not null`),
+      [attempt.id, attempt.dispatch, error.slice(0, MAX_ERROR_TEXT_LENGTH), discard],
     );
     const state = rows[0]?.state;
     return state === undefined ? "superseded" : state === "queued" ? "retry" : state === "discarded" ? "discarded" : "cancelled";
@@ -392,17 +398,14 @@ export class JobLedger {
    */
   async interrupt(attempt: Attempt, error: string): Promise<AttemptOutcome> {
     const { rows } = await this.pool.query<{ state: StoredState }>(
-      `with interrupted as (
-         update mcsv_job.jobs
-         set errors = errors || ${errorEntry("attempts", "$3")},
-             attempts = greatest(0, attempts - 1), lease_owner = null, lease_expires_at = null,
-             state = case when state = 'executing' then 'queued' else state end,
-             run_at = case when state = 'executing' then now() else run_at end,
-             dispatch = case when state = 'executing' then dispatch + 1 else dispatch end
-         where id = $1 and dispatch = $2 and lease_expires_at is not null
-         returning *
-       )
-       select i.state, case when i.state = 'queued' then (${dispatchExpression("i")}).id end as dispatched from interrupted i`,
+      redispatchingIfQueued(`
+        update mcsv_job.jobs
+        set errors = errors || ${errorEntry("attempts", "$3")},
+            attempts = greatest(0, attempts - 1), lease_owner = null, lease_expires_at = null,
+            state = case when state = 'executing' then 'queued' else state end,
+            run_at = case when state = 'executing' then now() else run_at end,
+            dispatch = case when state = 'executing' then dispatch + 1 else dispatch end
+        where id = $1 and dispatch = $2 and lease_expires_at is not null`),
       [attempt.id, attempt.dispatch, error.slice(0, MAX_ERROR_TEXT_LENGTH)],
     );
     const state = rows[0]?.state;
@@ -437,21 +440,18 @@ export class JobLedger {
     const giveBack = job.givenBack < MAX_GIVEN_BACK && job.attempts > 0;
     const final = !giveBack && job.attempts >= job.maxAttempts;
     await client.query(
-      `with abandoned as (
-         update mcsv_job.jobs
-         set errors = errors || ${errorEntry("attempts", "$2")},
-             attempts = attempts - case when $3 then 1 else 0 end,
-             abandoned_attempts = abandoned_attempts + case when $3 then 1 else 0 end,
-             expired_leases = expired_leases + 1,
-             lease_owner = null, lease_expires_at = null,
-             state = case when $4 then 'discarded' else 'queued' end,
-             discarded_at = case when $4 then now() else discarded_at end,
-             run_at = case when $4 then run_at else now() end,
-             dispatch = dispatch + case when $4 then 0 else 1 end
-         where id = $1
-         returning *
-       )
-       select case when a.state = 'queued' then (${dispatchExpression("a")}).id end as dispatched from abandoned a`,
+      redispatchingIfQueued(`
+        update mcsv_job.jobs
+        set errors = errors || ${errorEntry("attempts", "$2")},
+            attempts = attempts - case when $3 then 1 else 0 end,
+            abandoned_attempts = abandoned_attempts + case when $3 then 1 else 0 end,
+            expired_leases = expired_leases + 1,
+            lease_owner = null, lease_expires_at = null,
+            state = case when $4 then 'discarded' else 'queued' end,
+            discarded_at = case when $4 then now() else discarded_at end,
+            run_at = case when $4 then run_at else now() end,
+            dispatch = dispatch + case when $4 then 0 else 1 end
+        where id = $1`),
       [job.id, error.slice(0, MAX_ERROR_TEXT_LENGTH), giveBack, final],
     );
     return giveBack ? "givenBack" : final ? "discarded" : "counted";

@@ -137,7 +137,7 @@ export class OutboxRelay {
     clearTimeout(this.timer);
     this.stopCounting?.();
     await this.running;
-    await this.gathering?.done;
+    // The batch still gathering is among them.
     await Promise.all(this.delivering);
   }
 
