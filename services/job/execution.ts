@@ -8,9 +8,12 @@
  *   discarded (a permanent error, or the last attempt); or, cut short by a shutdown, given back and dispatched again
  *   at once. A cancelled job stays cancelled.
  * - The wrapper returns normally in every case once the ledger holds the outcome, so graphile deletes its dispatch
- *   and never retries on its own. It throws only when it cannot claim (Postgres unreachable): graphile then runs the
- *   same dispatch again later. An outcome that cannot be written is retried while the lease lasts; after that the
+ *   and never retries on its own. An outcome that cannot be written is retried while the lease lasts; after that the
  *   lease expires, and recovery dispatches the job again.
+ * - A claim that cannot reach Postgres waits for it, until a shutdown. Throwing would not give the dispatch back:
+ *   graphile cannot record the failure either (it does not retry a refused connection), so the dispatch would stay
+ *   locked to this live worker pool for graphile's 4 hours, with no lease that recovery could find. On a shutdown
+ *   it throws; the pool's registration then ages, and recovery has graphile release its locks.
  */
 import type { JobHelpers, Task, TaskList } from "graphile-worker";
 import { isDatabaseUnavailable } from "../shared/database.js";
@@ -34,17 +37,34 @@ export interface ExecutionDeps {
   enqueue(input: EnqueueInput): Promise<EnqueueResult>;
 }
 
-/** Retries `write` while Postgres is unreachable, for at most `withinMs`. */
-async function persistently<T>(write: () => Promise<T>, withinMs: number): Promise<T> {
-  const deadline = Date.now() + withinMs;
-  for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 2_000)) {
+/**
+ * Retries `op` while Postgres is unreachable: until `deadline` (epoch ms) would pass, or until `signal` aborts.
+ * `onWait` hears the first failure that is retried.
+ */
+async function persistently<T>(op: () => Promise<T>, until: { deadline?: number; signal?: AbortSignal; onWait?: (error: unknown) => void }): Promise<T> {
+  for (let delayMs = 100, waited = false; ; delayMs = Math.min(delayMs * 2, 2_000)) {
     try {
-      return await write();
+      return await op();
     } catch (error) {
-      if (!isDatabaseUnavailable(error) || Date.now() + delayMs > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      if (!isDatabaseUnavailable(error) || until.signal?.aborted || (until.deadline !== undefined && Date.now() + delayMs > until.deadline)) throw error;
+      if (!waited) until.onWait?.(error);
+      waited = true;
+      await sleep(delayMs, until.signal);
     }
   }
+}
+
+/** Resolves after `ms`, or as soon as `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }
 
 /** The ticket of a dispatch: from its payload, or for a job graphile got without one, from the ledger. */
@@ -69,8 +89,15 @@ async function ticketOfDispatch(deps: ExecutionDeps, payload: unknown, helpers: 
 export function wrapTask(task: string, definition: AnyTaskDefinition, deps: ExecutionDeps): Task {
   const { ledger, leases, logger } = deps;
   return async (payload: unknown, helpers: JobHelpers) => {
-    const ticket = await ticketOfDispatch(deps, payload, helpers);
-    const claimed = ticket && (await ledger.claim(ticket, { graphileJobId: helpers.job.id, owner: helpers.job.locked_by ?? "", leaseSeconds: leases.leaseSeconds }));
+    const claim = async () => {
+      const ticket = await ticketOfDispatch(deps, payload, helpers);
+      const claimed = ticket && (await ledger.claim(ticket, { graphileJobId: helpers.job.id, owner: helpers.job.locked_by ?? "", leaseSeconds: leases.leaseSeconds }));
+      return { ticket, claimed };
+    };
+    const { ticket, claimed } = await persistently(claim, {
+      signal: helpers.abortSignal,
+      onWait: (error) => logger.warn("job dispatch not claimed: Postgres is out of reach; it waits for it", { task, graphile_job_id: helpers.job.id, error: describeError(error) }),
+    });
     if (claimed === undefined || typeof claimed === "string") {
       logger.debug("dispatch not run", { job_id: ticket?.job, task, reason: claimed ?? "no ledger row" });
       jobAttemptsTotal.inc({ task, outcome: "skipped" });
@@ -90,7 +117,7 @@ async function runAttempt(task: string, definition: AnyTaskDefinition, deps: Exe
   const isLastAttempt = attempt.attempt >= attempt.maxAttempts;
   const fields = { job_id: attempt.id, task, attempt: attempt.attempt, max_attempts: attempt.maxAttempts };
   // Outcome writes are retried for half a lease: the lease is still renewed meanwhile.
-  const write = (fn: () => Promise<AttemptOutcome>) => persistently(fn, leases.leaseSeconds * 500);
+  const write = (fn: () => Promise<AttemptOutcome>) => persistently(fn, { deadline: Date.now() + leases.leaseSeconds * 500 });
   // The task gives up on a shutdown, and when its lease is lost (its outcome would change nothing).
   const signal = AbortSignal.any([shutdown, leaseLost]);
 

@@ -169,9 +169,27 @@ export async function allSucceeded(system: ChaosSystem, ids: string[], timeoutMs
     },
     `${ids.length} conversions to succeed`,
     timeoutMs,
-  );
+  ).catch(async (error: unknown) => {
+    // Say where each unfinished conversion stands, so that a failure on CI can be read without the logs.
+    const stuck = await Promise.all(ids.filter((i) => !done.has(i)).map((id) => whereStands(system, id)));
+    throw new Error(`${String(error)}; unfinished:\n${stuck.join("\n")}`);
+  });
   if (failed) throw new Error(`conversion ${failed.id} failed: ${failed.error}`);
   return ids.map((id) => done.get(id)!);
+}
+
+/** A conversion's state and its convert_image job's, in one line. */
+async function whereStands(system: ChaosSystem, conversionId: string): Promise<string> {
+  try {
+    const { conversion } = await system.users.getConversion({ conversionId });
+    const { rows } = await system.db.query(
+      `select id, state, dispatch, attempts, lease_owner, lease_expires_at, run_at, errors from mcsv_job.jobs where job_key = $1`,
+      [`convert_image:${conversionId}`],
+    );
+    return `${conversionId}: ${ConversionState[conversion?.state ?? 0]}; job ${JSON.stringify(rows[0] ?? null)}`;
+  } catch (error) {
+    return `${conversionId}: not read (${String(error)})`;
+  }
 }
 
 /** Every key under pdfs/ in the bucket. */

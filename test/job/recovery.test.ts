@@ -1,12 +1,16 @@
 /**
  * The ledger stays right when the process does not end cleanly, and shutdown is graceful: a job its crashes
  * discarded, jobs that graphile got without a ticket (the crontab, and jobs queued before the ledger owned job
- * state), and a drain that finishes what is in flight and releases what is not, without using up an attempt.
+ * state), a drain that finishes what is in flight and releases what is not, without using up an attempt, and a
+ * dispatch whose claim meets a Postgres outage.
  */
 import pg from "pg";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { JobService, JobState } from "@mcsv/sdk";
+import type { JobHelpers } from "graphile-worker";
+import { wrapTask } from "../../services/job/execution.js";
+import { JobLedger } from "../../services/job/ledger.js";
 import { startJobService } from "../../services/job/service.js";
 import { deferred, eventually, startJobTestEnv, type JobTestEnv } from "./support.js";
 import { internalAuth } from "../support/credentials.js";
@@ -71,6 +75,47 @@ test("a job added to graphile directly (as the crontab does) gets its ledger row
   expect(job).toMatchObject({ task: "notify_client", attempts: 1, args: { emailSent }, jobKey: "" });
   expect(env.stubs.calls.notifyEmailSent.filter((r) => r.emailId === "")).toHaveLength(1);
 });
+
+test("a dispatch whose claim meets a Postgres outage waits for Postgres and then runs; on a shutdown it gives up", async () => {
+  // Due in an hour, so that graphile leaves the dispatch alone: the test hands its ticket to the task wrapper, as
+  // graphile would, at a moment when Postgres is down.
+  const inAnHour = { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600) };
+  const { job } = await env.jobs.enqueueJob({ task: "send_email", args: welcome("claim-outage"), runAt: inAnHour });
+  const ticket = { job: job!.id, dispatch: 1 };
+  const ran: unknown[] = [];
+  const task = wrapTask(
+    "send_email",
+    { decode: (args) => ({ ok: true, payload: args }), run: async (payload) => void ran.push(payload) },
+    {
+      ledger: new JobLedger(db),
+      leases: { leaseSeconds: 5, hold: () => ({ signal: new AbortController().signal, release: () => undefined }) },
+      logger: env.logger,
+      enqueue: () => Promise.reject(new Error("no follow-ups here")),
+    },
+  );
+  const helpers = (abortSignal: AbortSignal) => ({ job: { id: "0", locked_by: "claim-outage-test" }, abortSignal }) as unknown as JobHelpers;
+
+  const shutdown = new AbortController();
+  let waiting: Promise<string> | undefined;
+  let givenUp: Promise<string> | undefined;
+  let ranDuringOutage = -1;
+  await env.pg.restart(async () => {
+    waiting = Promise.resolve(task(ticket, helpers(new AbortController().signal))).then(() => "returned", (error: unknown) => `threw ${String(error)}`);
+    givenUp = Promise.resolve(task(ticket, helpers(shutdown.signal))).then(() => "returned", (error: unknown) => `threw ${String(error)}`);
+    await new Promise((r) => setTimeout(r, 1_000));
+    shutdown.abort();
+    ranDuringOutage = ran.length;
+  });
+
+  // The shutdown ends the wait with the connection error: graphile then keeps the dispatch for a later run.
+  expect(await givenUp).toMatch(/^threw .*ECONNREFUSED/);
+  expect(ranDuringOutage).toBe(0);
+  // The other one claimed once Postgres was back, ran, and recorded its outcome.
+  expect(await waiting).toBe("returned");
+  expect(ran).toEqual([welcome("claim-outage")]);
+  const { rows } = await db.query<{ state: string; attempts: number }>(`select state, attempts from mcsv_job.jobs where id = $1`, [job!.id]);
+  expect(rows[0]).toEqual({ state: "completed", attempts: 1 });
+}, 60_000);
 
 test("shutdown finishes a job in flight, releases one that does not finish without using an attempt, and it runs after a restart", async () => {
   const finishing = deferred();
