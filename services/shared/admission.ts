@@ -8,6 +8,7 @@
  * replaced by an empty message: the caller's bytes are never read, and the refusal travels as a context value that
  * refusalInterceptor throws.
  */
+import { Transform } from "node:stream";
 import { Code, ConnectError, createContextKey, createContextValues, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import type { UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { universalRequestFromNodeRequest } from "@connectrpc/connect-node";
@@ -101,17 +102,45 @@ export async function admit(
   res.once("close", () => budget.release(held));
   const request = universalRequestFromNodeRequest(req, res, undefined, values);
   if (compressed || upFront > 0 || request.body === null || typeof request.body !== "object" || !(Symbol.asyncIterator in request.body)) return request;
-  const chunks = request.body as AsyncIterable<Uint8Array>;
-  return {
-    ...request,
-    body: (async function* () {
-      for await (const chunk of chunks) {
-        if (!budget.tryReserve(chunk.byteLength)) throw busy();
-        held += chunk.byteLength;
-        yield chunk;
-      }
-    })(),
-  };
+  return { ...request, body: budgetedBody(req, budget, (bytes) => (held += bytes)) };
+}
+
+/**
+ * The body of a request sent in chunks of unknown total (how connect-node's HTTP/1.1 client sends every request),
+ * each chunk reserved as it arrives. When the budget runs out, the body fails with resource_exhausted. Whenever the
+ * body is left unread (that refusal, or Connect's own read limit), the rest is read and dropped: an HTTP/1.1
+ * connection holding half a request would never serve the next one, and keep-alive clients send it there.
+ */
+function budgetedBody(req: AnyRequest, budget: ByteBudget, hold: (bytes: number) => void): AsyncIterable<Uint8Array> {
+  const meter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      if (!budget.tryReserve(chunk.byteLength)) return callback(busy());
+      hold(chunk.byteLength);
+      callback(null, chunk);
+    },
+  });
+  // pipe() does not pass a request's failure on: the body fails with it.
+  req.once("error", (error) => meter.destroy(error));
+  req.once("close", () => {
+    if (!req.complete) meter.destroy(new ConnectError("the request ended before its body did", Code.Aborted));
+  });
+  meter.once("close", () => {
+    if (req.complete) return;
+    req.unpipe(meter);
+    discardRest(req);
+  });
+  req.pipe(meter);
+  return meter;
+}
+
+/** Reads and drops what is left of a request's body; one that goes on too long loses its connection. */
+function discardRest(req: AnyRequest): void {
+  let discarded = 0;
+  req.on("data", (chunk: Buffer) => {
+    discarded += chunk.byteLength;
+    if (discarded > MAX_DISCARDED_BYTES) req.destroy();
+  });
+  req.resume();
 }
 
 function busy(): ConnectError {
@@ -124,12 +153,8 @@ const MAX_DISCARDED_BYTES = 1024 * 1024;
 
 function refused(req: AnyRequest, res: AnyResponse, values: ContextValues): UniversalServerRequest {
   // The body is dropped as it arrives, never held or inflated. Closing at once would fail a client that is still
-  // sending (EPIPE instead of the answer); one that goes on sending too long loses its connection.
-  let discarded = 0;
-  req.on("data", (chunk: Buffer) => {
-    discarded += chunk.byteLength;
-    if (discarded > MAX_DISCARDED_BYTES) req.destroy();
-  });
+  // sending (EPIPE instead of the answer).
+  discardRest(req);
   const request = universalRequestFromNodeRequest(req, res, undefined, values);
   const header = new Headers(request.header);
   for (const name of CONTENT_CODINGS) header.delete(name);

@@ -7,13 +7,15 @@
 import { request as httpRequest } from "node:http";
 import { brotliCompressSync, gzipSync } from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { ClientService, ListEventsRequestSchema, UserService } from "@mcsv/sdk";
 import { ByteBudget, presentedCredential } from "../../services/shared/admission.js";
 import { authPolicy, hexDigestOf, principalOf, type Principal } from "../../services/shared/auth.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
-import { operatorPolicy, TEST_API_KEY, TEST_INTERNAL_TOKEN, TEST_SERVICE_TOKENS } from "../support/credentials.js";
+import { internalAuth, operatorPolicy, TEST_API_KEY, TEST_INTERNAL_TOKEN, TEST_SERVICE_TOKENS } from "../support/credentials.js";
 
 const logger = createLogger("admission-test", { level: "error", format: "json" });
 let server: RunningService;
@@ -214,6 +216,35 @@ test("a body in chunks of unknown total is budgeted as it arrives: many small on
   // More than the whole budget: refused as the bytes arrive.
   const tooLarge = await send(8 * 1024 * 1024 + 64 * 1024);
   expect(JSON.parse(tooLarge.body)).toMatchObject({ code: "resource_exhausted", message: expect.stringMatching(/too many request bytes at once; retry in 1 s/) });
+});
+
+test("a call refused mid-body leaves its connection usable: connect-node's next call on it is answered", async () => {
+  // connect-node's HTTP/1.1 client sends headers first and the body in chunks, on keep-alive connections. A refusal
+  // answered before the body has arrived must still read the rest, or the connection stalls with the next call on it.
+  const client = createClient(ClientService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [internalAuth] }));
+  const large = create(ListEventsRequestSchema, { limit: 1 });
+  large.$unknown = [{ no: 99, wireType: WireType.LengthDelimited, data: new BinaryWriter().bytes(new Uint8Array(2 * 1024 * 1024)).finish() }];
+  const slow = httpRequest(`${server.url}/mcsv.v1.ClientService/ListEvents`, {
+    method: "POST",
+    headers: { "content-type": "application/proto", "content-length": String(7 * 1024 * 1024), ...bearer },
+  });
+  slow.on("error", () => undefined);
+  slow.write(Buffer.alloc(1024));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const outcomes: string[] = [];
+  const call = () =>
+    client.listEvents(large, { timeoutMs: 5_000 }).then(
+      () => "ok",
+      (error: unknown) => Code[ConnectError.from(error).code],
+    );
+  try {
+    for (let i = 0; i < 3; i++) outcomes.push(await call());
+  } finally {
+    slow.destroy();
+  }
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  outcomes.push(await call());
+  expect(outcomes).toEqual(["ResourceExhausted", "ResourceExhausted", "ResourceExhausted", "ok"]);
 });
 
 test("ByteBudget reserves up to its capacity and gives back what is released", () => {
