@@ -2,7 +2,7 @@
 /**
  * Installs what `npm start` and `npm test` need on a fresh machine, and does nothing when it is all there:
  * - the npm dependencies (again whenever package-lock.json changes);
- * - ImageMagick and Ghostscript (with --test, also the PDF and Prometheus tools the tests use; with --bench, poppler
+ * - ImageMagick and Ghostscript (with --test, also the PDF and Prometheus tools and the Chromium the tests use; with --bench, poppler
  *   and img2pdf, B6's pixel check and its peer) through apt-get, with sudo when not root; on any other OS it says
  *   exactly what to install;
  * - an ImageMagick policy that may write PDF (Debian's forbids it).
@@ -75,6 +75,8 @@ function missingSystemPackages() {
       { pkg: "poppler-utils", ok: has("pdfimages") && has("pdftocairo") },
       { pkg: "qpdf", ok: has("qpdf") },
       { pkg: "prometheus", ok: has("promtool") },
+      // The pages (Swagger UI, the console) are tested in real headless Chromium.
+      { pkg: "chromium", ok: has("chromium") },
     );
   }
   if (forBench) {
@@ -103,7 +105,7 @@ function ensureSystemPackages() {
     platform() === "darwin"
       ? "brew install imagemagick ghostscript poppler qpdf prometheus"
       : "ImageMagick (6 or 7), Ghostscript" +
-        (forTests ? ", poppler-utils (pdfimages, pdftocairo), qpdf, promtool" : "") +
+        (forTests ? ", poppler-utils (pdfimages, pdftocairo), qpdf, promtool, chromium" : "") +
         (forBench ? ", poppler-utils (pdfimages), img2pdf" : "");
   throw new Error(`missing: ${missing.join(", ")}. Install them first: ${hint}`);
 }

@@ -5,7 +5,19 @@
  * internal steps (sharp, ImageMagick, the presigned fetch, the Resend call).
  */
 import { ConnectError, type Interceptor } from "@connectrpc/connect";
-import { context, propagation, type Context, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type TextMapGetter, type TextMapSetter } from "@opentelemetry/api";
+import {
+  context,
+  isSpanContextValid,
+  propagation,
+  type Context,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Span,
+  type TextMapGetter,
+  type TextMapSetter,
+} from "@opentelemetry/api";
 import { connectCodeName } from "./errors.js";
 import { untilFinished } from "./interceptors.js";
 import { SERVICE_VERSION } from "./topology.js";
@@ -40,6 +52,19 @@ function endWithError(span: Span, error: unknown): void {
   span.end();
 }
 
+/**
+ * The response header that names the trace of a call, so that a caller can find it (Tempo's search, the CLI's
+ * --verbose, the console): W3C Trace Context Level 2's `traceresponse`, `00-<trace id>-<span id>-<flags>`.
+ */
+export const TRACE_RESPONSE = "traceresponse";
+
+/** The server span's `traceresponse` value; none without a valid trace (no tracer registered). */
+function traceResponse(span: Span): string | undefined {
+  const ctx = span.spanContext();
+  if (!isSpanContextValid(ctx)) return undefined;
+  return `00-${ctx.traceId}-${ctx.spanId}-${(ctx.traceFlags & 0xff).toString(16).padStart(2, "0")}`;
+}
+
 function traced(kind: SpanKind): Interceptor {
   return (next) => (req) => {
     const name = `${req.service.typeName}/${req.method.name}`;
@@ -47,9 +72,18 @@ function traced(kind: SpanKind): Interceptor {
     const span = tracer.startSpan(name, { kind, attributes: rpcAttributes(req.service.typeName, req.method.name, req.url) }, parent);
     const active = trace.setSpan(parent, span);
     if (kind === SpanKind.CLIENT) propagation.inject(active, req.header, headerSetter);
+    const answered = kind === SpanKind.SERVER ? traceResponse(span) : undefined;
     return untilFinished(
       async () => {
-        const res = await context.with(active, () => next(req));
+        let res;
+        try {
+          res = await context.with(active, () => next(req));
+        } catch (error) {
+          // An error's metadata travels as its response headers (trailers in gRPC).
+          if (answered && error instanceof ConnectError) error.metadata.set(TRACE_RESPONSE, answered);
+          throw error;
+        }
+        if (answered) res.header.set(TRACE_RESPONSE, answered);
         // A server stream's handler runs as its messages are pulled, after next() returned: pull them in the span.
         return res.stream ? { ...res, message: inContext(active, res.message) } : res;
       },

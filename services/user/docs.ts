@@ -3,10 +3,11 @@
  * of the five services, served from the repository's openapi/ directory at /docs/openapi/<service>.yaml.
  */
 import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseDocument } from "yaml";
 import type { AnyResponse } from "../shared/listener.js";
 import type { PageHandler } from "../shared/server.js";
 import { SERVICE_KEYS } from "../shared/topology.js";
@@ -69,6 +70,24 @@ async function sendFile(res: AnyResponse, path: string, contentType: string, hea
   return true;
 }
 
+/**
+ * The gateway's own document as this gateway serves it: its first server is the page's own origin, so that Swagger
+ * UI's "Try it out" calls the gateway that served it, whatever its address (the committed document names the local
+ * default, which stays as the second choice).
+ */
+async function gatewayDocument(openapiDir: string): Promise<string | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(openapiDir, "user.yaml"), "utf8");
+  } catch {
+    return undefined;
+  }
+  const doc = parseDocument(text);
+  const servers = (doc.toJS() as { servers?: unknown[] }).servers ?? [];
+  doc.set("servers", [{ url: "/", description: "This gateway" }, ...servers]);
+  return doc.toString({ lineWidth: 0 });
+}
+
 export function docsPages(openapiDir: string = DEFAULT_OPENAPI_DIR): PageHandler {
   const script = initializer();
   return async (req, res) => {
@@ -91,7 +110,13 @@ export function docsPages(openapiDir: string = DEFAULT_OPENAPI_DIR): PageHandler
     const spec = /^openapi\/([a-z]+)\.yaml$/.exec(name);
     if (spec) {
       if (!(SERVICE_KEYS as string[]).includes(spec[1]!)) return false;
-      return sendFile(res, join(openapiDir, `${spec[1]}.yaml`), "application/yaml; charset=utf-8", head, "no-cache");
+      if (spec[1] !== "user") return sendFile(res, join(openapiDir, `${spec[1]}.yaml`), "application/yaml; charset=utf-8", head, "no-cache");
+      const text = await gatewayDocument(openapiDir);
+      if (text === undefined) return false;
+      res.writeHead(200, { ...COMMON_HEADERS, "content-type": "application/yaml; charset=utf-8", "content-length": Buffer.byteLength(text), "cache-control": "no-cache" });
+      if (head) res.end();
+      else res.end(text);
+      return true;
     }
     const type = ASSETS[name];
     return type ? sendFile(res, join(swaggerUiDir, name), type, head, "public, max-age=3600") : false;

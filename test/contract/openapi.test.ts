@@ -3,7 +3,9 @@
  * speaks JSON. The expectations come from the descriptors (and, for the descriptions, the proto comments), not from
  * lists in this file.
  */
+import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { promisify } from "node:util";
 import { basename, join } from "node:path";
 import { ScalarType, type DescEnum, type DescField, type DescMessage, type DescService, type FileRegistry } from "@bufbuild/protobuf";
 import { getComments } from "@bufbuild/protoplugin";
@@ -12,9 +14,12 @@ import { parse } from "yaml";
 import { Code } from "@connectrpc/connect";
 import { SERVICES } from "../../services/shared/topology.js";
 import { connectCodeName } from "../../services/shared/errors.js";
+import { USER_PUBLIC_METHODS } from "../../services/user/public-methods.js";
 import { bufRegistry, ROOT, sdkFiles } from "./support.js";
 
 type Json = Record<string, any>;
+
+const execFileAsync = promisify(execFile);
 
 /** Every Connect error code, as the protocol spells it, from connect-es's own enum (not from the generator). */
 const CONNECT_CODES = Object.values(Code)
@@ -236,4 +241,30 @@ test("spot checks: int64, Timestamp, bytes, enum, oneof, streaming", () => {
   const job = load(services.find((s) => s.typeName === "mcsv.v1.JobService")!);
   expect(job.components.schemas["mcsv.v1.Job"].properties.args).toMatchObject({ type: "object" });
   expect(job.components.schemas["mcsv.v1.QueueStats"].properties.available).toMatchObject({ type: "string", format: "int64" });
+});
+
+test("redocly lint with its recommended rules finds no error: every operation declares who may call it", async () => {
+  for (const service of services) {
+    // --format json prints the report even when it finds errors; the exit code alone would say less.
+    const { stdout } = await execFileAsync(join(ROOT, "node_modules/.bin/redocly"), ["lint", "--extends", "recommended", "--format", "json", documentPath(service)], { cwd: ROOT }).catch(
+      (error: { stdout?: string }) => ({ stdout: error.stdout ?? "" }),
+    );
+    const report = JSON.parse(stdout) as { totals: { errors: number }; problems: { ruleId: string; severity: string; message: string }[] };
+    const errors = report.problems.filter((p) => p.severity === "error").map((p) => `${p.ruleId}: ${p.message}`);
+    expect({ service: service.name, errors }).toEqual({ service: service.name, errors: [] });
+    expect(report.totals.errors).toBe(0);
+  }
+}, 60_000);
+
+test("the gateway's public methods take a tenant's API key, every other method the internal credential", () => {
+  for (const service of services) {
+    const doc = load(service);
+    for (const [path, item] of Object.entries(doc.paths as Json)) {
+      const method = path.split("/").pop()!;
+      const isPublic = service.typeName === "mcsv.v1.UserService" && (USER_PUBLIC_METHODS as readonly string[]).includes(method);
+      const scheme = isPublic ? "apiKey" : "internalCredential";
+      expect({ path, security: item.post.security }).toEqual({ path, security: [{ [scheme]: [] }] });
+      expect(doc.components.securitySchemes[scheme]).toMatchObject({ type: "http", scheme: "bearer" });
+    }
+  }
 });

@@ -3,6 +3,7 @@
  * /metrics of every service (classic text and OpenMetrics with exemplars), the JSON logs, and the dashboards and
  * alert rules checked against what the services really expose.
  */
+import { Code, ConnectError } from "@connectrpc/connect";
 import { ClientService, Quality, UserService } from "@mcsv/sdk";
 import { ConversionState } from "@mcsv/sdk";
 import { SERVICES, SERVICE_KEYS, SERVICE_VERSION, type ServiceKey } from "../../services/shared/topology.js";
@@ -466,6 +467,33 @@ test("a failing RPC is an error span on both sides, with the exception and the C
   }
   // The failing step inside the image service is marked too.
   expect(spans.find((s) => s.service === "image-svc" && s.name === "sharp.pipeline")?.status.code).toBe(2);
+});
+
+test("every answer names its trace (traceresponse): a success, an error and a server stream, each the gateway's server span", async () => {
+  const since = receiver.spans.length;
+  const users = system.client(UserService, "user");
+  const seen: Record<string, string | null> = {};
+  await users.createUser({ name: "Trace Me", email: "trace-me@example.com", idempotencyKey: "obs-traceresponse" }, { onHeader: (h) => (seen["success"] = h.get("traceresponse")) });
+  const refused = await users.getConversion({ conversionId: "00000000-0000-4000-8000-000000000000" }).catch((error: unknown) => error);
+  expect(refused).toBeInstanceOf(ConnectError);
+  expect((refused as ConnectError).code).toBe(Code.NotFound);
+  seen["error"] = (refused as ConnectError).metadata.get("traceresponse");
+  const { conversion } = await users.convertImage({ userEmail: "trace-me@example.com", filename: "t.png", options: { quality: Quality.LOSSLESS }, idempotencyKey: "obs-traceresponse", source: { case: "imageData", value: await photoLikePng(8, 8) } });
+  for await (const change of users.watchConversion({ conversionId: conversion!.id }, { onHeader: (h) => (seen["stream"] = h.get("traceresponse")) })) {
+    if (change.conversion?.state === ConversionState.SUCCEEDED) break;
+  }
+
+  const rpcs = { success: "CreateUser", error: "GetConversion", stream: "WatchConversion" } as const;
+  for (const [kind, method] of Object.entries(rpcs)) {
+    const header = seen[kind];
+    expect({ kind, header }).toEqual({ kind, header: expect.stringMatching(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/) });
+    const [, traceId, spanId] = header!.split("-");
+    const span = await eventually(
+      () => receiver.spans.slice(since).find((s) => s.traceId === traceId && s.spanId === spanId),
+      `the span that the ${method} answer names`,
+    );
+    expect(span).toEqual(expect.objectContaining({ service: "user-svc", kind: "server", name: `mcsv.v1.UserService/${method}` }));
+  }
 });
 
 test("every PromQL expression of the dashboards and alert rules names only metrics that the running services expose", async () => {

@@ -21,6 +21,7 @@ import { getComments } from "@bufbuild/protoplugin";
 import { Document } from "yaml";
 // The services' default ports and version live in one place, shared with the services themselves.
 import { SERVICES, SERVICE_VERSION } from "../../services/shared/topology.js";
+import { USER_PUBLIC_METHODS } from "../../services/user/public-methods.js";
 
 type Schema = Record<string, unknown>;
 
@@ -321,6 +322,30 @@ function streamingDescription(method: DescMethod): string {
   ].join("\n");
 }
 
+/**
+ * Who may call what (docs/security.md), as bearer schemes, so that Swagger UI offers Authorize and a linter finds
+ * every operation secured: the gateway's public methods take a tenant's API key; every other method, the operator's
+ * credential or a calling service's own.
+ */
+const securitySchemes: Schema = {
+  apiKey: {
+    type: "http",
+    scheme: "bearer",
+    description: "A tenant's API key (`Authorization: Bearer <key>`): one of MCSV_API_KEYS; `npm start` prints the dev key.",
+  },
+  internalCredential: {
+    type: "http",
+    scheme: "bearer",
+    description:
+      "The operator's credential (MCSV_INTERNAL_TOKEN; `npm start` keeps the dev one in .data/credentials.json as internalToken), or a calling service's own, which opens only the methods that service calls.",
+  },
+};
+
+function securityOf(service: DescService, method: DescMethod): Schema[] {
+  const isPublic = service.typeName === "mcsv.v1.UserService" && (USER_PUBLIC_METHODS as readonly string[]).includes(method.name);
+  return [{ [isPublic ? "apiKey" : "internalCredential"]: [] }];
+}
+
 function operation(service: DescService, method: DescMethod): Schema {
   const text = comment(method);
   const streaming = method.methodKind === "server_streaming";
@@ -330,6 +355,7 @@ function operation(service: DescService, method: DescMethod): Schema {
     operationId: method.name,
     summary: firstSentence(text),
     description: streaming ? `${text}\n\n${streamingDescription(method)}` : text,
+    security: securityOf(service, method),
     parameters: [
       { $ref: "#/components/parameters/Connect-Protocol-Version" },
       { $ref: "#/components/parameters/Connect-Timeout-Ms" },
@@ -362,6 +388,7 @@ export function buildOpenApi(service: DescService): Schema {
   for (const method of service.methods) {
     paths[`/${service.typeName}/${method.name}`] = { post: operation(service, method) };
   }
+  const schemes = new Set(service.methods.flatMap((m) => securityOf(service, m).flatMap((requirement) => Object.keys(requirement))));
   const schemas: Schema = {
     "connect.error": connectError,
     ...(streaming ? { "connect.endStream": connectEndStream } : {}),
@@ -369,13 +396,19 @@ export function buildOpenApi(service: DescService): Schema {
   };
   return {
     openapi: "3.1.0",
-    info: { title: `${service.typeName.replace(/\.[^.]+$/, "")} ${service.name}`, version: SERVICE_VERSION, description: comment(service) },
+    info: {
+      title: `${service.typeName.replace(/\.[^.]+$/, "")} ${service.name}`,
+      version: SERVICE_VERSION,
+      description: comment(service),
+      license: { name: "MIT", identifier: "MIT" },
+    },
     servers: [{ url: `http://localhost:${port}`, description: "Local default" }],
     tags: [{ name: service.name, description: comment(service) }],
     paths,
     components: {
       schemas,
       parameters,
+      securitySchemes: Object.fromEntries(Object.entries(securitySchemes).filter(([name]) => schemes.has(name))),
       responses: {
         "connect.error": {
           description: "A Connect error.",
