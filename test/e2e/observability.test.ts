@@ -3,6 +3,8 @@
  * /metrics of every service (classic text and OpenMetrics with exemplars), the JSON logs, and the dashboards and
  * alert rules checked against what the services really expose.
  */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ClientService, Quality, UserService } from "@mcsv/sdk";
 import { ConversionState } from "@mcsv/sdk";
@@ -10,7 +12,8 @@ import { SERVICES, SERVICE_KEYS, SERVICE_VERSION, type ServiceKey } from "../../
 import { TEST_API_KEY, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from "../support/otlp-receiver.js";
 import { photoLikePng } from "../support/pdf.js";
-import { collectExpressions, metricNamesIn } from "../support/promql.js";
+import { collectExpressions, metricNamesIn, ROOT } from "../support/promql.js";
+import { logqlNames, observabilityRecipes, RECIPES_DOC, traceqlNames } from "../support/recipes.js";
 import { eventually, startTestSystem, type TestSystem } from "../support/system.js";
 
 let receiver: OtlpReceiver;
@@ -543,4 +546,36 @@ test("logs carry no secrets; the default http/protobuf export reaches the collec
   expect(fromClient().length).toBeGreaterThan(0);
   for (const request of fromClient()) expect(request).toEqual({ path: "/v1/traces", contentType: "application/x-protobuf", bytes: expect.any(Number) });
   expect(fromClient().every((r) => r.bytes > 0)).toBe(true);
+});
+
+test("every span name, service, span attribute, log label and log field that the docs' TraceQL and LogQL recipes use appears in this run's telemetry", async () => {
+  // Runs after the workflows above: their spans (a failed RPC's included) and their log lines are in.
+  const spanNames = new Set(receiver.spans.map((s) => s.name));
+  const services = new Set(receiver.spans.map((s) => s.service));
+  const spanAttributes = new Set(receiver.spans.flatMap((s) => Object.keys(s.attributes)));
+  const logLines = system.logs.flatMap((l) => (l.json ? [l.json] : []));
+  const logFields = new Set(logLines.flatMap((line) => Object.keys(line)));
+  const logServices = new Set(logLines.map((line) => String(line["service"])));
+  // Stream labels: Alloy promotes the fields service and level, and labels containers by compose service.
+  const alloy = readFileSync(join(ROOT, "deploy/alloy/config.alloy"), "utf8");
+  const streamLabels = new Set([...[...alloy.matchAll(/target_label\s*=\s*"(\w+)"/g)].map((m) => m[1]!), ...["service", "level"].filter((f) => logFields.has(f))]);
+
+  const missing: string[] = [];
+  for (const recipe of observabilityRecipes()) {
+    const where = `${RECIPES_DOC}:${recipe.line}`;
+    if (recipe.language === "traceql") {
+      const names = traceqlNames(recipe.query);
+      for (const name of names.spanNames) if (!spanNames.has(name)) missing.push(`${where} span name "${name}"`);
+      for (const service of names.services) if (!services.has(service)) missing.push(`${where} service "${service}"`);
+      for (const key of names.spanAttributes) if (!spanAttributes.has(key)) missing.push(`${where} span attribute ${key}`);
+    } else {
+      const names = logqlNames(recipe.query);
+      for (const label of names.labels) if (!streamLabels.has(label)) missing.push(`${where} stream label ${label}`);
+      for (const service of names.exactServices) if (!logServices.has(service)) missing.push(`${where} service "${service}"`);
+      for (const field of names.fields) if (!logFields.has(field)) missing.push(`${where} log field ${field}`);
+    }
+  }
+  expect(missing).toEqual([]);
+  // The check sees what it claims to: a misspelt name would be reported.
+  expect(spanNames.has("mcsv.v1.UserService/CreateUser") && !spanNames.has("mcsv.v1.UserService/CreateUsers")).toBe(true);
 });
