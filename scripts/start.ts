@@ -42,6 +42,7 @@ mcsv is ready.
   Postgres     ${system.postgres ? `embedded, ${system.env["DATABASE_URL"]}` : "DATABASE_URL"}
   S3           ${system.s3 ? `embedded, ${system.env["S3_ENDPOINT"]} (bucket ${system.env["S3_BUCKET"] ?? "mcsv"})` : system.env["S3_ENDPOINT"]}
   Email        ${system.env["RESEND_API_KEY"] ? `Resend${system.env["RESEND_BASE_URL"] ? ` at ${system.env["RESEND_BASE_URL"]}` : ""}` : `dev outbox, ${system.env["EMAIL_OUTBOX_DIR"]}`}
+  Console      ${user}/console/   (sign in with the API key of the commands below)
   API docs     ${user}/docs
   Callbacks    ${system.urls.client}/   (user name anything, password: the operator's credential)
   Credentials  ${process.env["MCSV_API_KEYS"] ? "MCSV_API_KEYS and MCSV_INTERNAL_TOKEN" : `dev credentials, kept in ${dataDir}/credentials.json`}

@@ -52,6 +52,8 @@ export const userEnv = {
   TENANT_MAX_CONVERSIONS_IN_FLIGHT: z.coerce.number().int().min(0).default(100),
   /** Hours a rotated webhook signing secret keeps signing callbacks beside its successor (RotateWebhookSecret). */
   WEBHOOK_SECRET_GRACE_HOURS: positiveNumber(24),
+  /** Grafana's base URL, for the console's links to a conversion's trace (Explore, Tempo); unset: no links. */
+  GRAFANA_URL: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).optional(),
 };
 
 /** Every variable the gateway reads (docs/configuration.md is checked against it). */

@@ -10,7 +10,7 @@ import { serverSettings, serviceUrl } from "../shared/config.js";
 import { createPool, databaseCheck, databaseUnavailable, migrate } from "../shared/database.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
-import { runService, type RunningService } from "../shared/server.js";
+import { runService, type PageHandler, type RunningService } from "../shared/server.js";
 import { authPolicy } from "../shared/auth.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
@@ -20,6 +20,7 @@ import type { UserConfig } from "./config.js";
 import { createTenantKeyLookup } from "./api-keys.js";
 import { ConversionChanges } from "./conversion-changes.js";
 import { Conversions } from "./conversions.js";
+import { consolePages } from "./console.js";
 import { docsPages } from "./docs.js";
 import { USER_PUBLIC_METHODS } from "./public-methods.js";
 import { createUserHandlers } from "./handlers.js";
@@ -44,6 +45,14 @@ export interface UserServiceOverrides {
   resolveHost?: HostResolver;
   /** Where the OpenAPI documents served under /docs/openapi/ live. */
   openapiDir?: string;
+}
+
+/** The first of `handlers` that handles the request. */
+function anyPage(...handlers: PageHandler[]): PageHandler {
+  return async (req, res, caller) => {
+    for (const handler of handlers) if (await handler(req, res, caller)) return true;
+    return false;
+  };
 }
 
 export async function startUserService(config: UserConfig, overrides: UserServiceOverrides = {}): Promise<RunningService> {
@@ -126,7 +135,7 @@ export async function startUserService(config: UserConfig, overrides: UserServic
     // Only ConvertImage carries an image: the largest inline one, base64 in a JSON body (4/3 of its size), plus
     // the rest of the message. Every other method keeps the small default.
     readLimits: { ConvertImage: Math.ceil((config.GATEWAY_MAX_IMAGE_BYTES * 4) / 3) + 64 * 1024 },
-    pages: docsPages(overrides.openapiDir),
+    pages: anyPage(docsPages(overrides.openapiDir), consolePages({ grafanaUrl: config.GRAFANA_URL, maxImageBytes: config.GATEWAY_MAX_IMAGE_BYTES })),
     dependencyErrors: databaseUnavailable,
     readiness: {
       postgres: databaseCheck(pool),
