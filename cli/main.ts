@@ -1,0 +1,65 @@
+/**
+ * `mcsv`, the command line of mcsv, built on the generated SDK (@mcsv/sdk) and @connectrpc/connect-node: one
+ * file per command group under commands/. Expected failures end in one line on stderr that says what to do.
+ */
+import { Command, Option } from "commander";
+import packageJson from "./package.json" with { type: "json" };
+import { gatewayEndpoint, jobEndpoint, type GlobalOptions, type JobOptions } from "./clients.js";
+import { conversionsCommand } from "./commands/conversions.js";
+import { convertCommand } from "./commands/convert.js";
+import { jobsCommand } from "./commands/jobs.js";
+import { usersCommand } from "./commands/users.js";
+import { describeFailure, type Endpoint } from "./errors.js";
+import { DEFAULT_GATEWAY_URL } from "./settings.js";
+
+const program = new Command("mcsv")
+  .description("Turn images into PDFs with mcsv, and look after its users, conversions and jobs.")
+  .version(packageJson.version)
+  .addOption(new Option("--url <url>", `the gateway (user service) (default: ${DEFAULT_GATEWAY_URL})`).env("MCSV_URL"))
+  .addOption(new Option("--api-key <key>", "the tenant's API key (default: .data/credentials.json's, as `npm start` keeps it)").env("MCSV_API_KEY"))
+  .option("--json", "print results as JSON")
+  .option("-v, --verbose", "print one line per call to stderr, with its trace id")
+  .configureHelp({ showGlobalOptions: true })
+  .showHelpAfterError("(add --help for usage)")
+  .addCommand(convertCommand())
+  .addCommand(usersCommand())
+  .addCommand(conversionsCommand())
+  .addCommand(jobsCommand());
+
+/** Commands added whole (addCommand) do not take the program's help settings by themselves: hand them down. */
+(function inheritSettings(parent: Command) {
+  for (const command of parent.commands) {
+    command.copyInheritedSettings(parent);
+    inheritSettings(command);
+  }
+})(program);
+
+/** The command that ran, so that a failure can name the service it was talking to. */
+let running: Command | undefined;
+program.hook("preAction", (_program, action) => {
+  running = action;
+});
+
+function endpointOf(command: Command | undefined): Endpoint | undefined {
+  if (!command) return undefined;
+  try {
+    const options = command.optsWithGlobals<GlobalOptions & JobOptions>();
+    return command.parent?.name() === "jobs" ? jobEndpoint(options) : gatewayEndpoint(options);
+  } catch {
+    return undefined;
+  }
+}
+
+try {
+  await program.parseAsync();
+} catch (error) {
+  const message = describeFailure(error, endpointOf(running));
+  if (message !== undefined) {
+    process.stderr.write(`mcsv: ${message}\n`);
+  } else {
+    // Not an expected failure: a bug, whose stack helps (with --verbose).
+    process.stderr.write(`mcsv: unexpected error: ${error instanceof Error ? error.message : String(error)}\n`);
+    if (program.opts<GlobalOptions>().verbose && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+  }
+  process.exitCode = 1;
+}
