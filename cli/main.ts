@@ -9,6 +9,7 @@ import { conversionsCommand } from "./commands/conversions.js";
 import { convertCommand } from "./commands/convert.js";
 import { jobsCommand } from "./commands/jobs.js";
 import { usersCommand } from "./commands/users.js";
+import { webhooksCommand } from "./commands/webhooks.js";
 import { describeFailure, type Endpoint } from "./errors.js";
 import { DEFAULT_GATEWAY_URL } from "./settings.js";
 
@@ -24,7 +25,8 @@ const program = new Command("mcsv")
   .addCommand(convertCommand())
   .addCommand(usersCommand())
   .addCommand(conversionsCommand())
-  .addCommand(jobsCommand());
+  .addCommand(jobsCommand())
+  .addCommand(webhooksCommand());
 
 /** Commands added whole (addCommand) do not take the program's help settings by themselves: hand them down. */
 (function inheritSettings(parent: Command) {

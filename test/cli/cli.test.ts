@@ -245,3 +245,20 @@ test("jobs stats and list with the operator's credential", async () => {
   expect(noToken.code).toBe(1);
   expect(noToken.stderr).toBe("mcsv: unauthenticated (invalid credentials): pass --internal-token or set MCSV_INTERNAL_TOKEN\n");
 });
+
+test("webhooks secret and rotate: the tenant's signing secret, the same one the gateway reports", async () => {
+  const shown = await mcsv(["--json", "webhooks", "secret"]);
+  expect(shown.code).toBe(0);
+  const { secret } = JSON.parse(shown.stdout) as { secret: string };
+  expect(secret).toMatch(/^whsec_[A-Za-z0-9+/=]+$/);
+  const gateway = system.client(UserService, "user");
+  expect((await gateway.getWebhookSecret({})).secret).toBe(secret);
+
+  const rotated = await mcsv(["webhooks", "rotate"]);
+  expect(rotated.code).toBe(0);
+  const fresh = /^secret:\s+(whsec_\S+)$/m.exec(rotated.stdout)?.[1];
+  expect(fresh).toBeDefined();
+  expect(fresh).not.toBe(secret);
+  expect(rotated.stdout).toMatch(/^previous signs until:\s+\S+/m);
+  expect((await gateway.getWebhookSecret({})).secret).toBe(fresh);
+});
