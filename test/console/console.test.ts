@@ -1,7 +1,7 @@
 /**
  * The web console at /console/ in real headless Chromium against the real system: signing in with an API key,
  * converting PNGs watched live through WatchConversion, their PDFs (checked by qpdf) and trace ids, the history
- * and its pages, the security headers, and a wrong key refused. MCSV_CONSOLE_SCREENSHOT=docs/images/console.png
+ * and its pages, the security headers, a wrong key refused, and use by keyboard. MCSV_CONSOLE_SCREENSHOT=docs/images/console.png
  * saves a picture of the console after the conversions.
  */
 import { mkdirSync } from "node:fs";
@@ -156,3 +156,41 @@ test("a wrong API key is refused, and nothing is shown or kept", async () => {
   // The refused call itself is the only thing the browser logs (a 401 answer).
   expect(errors.filter((e) => !/status of 401/.test(e))).toEqual([]);
 }, 30_000);
+
+test("works by keyboard: every control has a name, Tab reaches sign-in in order, focus is visible, Enter signs in", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${system.urls.user}/console/`);
+  // Every form control the page shows has an accessible name (a label, or its text for a button).
+  // (Strings, evaluated in the page: the tests are type-checked without the DOM library.)
+  const unnamed = await page.evaluate(`[...document.querySelectorAll("input, select, button, textarea")]
+    .filter((el) => !el.hidden && !el.labels?.length && !el.getAttribute("aria-label") && !el.textContent?.trim())
+    .map((el) => el.outerHTML)`);
+  expect(unnamed).toEqual([]);
+
+  // The sign-in form, by keyboard alone.
+  await page.locator("body").focus();
+  const focusedId = () => page.evaluate<string>(`document.activeElement?.id ?? ""`);
+  const reached: string[] = [];
+  for (let i = 0; i < 6 && !reached.includes("email"); i++) {
+    await page.keyboard.press("Tab");
+    reached.push(await focusedId());
+  }
+  expect(reached).toContain("api-key");
+  expect(reached.indexOf("api-key")).toBeLessThan(reached.indexOf("email"));
+  // The focused control shows it.
+  const outline = await page.evaluate<string>(`getComputedStyle(document.activeElement).outlineStyle`);
+  expect(outline).not.toBe("none");
+  await page.keyboard.type("console@example.com");
+  await page.locator("#api-key").focus();
+  await page.keyboard.type(TEST_API_KEY);
+  await page.keyboard.press("Enter");
+  await page.getByRole("button", { name: "Sign out" }).waitFor();
+  // The file picker is a real input, reachable by Tab.
+  let onFiles = false;
+  for (let i = 0; i < 10 && !onFiles; i++) {
+    await page.keyboard.press("Tab");
+    onFiles = (await focusedId()) === "files";
+  }
+  expect(onFiles).toBe(true);
+  await page.close();
+}, 60_000);
