@@ -183,3 +183,11 @@ test("the original design's scenario, scaled down: 200 CreateUser calls at concu
   expect(recipients).toHaveLength(total);
   expect(new Set(recipients).size).toBe(total);
 });
+
+test("the five services run on the Node.js that runs this test (npm test runs this file on the current LTS as well)", async () => {
+  for (const key of ["user", "job", "email", "image", "client"] as const) {
+    const metrics = await (await fetch(`${system.urls[key]}/metrics`)).text();
+    const version = /^nodejs_version_info\{[^}]*version="(v[\d.]+)"/m.exec(metrics)?.[1];
+    expect({ key, version }).toEqual({ key, version: process.version });
+  }
+});
