@@ -157,7 +157,12 @@ export const REFUSAL_PROBES: readonly Probe[] = [
   { what: "an HTTP fetch", args: () => ["http://127.0.0.1:9/x.png"], stdin: "" },
 ];
 
-/** ImageMagick's words for a refusal by policy: a denied coder, or a module it was not allowed to load. */
+/**
+ * ImageMagick's words for a refusal: a coder the policy denies, or a module it was not allowed to load, which
+ * ImageMagick reports as "no decode delegate", as it does a delegate that is not installed. At run time either
+ * way the input is not read, which is what the check must see; test/image/policy.test.ts runs each probe without
+ * the policy too, and shows that the policy is what refuses.
+ */
 const REFUSED = /not allowed by the security policy|no decode delegate for this image format/i;
 
 /** Runs one probe; resolves with a problem when ImageMagick did not refuse it. */
