@@ -15,21 +15,12 @@ import { listImages } from "../image/support.js";
 import { TEST_API_KEY, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
 import { extractImages, photoLikePng, qpdfCheck, rawPixels } from "../support/pdf.js";
 import { run, type RunResult } from "../support/run.js";
+import type { FileOutcome } from "../../cli/convert/convert-file.js";
 import { startTestSystem, type TestSystem } from "../support/system.js";
 
 const CLI = join(ROOT, "cli", "bin", "mcsv.mjs");
 const EMAIL = "cli@example.com";
 
-interface FileOutcome {
-  file: string;
-  ok: boolean;
-  source: "inline" | "upload" | null;
-  conversionId: string | null;
-  state: string | null;
-  pdf: string | null;
-  error: string | null;
-  traceId: string | null;
-}
 
 let system: TestSystem;
 let work: string;

@@ -128,8 +128,8 @@ test("each method has its own read limit", async () => {
   expect(handled).toEqual([{ kind: "operator" }]);
 });
 
-test("a request the process cannot hold now gets resource_exhausted with a retry hint, before it is read", async () => {
-  // One authenticated request declares 7 MiB and sends it slowly: it holds that much of the 8 MiB budget.
+/** One authenticated request that declares 7 MiB and sends it slowly: it holds that much of the 8 MiB budget until destroyed. */
+async function holdSevenMiB() {
   const slow = httpRequest(`${server.url}/mcsv.v1.ClientService/ListEvents`, {
     method: "POST",
     headers: { "content-type": "application/proto", "content-length": String(7 * 1024 * 1024), ...bearer },
@@ -137,6 +137,11 @@ test("a request the process cannot hold now gets resource_exhausted with a retry
   slow.on("error", () => undefined);
   slow.write(Buffer.alloc(1024));
   await new Promise((resolve) => setTimeout(resolve, 200));
+  return slow;
+}
+
+test("a request the process cannot hold now gets resource_exhausted with a retry hint, before it is read", async () => {
+  const slow = await holdSevenMiB();
   try {
     const refused = await post("/mcsv.v1.ClientService/ListEvents", { "content-type": "application/proto", ...bearer, "content-length": String(2 * 1024 * 1024) }, new Uint8Array(2 * 1024 * 1024));
     expect(refused.status).toBe(429);
@@ -224,13 +229,7 @@ test("a call refused mid-body leaves its connection usable: connect-node's next 
   const client = createClient(ClientService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [internalAuth] }));
   const large = create(ListEventsRequestSchema, { limit: 1 });
   large.$unknown = [{ no: 99, wireType: WireType.LengthDelimited, data: new BinaryWriter().bytes(new Uint8Array(2 * 1024 * 1024)).finish() }];
-  const slow = httpRequest(`${server.url}/mcsv.v1.ClientService/ListEvents`, {
-    method: "POST",
-    headers: { "content-type": "application/proto", "content-length": String(7 * 1024 * 1024), ...bearer },
-  });
-  slow.on("error", () => undefined);
-  slow.write(Buffer.alloc(1024));
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  const slow = await holdSevenMiB();
   const outcomes: string[] = [];
   const call = () =>
     client.listEvents(large, { timeoutMs: 5_000 }).then(
