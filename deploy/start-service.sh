@@ -10,6 +10,14 @@ case "${SERVICE:-}" in
     exit 64
     ;;
 esac
+# `start-service.sh migrate` runs the service's migrations alone and exits (user and job: the pre-deploy job).
+if [ "${1:-}" = "migrate" ]; then
+  if [ ! -f "services/$SERVICE/migrate.ts" ]; then
+    echo "start-service: the $SERVICE service has no migrations" >&2
+    exit 64
+  fi
+  exec node --conditions=mcsv-source --import tsx "services/$SERVICE/migrate.ts"
+fi
 set -- --conditions=mcsv-source --import tsx
 if [ -f "services/$SERVICE/telemetry.ts" ]; then
   set -- "$@" --import "./services/$SERVICE/telemetry.ts"

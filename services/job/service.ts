@@ -10,7 +10,7 @@ import { ClientService, EmailService, ImageService, JobService, UserService } fr
 import { CallbackPolicy, systemResolver, type HostResolver } from "../shared/callback-policy.js";
 import { createServiceClient } from "../shared/clients.js";
 import { serverSettings, serviceUrl } from "../shared/config.js";
-import { createPool, databaseCheck, databaseUnavailable, migrate } from "../shared/database.js";
+import { createPool, databaseCheck, databaseUnavailable, expectMigrated, migrate, type Pool } from "../shared/database.js";
 import { describeError } from "../shared/errors.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
@@ -40,6 +40,14 @@ export interface JobServiceOverrides {
   resolveHost?: HostResolver;
 }
 
+const JOB_SCHEMA = "mcsv_job";
+
+/** Applies graphile-worker's migrations, then the ledger's (at start-up, or by the migrate command). */
+export async function migrateJobDatabase(graphilePool: Pool, url: string, logger: Logger): Promise<void> {
+  await migrateGraphile(graphilePool, logger);
+  await migrate(url, { dir: MIGRATIONS_DIR, schema: JOB_SCHEMA, logger });
+}
+
 export async function startJobService(config: JobConfig, overrides: JobServiceOverrides = {}): Promise<RunningService> {
   const name = SERVICES.job.name;
   initMetrics(name);
@@ -53,8 +61,8 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
   teardown.onClose(() => Promise.all([pool.end(), workerPool.end()]).then(() => undefined));
 
   try {
-    await migrateGraphile(workerPool, logger);
-    await migrate(config.DATABASE_URL, { dir: MIGRATIONS_DIR, schema: "mcsv_job", logger });
+    if (config.MIGRATE_ON_START) await migrateJobDatabase(workerPool, config.DATABASE_URL, logger);
+    else await expectMigrated(config.DATABASE_URL, { dir: MIGRATIONS_DIR, schema: JOB_SCHEMA });
     const ledger = new JobLedger(pool);
     const enqueue = (input: EnqueueInput) => enqueueJob(ledger, input);
     const store = overrides.store ?? new ObjectStore(config);

@@ -92,9 +92,18 @@ export function serverSettings(config: CommonConfig) {
   };
 }
 
+const postgresUrl = z.url({ protocol: /^postgres(ql)?$/, error: "must be a postgres:// URL" });
+
 export const databaseEnv = {
-  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: "must be a postgres:// URL" }),
+  DATABASE_URL: postgresUrl,
   DATABASE_POOL_MAX: positiveInt(10),
+  /**
+   * Whether the service applies its migrations when it starts (npm start, compose). Off where a pre-deploy job
+   * applies them with its own role (Kubernetes): the service then only checks that they were applied.
+   */
+  MIGRATE_ON_START: boolean(true),
+  /** The role that may change the schema, for the migrate command only; unset: DATABASE_URL. */
+  MIGRATION_DATABASE_URL: postgresUrl.optional(),
 };
 
 export const storageEnv = {

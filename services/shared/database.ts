@@ -1,8 +1,10 @@
 /**
  * Postgres access shared by the services: a pg.Pool that survives a Postgres restart (errors on idle clients are
- * logged, not thrown), and migrations run at start-up by node-pg-migrate, under its advisory lock so that N
- * replicas starting together migrate once.
+ * logged, not thrown), and migrations by node-pg-migrate: at start-up, under its advisory lock so that N replicas
+ * starting together migrate once, or by a pre-deploy job, the services then checking that they were applied.
  */
+import { readdir } from "node:fs/promises";
+import { basename } from "node:path";
 import { runner } from "node-pg-migrate";
 import pg from "pg";
 import { describeError } from "./errors.js";
@@ -54,6 +56,28 @@ export async function migrate(url: string, options: { dir: string; schema: strin
       if (!/another migration is already running/i.test(describeError(error)) || Date.now() > deadline) throw error;
       await new Promise((resolve) => setTimeout(resolve, Math.min(100 * attempt, 1_000)));
     }
+  }
+}
+
+/**
+ * Resolves when every migration in `dir` has been applied to `schema`; rejects, naming those that are missing, when
+ * not. A service that does not migrate at start-up (MIGRATE_ON_START=false) checks this instead, so that it never
+ * runs against a schema older than its code.
+ */
+export async function expectMigrated(url: string, options: { dir: string; schema: string }): Promise<void> {
+  const expected = (await readdir(options.dir)).filter((file) => file.endsWith(".sql")).map((file) => basename(file, ".sql"));
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
+  await client.connect();
+  let applied: Set<string>;
+  try {
+    const table = await client.query<{ found: string | null }>(`select to_regclass($1) as found`, [`${options.schema}.migrations`]);
+    applied = table.rows[0]?.found ? new Set((await client.query<{ name: string }>(`select name from ${options.schema}.migrations`)).rows.map((r) => r.name)) : new Set();
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+  const missing = expected.filter((name) => !applied.has(name));
+  if (missing.length > 0) {
+    throw new Error(`the database schema ${options.schema} lacks ${missing.length} migration(s) (${missing.join(", ")}): run the migrate command first (the pre-deploy job), or start with MIGRATE_ON_START=true`);
   }
 }
 

@@ -328,6 +328,22 @@ function connectHandler(options: ConnectHandlerOptions) {
 }
 
 /**
+ * A one-off command of a service (its migrate.ts): runs `task`, then exits 0, or logs why it failed and exits 1.
+ */
+export function runCommand(logger: Logger, what: string, task: () => Promise<void>): void {
+  task().then(
+    () => {
+      logger.info(`${what}: done`);
+      process.exit(0);
+    },
+    (error: unknown) => {
+      logger.error(`${what} failed`, { error: describeError(error) });
+      process.exit(1);
+    },
+  );
+}
+
+/**
  * Process-level wiring for a service's main.ts: stop gracefully on SIGTERM or SIGINT, log instead of dying on a
  * stray promise rejection, and exit non-zero with a clear message when start-up fails.
  */

@@ -7,7 +7,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { JobService, UserService } from "@mcsv/sdk";
 import { createServiceClient } from "../shared/clients.js";
 import { serverSettings, serviceUrl } from "../shared/config.js";
-import { createPool, databaseCheck, databaseUnavailable, migrate } from "../shared/database.js";
+import { createPool, databaseCheck, databaseUnavailable, expectMigrated, migrate } from "../shared/database.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { initMetrics } from "../shared/metrics.js";
 import { runService, type PageHandler, type RunningService } from "../shared/server.js";
@@ -55,12 +55,18 @@ function anyPage(...handlers: PageHandler[]): PageHandler {
   };
 }
 
+/** Applies the gateway's migrations (at start-up, or by the migrate command). */
+export function migrateUserDatabase(url: string, logger: Logger): Promise<void> {
+  return migrate(url, { dir: MIGRATIONS_DIR, schema: USER_SCHEMA, logger });
+}
+
 export async function startUserService(config: UserConfig, overrides: UserServiceOverrides = {}): Promise<RunningService> {
   const name = SERVICES.user.name;
   const logger = overrides.logger ?? createLogger(name, { level: config.LOG_LEVEL, format: config.LOG_FORMAT });
   initMetrics(name);
 
-  await migrate(config.DATABASE_URL, { dir: MIGRATIONS_DIR, schema: USER_SCHEMA, logger });
+  if (config.MIGRATE_ON_START) await migrateUserDatabase(config.DATABASE_URL, logger);
+  else await expectMigrated(config.DATABASE_URL, { dir: MIGRATIONS_DIR, schema: USER_SCHEMA });
   const pool = createPool(config.DATABASE_URL, logger, { max: config.DATABASE_POOL_MAX, name });
   const store = new ObjectStore(config);
   const originals = new Originals(store, logger);

@@ -1,5 +1,8 @@
 -- Up Migration
 
+-- Contract: job services before this release read attempt_offset and keep state in graphile's tables; they must all
+-- have stopped before it runs (scale the job service to zero, migrate, then start the new release), as it was.
+
 -- The ledger becomes the only authority on job state; graphile-worker only dispatches (see dispatcher.ts).
 -- 'pending' splits into 'queued' (waiting for its dispatch: available, scheduled or retryable by run_at and
 -- attempts) and 'executing' (an attempt holds a lease).

@@ -1,5 +1,8 @@
 -- Up Migration
 
+-- Contract: the gateways before tenants insert rows without a tenant, which fail once the defaults are dropped. Deploy
+-- this release with no old gateway left running (scale the old ones to zero, or a Recreate rollout), as it was.
+
 -- Every row the gateway owns belongs to a tenant (the owner of the API key that created it). Rows from before
 -- tenants belong to 'default'; new rows always name theirs (no default).
 alter table mcsv_user.users add column tenant text not null default 'default';
