@@ -26,6 +26,12 @@ export const imageEnv = {
   /** Conversions running at once in this process; the rest wait for a slot. */
   IMAGE_CONCURRENCY: positiveInt(availableParallelism()),
   /**
+   * Conversions that may wait for a slot; any more are refused as unavailable with retry-after, and the job service
+   * tries them again later without using an attempt, so the backlog stays in the queue (Postgres), where every
+   * replica can take it. Unset: four per slot (4 × IMAGE_CONCURRENCY).
+   */
+  IMAGE_MAX_WAITING: z.coerce.number().int().min(0).optional(),
+  /**
    * How strictly damaged pixel data is refused (sharp's failOn): "warning" (the default, advised for untrusted
    * input) refuses any decoder warning, "error" only errors and truncation, "truncated" only truncation.
    */

@@ -2,9 +2,9 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ImageService, PdfEngine, Quality, type ImageServiceConvertImageRequest } from "@mcsv/sdk";
-import { connectCodeName, describeError, Violations } from "../shared/errors.js";
+import { busy, connectCodeName, describeError, Violations } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import type { ConcurrencyLimiter } from "./limiter.js";
+import { LimiterFullError, type ConcurrencyLimiter } from "./limiter.js";
 import { conversionsTotal } from "./metrics.js";
 import { INPUT_FORMATS, isInputFormat } from "./normalise.js";
 import { runConversion, type ConversionRequest, type PipelineDeps } from "./pipeline.js";
@@ -58,7 +58,11 @@ export function createImageHandlers(deps: ImageHandlerDeps): ServiceImpl<typeof 
       const quality = qualityPreset(req.options?.quality ?? Quality.UNSPECIFIED)?.name ?? "unknown";
       try {
         const request = validate(req, deps);
-        const result = await deps.limiter.run(() => runConversion(deps, request, ctx.signal), ctx.signal);
+        const result = await deps.limiter
+          .run(() => runConversion(deps, request, ctx.signal), ctx.signal)
+          .catch((error: unknown) => {
+            throw error instanceof LimiterFullError ? busy(`this image service is busy: ${error.message}`, 1) : error;
+          });
         conversionsTotal.inc({ outcome: "ok", quality });
         logger.info("image converted", {
           conversion_id: request.conversionId,

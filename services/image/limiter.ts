@@ -1,6 +1,8 @@
 /**
- * A counting semaphore: at most `limit` tasks run at once, the others wait in arrival order. A waiting task whose
- * signal aborts (deadline passed, client gone) leaves the queue and rejects with the signal's reason.
+ * A counting semaphore: at most `limit` tasks run at once, at most `maxWaiting` others wait in arrival order, and any
+ * more are refused at once (LimiterFullError): the backlog belongs to the caller's queue, not to this process. A
+ * waiting task whose signal aborts (deadline passed, client gone) leaves the queue and rejects with the signal's
+ * reason.
  */
 export interface LimiterObserver {
   /** A task started waiting for a slot. */
@@ -11,6 +13,11 @@ export interface LimiterObserver {
   acquired?(): void;
   /** A task gave its slot back. */
   released?(): void;
+}
+
+/** Every slot is taken and the queue is full. */
+export class LimiterFullError extends Error {
+  override name = "LimiterFullError";
 }
 
 interface Waiter {
@@ -24,8 +31,10 @@ export class ConcurrencyLimiter {
   constructor(
     readonly limit: number,
     private readonly observer: LimiterObserver = {},
+    readonly maxWaiting = Number.POSITIVE_INFINITY,
   ) {
     if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`limit must be a positive integer, got ${limit}`);
+    if (!(maxWaiting >= 0)) throw new RangeError(`maxWaiting must be 0 or more, got ${maxWaiting}`);
   }
 
   get active(): number {
@@ -51,6 +60,9 @@ export class ConcurrencyLimiter {
     if (this.running < this.limit && this.queue.length === 0) {
       this.take();
       return Promise.resolve();
+    }
+    if (this.queue.length >= this.maxWaiting) {
+      return Promise.reject(new LimiterFullError(`all ${this.limit} slots are busy and ${this.queue.length} tasks wait`));
     }
     return new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {

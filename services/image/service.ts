@@ -55,12 +55,16 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
     (error: unknown) => logger.error("ImageMagick cannot write PDF under mcsv's policy yet", { command, error: describeError(error) }),
   );
 
-  const limiter = new ConcurrencyLimiter(config.IMAGE_CONCURRENCY, {
-    waiting: () => conversionsWaiting.inc(),
-    doneWaiting: () => conversionsWaiting.dec(),
-    acquired: () => conversionsActive.inc(),
-    released: () => conversionsActive.dec(),
-  });
+  const limiter = new ConcurrencyLimiter(
+    config.IMAGE_CONCURRENCY,
+    {
+      waiting: () => conversionsWaiting.inc(),
+      doneWaiting: () => conversionsWaiting.dec(),
+      acquired: () => conversionsActive.inc(),
+      released: () => conversionsActive.dec(),
+    },
+    config.IMAGE_MAX_WAITING ?? 4 * config.IMAGE_CONCURRENCY,
+  );
 
   const handlers = createImageHandlers({
     logger,

@@ -6,7 +6,8 @@
  * - The lease is renewed while the task runs (leases.ts), and an attempt whose lease was lost is told to stop. The
  *   outcome is written fenced by the dispatch: completed; failed, and dispatched again after the back-off or
  *   discarded (a permanent error, or the last attempt); or, cut short by a shutdown, given back and dispatched again
- *   at once. A cancelled job stays cancelled.
+ *   at once; or, a callee busy (DeferredJobError), given back and dispatched again after its delay. A cancelled job
+ *   stays cancelled.
  * - The wrapper returns normally in every case once the ledger holds the outcome, so graphile deletes its dispatch
  *   and never retries on its own. An outcome that cannot be written is retried while the lease lasts; after that the
  *   lease expires, and recovery dispatches the job again.
@@ -28,10 +29,10 @@ import type { Attempt, AttemptOutcome, JobLedger } from "./ledger.js";
 import type { LeaseKeeper } from "./leases.js";
 import { jobAttemptsTotal, jobDurationSeconds } from "./metrics.js";
 import type { EnqueueResult } from "./model.js";
-import { isPermanentFailure, PermanentJobError, type AnyTaskDefinition, type TaskContext } from "./tasks/context.js";
+import { DeferredJobError, isPermanentFailure, PermanentJobError, type AnyTaskDefinition, type TaskContext } from "./tasks/context.js";
 
 export interface ExecutionDeps {
-  ledger: Pick<JobLedger, "claim" | "ticketOfUndispatched" | "succeed" | "fail" | "interrupt">;
+  ledger: Pick<JobLedger, "claim" | "ticketOfUndispatched" | "succeed" | "fail" | "interrupt" | "defer">;
   leases: Pick<LeaseKeeper, "hold" | "leaseSeconds">;
   logger: Logger;
   enqueue(input: EnqueueInput): Promise<EnqueueResult>;
@@ -125,7 +126,7 @@ async function runAttempt(task: string, definition: AnyTaskDefinition, deps: Exe
     withTraceContext(attempt.trace ?? undefined, () =>
       withSpan(`job ${task}`, { "mcsv.job.id": attempt.id, "mcsv.job.task": task, "mcsv.job.attempt": attempt.attempt }, async () => {
         const stopTimer = startDurationTimer(jobDurationSeconds, { task });
-        let outcome: AttemptOutcome | "interrupted" | "lost" = "completed";
+        let outcome: AttemptOutcome | "interrupted" | "deferred" | "lost" = "completed";
         try {
           let failure: unknown;
           try {
@@ -156,6 +157,12 @@ async function runAttempt(task: string, definition: AnyTaskDefinition, deps: Exe
           if (leaseLost.aborted) {
             outcome = "superseded";
             logger.warn("job attempt stopped: it lost its lease, and the job went to another attempt", { error: message });
+            return;
+          }
+          if (failure instanceof DeferredJobError) {
+            outcome = await write(() => ledger.defer(attempt, failure.delaySeconds));
+            if (outcome === "retry") outcome = "deferred";
+            logger.info("job attempt deferred: a callee is busy; it runs again without using an attempt", { error: message, delay_s: failure.delaySeconds });
             return;
           }
           if (shutdown.aborted && !permanent) {

@@ -412,6 +412,25 @@ export class JobLedger {
     return state === undefined ? "superseded" : state === "queued" ? "retry" : "cancelled";
   }
 
+  /**
+   * The attempt found its callee busy: it does not count and records no error (a busy spell would bury the real
+   * ones), and the job is dispatched again after `delaySeconds`.
+   */
+  async defer(attempt: Attempt, delaySeconds: number): Promise<AttemptOutcome> {
+    const { rows } = await this.pool.query<{ state: StoredState }>(
+      redispatchingIfQueued(`
+        update mcsv_job.jobs
+        set attempts = greatest(0, attempts - 1), lease_owner = null, lease_expires_at = null,
+            state = case when state = 'executing' then 'queued' else state end,
+            run_at = case when state = 'executing' then now() + make_interval(secs => $3) else run_at end,
+            dispatch = case when state = 'executing' then dispatch + 1 else dispatch end
+        where id = $1 and dispatch = $2 and lease_expires_at is not null`),
+      [attempt.id, attempt.dispatch, delaySeconds],
+    );
+    const state = rows[0]?.state;
+    return state === undefined ? "superseded" : state === "queued" ? "retry" : "cancelled";
+  }
+
   // --- Recovery's side: attempts whose lease expired. ---
 
   /** Up to `limit` jobs whose lease has expired, locked for `client`'s transaction (skipping those a peer holds). */

@@ -51,6 +51,22 @@ export function resourceExhausted(reason: string, retryAfterSeconds: number): Co
   return new ConnectError(`${reason}; retry in ${seconds} s`, Code.ResourceExhausted, { "retry-after": String(seconds) });
 }
 
+/**
+ * Busy right now, not broken: `unavailable` with `retry-after`, which a caller retries after that long (the job
+ * service without using an attempt: see retryAfterOf).
+ */
+export function busy(reason: string, retryAfterSeconds: number): ConnectError {
+  const seconds = Math.max(1, Math.ceil(retryAfterSeconds));
+  return new ConnectError(`${reason}; retry in ${seconds} s`, Code.Unavailable, { "retry-after": String(seconds) });
+}
+
+/** The seconds a `busy` answer asks the caller to wait, or undefined for any other error. */
+export function retryAfterOf(error: unknown): number | undefined {
+  if (!(error instanceof ConnectError) || error.code !== Code.Unavailable) return undefined;
+  const seconds = Number(error.metadata.get("retry-after"));
+  return Number.isFinite(seconds) && seconds > 0 ? seconds : undefined;
+}
+
 /** Codes that a retry cannot fix: a job that meets one fails at once. */
 export const PERMANENT_CODES: ReadonlySet<Code> = new Set([
   Code.InvalidArgument,

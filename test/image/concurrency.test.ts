@@ -1,6 +1,7 @@
 /**
  * IMAGE_CONCURRENCY bounds the conversions inside the pipeline: an instrumented hook counts how many are between the
  * start of "fetch" and the end of "upload", and the first conversion is held there while the others queue up.
+ * IMAGE_MAX_WAITING bounds the queue: one more is refused at once as unavailable, with retry-after.
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -17,7 +18,7 @@ const entered: string[] = [];
 
 beforeAll(async () => {
   harness = await startImageHarness(
-    { IMAGE_CONCURRENCY: "1" },
+    { IMAGE_CONCURRENCY: "1", IMAGE_MAX_WAITING: "3" },
     {
       hooks: {
         async stageStarted(stage, conversionId) {
@@ -87,6 +88,33 @@ test("with IMAGE_CONCURRENCY=1, conversions never overlap inside the pipeline an
   expect(await gauge("mcsv_image_conversions_waiting")).toBe(0);
   expect(await gauge("mcsv_image_conversions_active")).toBe(0);
   expect(await harness.ready()).toBe(200);
+});
+
+test("with every slot busy and IMAGE_MAX_WAITING waiting, one more is refused at once: unavailable, retry-after 1", async () => {
+  const imageUrl = await harness.upload(await encodePng(gradientPixels(16, 12, 3), 16, 12, 3));
+  let release!: () => void;
+  hold = new Promise((resolve) => (release = resolve));
+  entered.length = 0;
+  const convert = (conversionId: string) =>
+    harness.client.convertImage(create(ImageServiceConvertImageRequestSchema, { conversionId, imageUrl, inputFormat: "png", options: { quality: Quality.LOW } }));
+  const held = [convert(crypto.randomUUID())];
+  await until(async () => entered.length === 1);
+  held.push(convert(crypto.randomUUID()), convert(crypto.randomUUID()), convert(crypto.randomUUID()));
+  await until(async () => (await gauge("mcsv_image_conversions_waiting")) === 3);
+
+  const refused = await convert(crypto.randomUUID()).then(
+    () => undefined,
+    (e: unknown) => ConnectError.from(e),
+  );
+  expect(refused?.code).toBe(Code.Unavailable);
+  expect(refused?.metadata.get("retry-after")).toBe("1");
+  expect(refused?.rawMessage).toMatch(/busy: all 1 slots are busy and 3 tasks wait; retry in 1 s/);
+
+  hold = undefined;
+  release();
+  expect((await Promise.all(held)).map((r) => r.pdfKey.startsWith("pdfs/"))).toEqual([true, true, true, true]);
+  // Room again: the next one is taken.
+  expect((await convert(crypto.randomUUID())).pdfKey).toMatch(/^pdfs\//);
 });
 
 describe("ConcurrencyLimiter", () => {

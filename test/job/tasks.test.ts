@@ -274,6 +274,21 @@ test("the original's link names the endpoint the services reach, not the public 
   expect(new URL((await store.presignGet("pdfs/x.pdf")).url).origin).toBe("https://files.example.com");
 });
 
+test("convert_image: an image service that is busy (unavailable, retry-after) defers the job without using an attempt", async () => {
+  let refusals = 0;
+  env.stubs.methods.convertImage = (req) => {
+    if (refusals++ === 0) throw new ConnectError("this image service is busy; retry in 1 s", Code.Unavailable, { "retry-after": "1" });
+    return { pdfKey: `pdfs/${req.conversionId}.pdf`, inputSize: 10n, outputSize: 20n, width: 4, height: 4, durationMs: 5n };
+  };
+  const { job } = await env.jobs.enqueueJob({ task: "convert_image", args: convertArgs("conv-busy"), maxAttempts: 1 });
+  const done = await env.waitForState(job!.id, JobState.COMPLETED);
+  // One attempt allowed, and used once: the busy answer did not count, left no error, and reported no failure
+  // (the second dispatch, like any redelivery, first tells the gateway that the conversion is PROCESSING).
+  expect(done).toMatchObject({ attempts: 1, maxAttempts: 1, errors: [] });
+  expect(env.stubs.calls.convertImage).toHaveLength(2);
+  expect(reportsFor("conv-busy").map((r) => r.state)).toEqual([ConversionState.PROCESSING, ConversionState.SUCCEEDED]);
+});
+
 test("convert_image: a permanent error is reported as FAILED and discards the job after one attempt", async () => {
   env.stubs.methods.convertImage = () => {
     throw new ConnectError("the image is not a PNG", Code.InvalidArgument);

@@ -56,6 +56,20 @@ export interface TaskDefinition<P> {
  */
 export type AnyTaskDefinition = TaskDefinition<unknown>;
 
+/**
+ * Not a failure: a callee was busy (it answered unavailable with retry-after). The attempt is given back without
+ * counting, and the job is dispatched again after `delaySeconds`: the backlog waits in the queue.
+ */
+export class DeferredJobError extends Error {
+  override name = "DeferredJobError";
+  constructor(
+    message: string,
+    readonly delaySeconds: number,
+  ) {
+    super(message);
+  }
+}
+
 /** A failure that no retry can fix: the job is discarded at once. */
 export class PermanentJobError extends Error {
   override name = "PermanentJobError";

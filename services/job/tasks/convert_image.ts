@@ -15,12 +15,12 @@ import type { Client } from "@connectrpc/connect";
 import { ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { ConversionState, ReportConversionFailedTaskSchema, type ImageService, type UserService } from "@mcsv/sdk";
-import { describeError, MAX_ERROR_TEXT_LENGTH } from "../../shared/errors.js";
+import { describeError, MAX_ERROR_TEXT_LENGTH, retryAfterOf } from "../../shared/errors.js";
 import type { ObjectStore } from "../../shared/storage.js";
 import { jobKeys, typedTask } from "../../shared/tasks.js";
 import type { EnqueueInput } from "../enqueue.js";
 import { decodeTaskArgs, STORED, type DecodedPayloads } from "../payloads.js";
-import { isConversionFinished, isPermanentFailure, type DiscardedJob, type TaskContext, type TaskDefinition } from "./context.js";
+import { DeferredJobError, isConversionFinished, isPermanentFailure, type DiscardedJob, type TaskContext, type TaskDefinition } from "./context.js";
 
 export interface ConvertImageDeps {
   image: Pick<Client<typeof ImageService>, "convertImage">;
@@ -116,6 +116,9 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
         });
       } catch (error) {
         clearTimeout(progress);
+        // The image service's slots are full: try later, not as a failed attempt (the backlog stays in the queue).
+        const retryAfter = retryAfterOf(error);
+        if (retryAfter !== undefined) throw new DeferredJobError(error instanceof ConnectError ? error.rawMessage : describeError(error), retryAfter);
         if (isPermanentFailure(error) || ctx.isLastAttempt) {
           const message = error instanceof ConnectError ? error.rawMessage : describeError(error);
           await deps.user.notifyImageConverted({ conversionId, state: ConversionState.FAILED, error: message }, call).catch(async (reportError: unknown) => {
