@@ -75,6 +75,8 @@ function missingSystemPackages() {
       { pkg: "poppler-utils", ok: has("pdfimages") && has("pdftocairo") },
       { pkg: "qpdf", ok: has("qpdf") },
       { pkg: "prometheus", ok: has("promtool") },
+      // test/deploy/live-prometheus.test.ts delivers an alert through a real Alertmanager; amtool checks its config.
+      { pkg: "prometheus-alertmanager", ok: has("prometheus-alertmanager") },
       // The pages (Swagger UI, the console) are tested in real headless Chromium.
       { pkg: "chromium", ok: has("chromium") },
     );
@@ -103,9 +105,9 @@ function ensureSystemPackages() {
   }
   const hint =
     platform() === "darwin"
-      ? "brew install imagemagick ghostscript poppler qpdf prometheus"
+      ? "brew install imagemagick ghostscript poppler qpdf prometheus alertmanager"
       : "ImageMagick (6 or 7), Ghostscript" +
-        (forTests ? ", poppler-utils (pdfimages, pdftocairo), qpdf, promtool, chromium" : "") +
+        (forTests ? ", poppler-utils (pdfimages, pdftocairo), qpdf, Prometheus (prometheus, promtool), Alertmanager (alertmanager, amtool), chromium" : "") +
         (forBench ? ", poppler-utils (pdfimages), img2pdf" : "");
   throw new Error(`missing: ${missing.join(", ")}. Install them first: ${hint}`);
 }

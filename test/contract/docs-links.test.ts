@@ -6,15 +6,11 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, normalize } from "node:path";
 import { execFileSync } from "node:child_process";
 import { ROOT } from "../../scripts/lib/system.js";
+import { headingSlugs } from "../support/markdown.js";
 
 const markdown = execFileSync("git", ["ls-files", "*.md"], { cwd: ROOT, encoding: "utf8" })
   .split("\n")
   .filter((file) => file && !file.startsWith("node_modules/"));
-
-function slugs(file: string): Set<string> {
-  const text = readFileSync(join(ROOT, file), "utf8").replace(/```[\s\S]*?```/g, "");
-  return new Set([...text.matchAll(/^#{1,6}\s+(.+)$/gm)].map((m) => m[1]!.trim().toLowerCase().replace(/[^\w\- ]/g, "").replace(/ /g, "-")));
-}
 
 test("the project has its documents", () => {
   expect(markdown).toEqual(expect.arrayContaining(["README.md", "docs/security.md", "docs/api.md", "bench/README.md"]));
@@ -28,7 +24,7 @@ test.each(markdown)("%s: every relative link and anchor resolves", (file) => {
     const [path, anchor] = target!.split("#", 2) as [string, string | undefined];
     const resolved = path ? normalize(join(dirname(file), path)) : file;
     if (!existsSync(join(ROOT, resolved))) broken.push(`${target} (no such file)`);
-    else if (anchor && resolved.endsWith(".md") && !slugs(resolved).has(anchor)) broken.push(`${target} (no such heading)`);
+    else if (anchor && resolved.endsWith(".md") && !headingSlugs(resolved).has(anchor)) broken.push(`${target} (no such heading)`);
   }
   expect(broken).toEqual([]);
 });

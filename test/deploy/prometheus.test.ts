@@ -7,6 +7,7 @@
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SERVICES } from "../../services/shared/topology.js";
+import { headingSlugs } from "../support/markdown.js";
 import { ROOT, readYaml, run, tempCopy, which } from "./support.js";
 
 const PROMTOOL = which("promtool");
@@ -26,7 +27,11 @@ interface PrometheusConfig {
   scrape_configs?: ScrapeConfig[];
 }
 interface RuleFile {
-  groups: Array<{ name: string; interval?: string; rules: Array<{ alert?: string; record?: string; expr: string; for?: string; labels?: Record<string, string> }> }>;
+  groups: Array<{
+    name: string;
+    interval?: string;
+    rules: Array<{ alert?: string; record?: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }>;
+  }>;
 }
 interface UnitTestFile {
   rule_files: string[];
@@ -116,6 +121,40 @@ describe("rules", () => {
   });
 });
 
+describe("alerts", () => {
+  const alerts = RULE_FILES.flatMap((f) => readYaml<RuleFile>(`deploy/prometheus/rules/${f}`).groups.flatMap((g) => g.rules)).filter((r) => r.alert);
+
+  test("each is a page or a ticket, with a summary, a description and a runbook section of docs/runbooks.md that exists", () => {
+    const sections = headingSlugs("docs/runbooks.md");
+    for (const alert of alerts) {
+      const runbook = alert.annotations?.["runbook"] ?? "";
+      const [file, anchor = ""] = runbook.split("#");
+      expect({ alert: alert.alert, severity: ["page", "ticket"].includes(alert.labels?.["severity"] ?? ""), summary: Boolean(alert.annotations?.["summary"]), description: Boolean(alert.annotations?.["description"]), file, section: sections.has(anchor) }).toEqual({
+        alert: alert.alert,
+        severity: true,
+        summary: true,
+        description: true,
+        file: "docs/runbooks.md",
+        section: true,
+      });
+    }
+  });
+
+  test("the memory alert divides by the containers' memory limits of deploy/k8s", () => {
+    const limits = readYaml<RuleFile>("deploy/prometheus/rules/thresholds.yml")
+      .groups.flatMap((g) => g.rules)
+      .filter((r) => r.record === "mcsv:process_memory_limit:bytes")
+      .map((r) => [r.labels?.["service"], Number(/^vector\((\d+)\)$/.exec(r.expr)?.[1])]);
+    const units: Record<string, number> = { Mi: 2 ** 20, Gi: 2 ** 30 };
+    const k8s = Object.entries(SERVICES).map(([key, service]) => {
+      const text = readFileSync(join(ROOT, `deploy/k8s/${key}.yaml`), "utf8");
+      const [, amount, unit] = /limits:\s*\n(?:\s+cpu:.*\n)?\s+memory:\s*(\d+)(Mi|Gi)/.exec(text) ?? [];
+      return [service.name, Number(amount) * units[unit ?? ""]!];
+    });
+    expect(limits.sort()).toEqual(k8s.sort());
+  });
+});
+
 describe("promtool unit tests", () => {
   test("pass", async () => {
     const result = await run(promtool, ["test", "rules", ...TEST_FILES], { cwd: join(ROOT, "deploy/prometheus/tests") });
@@ -139,6 +178,35 @@ describe("promtool unit tests", () => {
     }
   });
 
+  test("fail, each exactly where expected, when the threshold alerts are weakened", async () => {
+    const copy = tempCopy("deploy/prometheus");
+    const path = join(copy, "rules", "thresholds.yml");
+    const edit = (from: string, to: string) => {
+      const text = readFileSync(path, "utf8");
+      expect(text).toContain(from);
+      writeFileSync(path, text.replace(from, to));
+    };
+    try {
+      // The job replicas' identical counts added up instead of read once.
+      edit("sum by (task) (max by (task, state) (mcsv_queue_jobs", "sum by (task) (sum by (task, state) (mcsv_queue_jobs");
+      // No minimum number of retries: one job retrying alone pages.
+      edit("sum by (task) (increase(mcsv_job_attempts_total{outcome=\"retry\"}[5m])) >= 10", "sum by (task) (increase(mcsv_job_attempts_total{outcome=\"retry\"}[5m])) >= 1");
+      // The memory limit ten times too high.
+      edit("mcsv:process_memory_limit:bytes\n          > 0.9", "mcsv:process_memory_limit:bytes\n          > 9");
+      const result = await run(promtool, ["test", "rules", "thresholds.test.yml"], { cwd: join(copy, "tests") });
+      expect(result.code).not.toBe(0);
+      expect(failedTests(result.stdout + result.stderr)).toEqual(
+        [
+          "JobQueueBacklog: 110 convert_image jobs due or retrying; scheduled jobs and the replicas' repeated counts do not add up",
+          "JobAttemptsFailing: every send_email attempt fails; a few convert_image retries among successes, and one notify_client job retrying alone, do not page",
+          "ProcessMemoryHigh: 95 % of the image service's 1 GiB limit for 10 minutes; 78 % of the email service's 256 MiB is fine",
+        ].sort(),
+      );
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
+  });
+
   test("fail, each exactly where expected, when the rules are weakened", async () => {
     const copy = tempCopy("deploy/prometheus");
     const edit = (file: string, from: string, to: string) => {
@@ -157,11 +225,13 @@ describe("promtool unit tests", () => {
       // Prometheus 3 writes le="1" as le="1.0": an exact match finds no bucket, and the latency SLI disappears.
       const slo = join(copy, "rules", "slo.yml");
       writeFileSync(slo, readFileSync(slo, "utf8").replaceAll('le=~"1|1.0"', 'le="1"'));
-      // data_loss no longer counted as a server error.
-      const recording = join(copy, "rules", "recording.yml");
-      const text = readFileSync(recording, "utf8");
-      expect(text).toContain("|data_loss");
-      writeFileSync(recording, text.replaceAll("|data_loss", ""));
+      // data_loss no longer counted as a server error (the RPC ratios, and the long SLIs that read the histogram).
+      for (const file of ["recording.yml", "slo.yml"]) {
+        const path = join(copy, "rules", file);
+        const text = readFileSync(path, "utf8");
+        expect(text).toContain("|data_loss");
+        writeFileSync(path, text.replaceAll("|data_loss", ""));
+      }
 
       const result = await run(promtool, ["test", "rules", "slo-page.test.yml", "slo-ticket.test.yml"], { cwd: join(copy, "tests") });
       expect(result.code).not.toBe(0);

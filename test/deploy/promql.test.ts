@@ -44,6 +44,7 @@ describe("metricNamesIn", () => {
     const expr = 'sum by (service) (rate(mcsv_emails_total{service=~"$service", type="${type:regex}"}[$__rate_interval] offset $shift)) / $__range_s';
     expect(metricNamesIn(expr)).toEqual(["mcsv_emails_total"]);
     expect(interpolateGrafanaVariables("rate(x[$__rate_interval]) and y[$window] and z{a=\"[[old]]\"}")).toBe('rate(x[5m]) and y[5m] and z{a="__grafana_variable"}');
+    expect(interpolateGrafanaVariables('rate(x{service=~"$service"}[$__rate_interval]) > $min', { service: ".+", __rate_interval: "1m" })).toBe('rate(x{service=~".+"}[1m]) > __grafana_variable');
   });
 
   test("throws on invalid PromQL instead of returning a partial answer", () => {
@@ -114,12 +115,13 @@ describe("collecting expressions", () => {
     ]);
   });
 
-  test("from this repository: the three dashboards and both rule files, every one named by file and place", () => {
+  test("from this repository: the three dashboards and the three rule files, every one named by file and place", () => {
     const found = collectExpressions();
     const files = [...new Set(found.map((e) => e.file))].sort();
     expect(files).toEqual([
       "deploy/prometheus/rules/recording.yml",
       "deploy/prometheus/rules/slo.yml",
+      "deploy/prometheus/rules/thresholds.yml",
       "grafana/dashboards/node-runtime.json",
       "grafana/dashboards/overview.json",
       "grafana/dashboards/pipeline.json",

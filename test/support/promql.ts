@@ -51,12 +51,15 @@ export const GRAFANA_VARIABLE_STAND_IN = "__grafana_variable";
 /**
  * Replaces Grafana template variables (`$name`, `${name}`, `${name:format}`, `[[name]]`) by stand-ins that keep the
  * expression valid PromQL: time macros become `5m`, number macros `60000`, a variable inside `[...]` or after
- * `offset` a duration, and any other variable an identifier (inside a string literal it is just text).
+ * `offset` a duration, and any other variable an identifier (inside a string literal it is just text). `values`
+ * gives chosen variables their value instead, as Grafana would (`{ service: ".+", __rate_interval: "1m" }` to run a
+ * query against a live Prometheus).
  */
-export function interpolateGrafanaVariables(expr: string): string {
+export function interpolateGrafanaVariables(expr: string, values: Record<string, string> = {}): string {
   const variable = /\$\{([A-Za-z0-9_.]+)(?::[^}]*)?\}|\$([A-Za-z0-9_]+)|\[\[([A-Za-z0-9_]+)(?::[^\]]*)?\]\]/g;
   return expr.replace(variable, (match, braced: string | undefined, bare: string | undefined, old: string | undefined, offset: number) => {
     const name = braced ?? bare ?? old ?? "";
+    if (Object.hasOwn(values, name)) return values[name]!;
     if (GRAFANA_DURATION_MACROS.has(name)) return "5m";
     if (GRAFANA_NUMBER_MACROS.has(name)) return "60000";
     const before = expr.slice(0, offset).trimEnd();
