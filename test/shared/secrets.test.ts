@@ -5,7 +5,6 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parse } from "yaml";
 import { ConfigError } from "../../services/shared/config.js";
 import { secretProblem } from "../../services/shared/secrets.js";
 import { loadUserConfig } from "../../services/user/config.js";
@@ -18,10 +17,13 @@ const SECRET_NAME = /TOKEN|KEY|SECRET|PASSWORD/;
 /** Every secret-looking value the repository's deployment examples carry, as `file: NAME=value`. */
 function exampleSecrets(): [string, string][] {
   const found: [string, string][] = [];
-  const secret = parse(readFileSync(join(ROOT, "deploy/k8s/secret.yaml"), "utf8")) as { stringData: Record<string, string> };
-  for (const [name, value] of Object.entries(secret.stringData)) {
-    if (!value) continue;
-    found.push([`secret.yaml ${name}`, name === "DATABASE_URL" ? new URL(value).password : value.split(",")[0]!.replace(/^[a-z0-9_.-]+=/, "")]);
+  // The Kubernetes example Secret's values (KEY=VALUE lines; # comments).
+  const example = readFileSync(join(ROOT, "deploy/k8s/components/example-secret/secrets.example.env"), "utf8");
+  for (const line of example.split("\n")) {
+    const match = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (!match || !match[2]) continue;
+    const [, name, value] = match as unknown as [string, string, string];
+    found.push([`secrets.example.env ${name}`, name === "DATABASE_URL" ? new URL(value).password : value.split(",")[0]!.replace(/^[a-z0-9_.-]+=/, "")]);
   }
   // Compose's `${VAR:-default}` defaults.
   const compose = readFileSync(join(ROOT, "deploy/docker-compose.yml"), "utf8");
