@@ -1,7 +1,7 @@
 #!/bin/sh
 # Starts the mcsv service that SERVICE names (user, job, email, image or client): the container's command in
-# deploy/Dockerfile. The same as scripts/lib/system.ts does for `npm start`, plus the service's telemetry.ts (when it
-# has one), loaded first so that OpenTelemetry instruments pg and the AWS SDK as they load.
+# deploy/Dockerfile. What scripts/lib/system.ts does for `npm start`, from the compiled build, with the service's
+# telemetry loaded first so that OpenTelemetry instruments pg and the AWS SDK as they load.
 set -eu
 case "${SERVICE:-}" in
   user | job | email | image | client) ;;
@@ -10,16 +10,15 @@ case "${SERVICE:-}" in
     exit 64
     ;;
 esac
-# `start-service.sh migrate` runs the service's migrations alone and exits (user and job: the pre-deploy job).
+# The production build (scripts/build.ts; MCSV_BUILD_DIR names another than dist, as its test does): `start-service.sh
+# migrate` runs the service's migrations alone and exits (user and job: the pre-deploy job); otherwise the service,
+# with its telemetry preload first.
+build="${MCSV_BUILD_DIR:-dist}"
 if [ "${1:-}" = "migrate" ]; then
-  if [ ! -f "services/$SERVICE/migrate.ts" ]; then
+  if [ ! -f "$build/services/$SERVICE/migrate.js" ]; then
     echo "start-service: the $SERVICE service has no migrations" >&2
     exit 64
   fi
-  exec node --conditions=mcsv-source --import tsx "services/$SERVICE/migrate.ts"
+  exec node "$build/services/$SERVICE/migrate.js"
 fi
-set -- --conditions=mcsv-source --import tsx
-if [ -f "services/$SERVICE/telemetry.ts" ]; then
-  set -- "$@" --import "./services/$SERVICE/telemetry.ts"
-fi
-exec node "$@" "services/$SERVICE/main.ts"
+exec node --import "./$build/services/$SERVICE/telemetry.js" "$build/services/$SERVICE/main.js"

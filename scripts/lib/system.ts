@@ -32,6 +32,8 @@ export interface SystemOptions {
   /** Receives every line a service writes, with the number of the replica that wrote it. */
   onLine?: (service: ServiceKey, line: string, stream: "stdout" | "stderr", replica: number) => void;
   readyTimeoutMs?: number;
+  /** Run the production build in this directory (relative to the repository) instead of the TypeScript sources. */
+  build?: string;
   /** The operator's and the services' credentials (tests); by default MCSV_INTERNAL_TOKEN or the dev ones. */
   credentials?: { operatorToken?: string; serviceTokens?: Record<ServiceKey, string> };
 }
@@ -82,8 +84,12 @@ export async function isReady(url: string): Promise<boolean> {
   }
 }
 
-/** The Node arguments that run one service from the repository root. */
-export function serviceArguments(key: ServiceKey): string[] {
+/**
+ * The Node arguments that run one service from the repository root: its TypeScript through tsx, or, given the
+ * directory of a production build (scripts/build.ts), its compiled JavaScript.
+ */
+export function serviceArguments(key: ServiceKey, build?: string): string[] {
+  if (build) return ["--import", `./${join(build, "services", key, "telemetry.js")}`, join(build, "services", key, "main.js")];
   return [
     "--conditions=mcsv-source",
     "--import",
@@ -172,7 +178,7 @@ export async function startSystem(options: SystemOptions): Promise<System> {
   const replicas: ServiceProcess[] = [];
 
   function spawnProcess(key: ServiceKey, replica: number, own: Record<string, string> = {}): Pick<ServiceProcess, "child" | "exited"> {
-    const child = spawn(process.execPath, serviceArguments(key), {
+    const child = spawn(process.execPath, serviceArguments(key, options.build), {
       cwd: ROOT,
       env: { ...env, MCSV_SERVICE_TOKEN: credentials.serviceTokens[key], ...own },
       stdio: ["ignore", "pipe", "pipe"],

@@ -1,21 +1,20 @@
 /**
  * The web console at /console/: a static page (console/) that calls this gateway, same origin, through @mcsv/sdk.
  *
- * The bundle is built in memory by esbuild's API the first time the console is asked for, then served from memory.
- * The console's TypeScript stays its only source (no build step to forget, no committed bundle to go stale, nothing
- * written in a read-only container), and only a gateway whose console is opened pays the few hundred milliseconds,
- * once: the many gateways that tests start never do. The SDK is bundled from its sources (the `mcsv-source`
- * condition), as the services run it; gen/dist is not in the image.
+ * From a checkout, the bundle is built in memory by esbuild the first time the console is asked for, then served
+ * from memory: the console's TypeScript stays its only source (no build step to forget, no committed bundle to go
+ * stale), and only a gateway whose console is opened pays the few hundred milliseconds, once. The production build
+ * (scripts/build.ts) writes the bundle beside the page instead, and the image carries no esbuild.
  *
  * Every answer carries a strict Content-Security-Policy: the page has no inline script or style, and talks only to
  * its own origin.
  */
 import { readFile } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
 import type { AnyResponse } from "../shared/listener.js";
 import type { PageHandler } from "../shared/server.js";
+import { bundleConsole, type BundledFile } from "./console-bundle.js";
 
 export const DEFAULT_CONSOLE_DIR = fileURLToPath(new URL("../../console/", import.meta.url));
 
@@ -52,38 +51,30 @@ interface Asset {
   body: Buffer;
 }
 
+/** What the production build writes beside index.html. */
+export const PREBUILT = ["console.js", "console.css"];
+
 const TYPES: Record<string, string> = {
   ".js": "text/javascript; charset=utf-8",
   ".css": "text/css; charset=utf-8",
 };
 
+/** The bundle's files: prebuilt beside the page (the production build), or else bundled now from the sources. */
+async function bundledFiles(dir: string): Promise<BundledFile[]> {
+  try {
+    return await Promise.all(PREBUILT.map(async (name) => ({ name, contents: await readFile(join(dir, name)) })));
+  } catch {
+    return bundleConsole(dir);
+  }
+}
+
 /** The page, its bundle and stylesheet, and its settings, by name under /console/. */
 async function consoleAssets(options: ConsoleOptions): Promise<Map<string, Asset>> {
   const dir = options.dir ?? DEFAULT_CONSOLE_DIR;
-  const [bundle, html] = await Promise.all([
-    build({
-      entryPoints: [
-        { in: join(dir, "main.ts"), out: "console" },
-        { in: join(dir, "console.css"), out: "console" },
-      ],
-      bundle: true,
-      write: false,
-      outdir: "/console",
-      format: "esm",
-      platform: "browser",
-      target: "es2022",
-      minify: true,
-      legalComments: "none",
-      conditions: ["mcsv-source"],
-      tsconfig: join(dir, "tsconfig.json"),
-      logLevel: "silent",
-    }),
-    readFile(join(dir, "index.html")),
-  ]);
+  const [bundle, html] = await Promise.all([bundledFiles(dir), readFile(join(dir, "index.html"))]);
   const assets = new Map<string, Asset>([["index.html", { type: "text/html; charset=utf-8", body: html }]]);
-  for (const file of bundle.outputFiles) {
-    const name = basename(file.path);
-    assets.set(name, { type: TYPES[name.slice(name.lastIndexOf("."))] ?? "application/octet-stream", body: Buffer.from(file.contents) });
+  for (const file of bundle) {
+    assets.set(file.name, { type: TYPES[file.name.slice(file.name.lastIndexOf("."))] ?? "application/octet-stream", body: Buffer.from(file.contents) });
   }
   const settings = { maxImageBytes: options.maxImageBytes, ...(options.grafanaUrl ? { grafanaUrl: options.grafanaUrl } : {}) };
   assets.set("config.json", { type: "application/json", body: Buffer.from(JSON.stringify(settings)) });

@@ -62,7 +62,7 @@ export interface TestSystem extends System {
   close(): Promise<void>;
 }
 
-export async function startTestSystem(env: Record<string, string> = {}, options: Pick<SystemOptions, "replicas"> = {}): Promise<TestSystem> {
+export async function startTestSystem(env: Record<string, string> = {}, options: Pick<SystemOptions, "replicas" | "build"> = {}): Promise<TestSystem> {
   const dataDir = mkdtempSync(join(tmpdir(), "mcsv-e2e-"));
   const sink = await startResendSink();
   const logs: LogLine[] = [];
