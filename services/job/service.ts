@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { WorkerEvents } from "graphile-worker";
 import { ClientService, EmailService, ImageService, JobService, UserService } from "@mcsv/sdk";
 import { CallbackPolicy, systemResolver, type HostResolver } from "../shared/callback-policy.js";
-import { createServiceClient } from "../shared/clients.js";
+import { createServiceClient } from "../shared/service-clients.js";
 import { serverSettings, serviceUrl } from "../shared/config.js";
 import { createPool, databaseCheck, databaseUnavailable, expectMigrated, migrate, type Pool } from "../shared/database.js";
 import { describeError } from "../shared/errors.js";

@@ -5,7 +5,7 @@
 import { fileURLToPath } from "node:url";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { JobService, UserService } from "@mcsv/sdk";
-import { createServiceClient } from "../shared/clients.js";
+import { createServiceClient } from "../shared/service-clients.js";
 import { serverSettings, serviceUrl } from "../shared/config.js";
 import { createPool, databaseCheck, databaseUnavailable, expectMigrated, migrate } from "../shared/database.js";
 import { createLogger, type Logger } from "../shared/logger.js";

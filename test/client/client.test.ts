@@ -11,7 +11,7 @@ import { ClientService, ConversionState, EmailType, ValidationErrorSchema, type 
 import { loadClientConfig } from "../../services/client/config.js";
 import { EventLog } from "../../services/client/event-log.js";
 import { startClientService } from "../../services/client/service.js";
-import { createServiceClient } from "../../services/shared/clients.js";
+import { createServiceClient } from "../../services/shared/service-clients.js";
 import { createLogger } from "../../services/shared/logger.js";
 import type { RunningService } from "../../services/shared/server.js";
 import { TEST_INTERNAL_TOKEN, testAuthEnv } from "../support/credentials.js";

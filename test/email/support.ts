@@ -1,7 +1,7 @@
 /** Starts the email service in-process on a free port with a test configuration, and a Connect client for it. */
 import type { Client } from "@connectrpc/connect";
 import { EmailService } from "@mcsv/sdk";
-import { createServiceClient } from "../../services/shared/clients.js";
+import { createServiceClient } from "../../services/shared/service-clients.js";
 import { createLogger } from "../../services/shared/logger.js";
 import type { RunningService } from "../../services/shared/server.js";
 import { loadEmailConfig } from "../../services/email/config.js";

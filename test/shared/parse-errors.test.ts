@@ -10,7 +10,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ClientService, ConversionSchema, NotifyEmailSentRequestSchema, UserService } from "@mcsv/sdk";
-import { createServiceClient } from "../../services/shared/clients.js";
+import { createServiceClient } from "../../services/shared/service-clients.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
 import { operatorPolicy, TEST_INTERNAL_TOKEN } from "../support/credentials.js";

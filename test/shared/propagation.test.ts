@@ -9,7 +9,7 @@ import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } 
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { create } from "@bufbuild/protobuf";
 import { ClientService, ConversionSchema, UserService } from "@mcsv/sdk";
-import { createServiceClient } from "../../services/shared/clients.js";
+import { createServiceClient } from "../../services/shared/service-clients.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { runService, type RunningService } from "../../services/shared/server.js";
 import { operatorPolicy, TEST_INTERNAL_TOKEN } from "../support/credentials.js";

@@ -16,7 +16,7 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { ClientService, ConversionSchema, UserService } from "@mcsv/sdk";
 import winston from "winston";
 import { principalOf, type Principal } from "../../services/shared/auth.js";
-import { createServiceClient } from "../../services/shared/clients.js";
+import { createServiceClient } from "../../services/shared/service-clients.js";
 import { isHttp2Preface } from "../../services/shared/listener.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { databaseUnavailable } from "../../services/shared/database.js";
