@@ -90,6 +90,7 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
     logger,
     routes: (router) => router.service(ImageService, handlers),
     auth: authPolicy({ internal: config }),
+    sharedDependencies: ["s3"],
     readiness: {
       s3: () => store.ping(),
       imagemagick: () => renderer.ready(),

@@ -65,3 +65,13 @@ export function loadJobConfig(env: NodeJS.ProcessEnv = process.env) {
 }
 
 export type JobConfig = ReturnType<typeof loadJobConfig>;
+
+/** graphile-worker's own pool: a LISTEN connection plus one per job it runs at once, and one to spare. */
+export function jobWorkerPoolSize(config: Pick<JobConfig, "JOB_CONCURRENCY">): number {
+  return config.JOB_CONCURRENCY + 2;
+}
+
+/** Postgres connections one job service holds at most: its pool (the API and the ledger) and graphile-worker's. */
+export function jobPostgresConnections(config: Pick<JobConfig, "DATABASE_POOL_MAX" | "JOB_CONCURRENCY">): number {
+  return config.DATABASE_POOL_MAX + jobWorkerPoolSize(config);
+}

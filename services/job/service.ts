@@ -18,7 +18,7 @@ import { authPolicy } from "../shared/auth.js";
 import { runService, type RunningService } from "../shared/server.js";
 import { ObjectStore } from "../shared/storage.js";
 import { SERVICES } from "../shared/topology.js";
-import type { JobConfig } from "./config.js";
+import { jobWorkerPoolSize, type JobConfig } from "./config.js";
 import { enqueueJob, enqueueJobs, type EnqueueInput } from "./enqueue.js";
 import { createTaskList } from "./execution.js";
 import { createJobHandlers } from "./handlers.js";
@@ -57,7 +57,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
   const teardown = new Teardown();
   const pool = createPool(config.DATABASE_URL, logger, { max: config.DATABASE_POOL_MAX, name });
   // graphile-worker gets its own pool: a LISTEN connection plus one per running job, never starved by the API.
-  const workerPool = createPool(config.DATABASE_URL, logger, { max: config.JOB_CONCURRENCY + 2, name: `${name}-worker` });
+  const workerPool = createPool(config.DATABASE_URL, logger, { max: jobWorkerPoolSize(config), name: `${name}-worker` });
   teardown.onClose(() => Promise.all([pool.end(), workerPool.end()]).then(() => undefined));
 
   try {
@@ -131,6 +131,7 @@ export async function startJobService(config: JobConfig, overrides: JobServiceOv
       logger,
       routes: (router) => router.service(JobService, createJobHandlers({ ledger, enqueue, enqueueMany: (inputs) => enqueueJobs(ledger, inputs) })),
       auth: authPolicy({ internal: config }),
+      sharedDependencies: ["postgres"],
       readiness: { postgres: databaseCheck(pool) },
       dependencyErrors: databaseUnavailable,
       // Job arguments carry metadata and object keys, never file contents (nor links).

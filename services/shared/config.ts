@@ -62,6 +62,11 @@ export const commonEnv = {
   /** PEM files: with both, the port speaks TLS and ALPN chooses HTTP/2 or HTTP/1.1; without, HTTP/1.1 and h2c. */
   TLS_CERT_FILE: z.string().optional(),
   TLS_KEY_FILE: z.string().optional(),
+  /**
+   * Whether a failing shared dependency (Postgres, S3) makes the process unready. Off where a blip of one must not
+   * take every replica out of its Service at once (Kubernetes): readiness still reports it, and stays 200.
+   */
+  READINESS_COUNTS_SHARED: boolean(true),
   /** gRPC server reflection needs a valid credential (of any kind) instead of being open. */
   REFLECTION_REQUIRES_CREDENTIAL: boolean(false),
   ...internalAuthEnv,
@@ -69,6 +74,7 @@ export const commonEnv = {
 
 interface CommonConfig {
   NODE_ENV: string;
+  READINESS_COUNTS_SHARED: boolean;
   MAX_REQUEST_BYTES_IN_FLIGHT?: number | undefined;
   HOST: string;
   SHUTDOWN_GRACE_MS: number;
@@ -87,6 +93,7 @@ export function serverSettings(config: CommonConfig) {
     production: config.NODE_ENV === "production",
     shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
     reflectionNeedsCredential: config.REFLECTION_REQUIRES_CREDENTIAL,
+    readinessCountsShared: config.READINESS_COUNTS_SHARED,
     ...(config.MAX_REQUEST_BYTES_IN_FLIGHT ? { maxBytesInFlight: config.MAX_REQUEST_BYTES_IN_FLIGHT } : {}),
     ...(config.TLS_CERT_FILE && config.TLS_KEY_FILE ? { tls: { cert: readFileSync(config.TLS_CERT_FILE), key: readFileSync(config.TLS_KEY_FILE) } } : {}),
   };

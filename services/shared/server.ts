@@ -45,6 +45,13 @@ export interface ServiceOptions {
    */
   production?: boolean;
   readiness?: ReadinessChecks;
+  /**
+   * The readiness checks of dependencies that every replica shares (Postgres, S3). With `readinessCountsShared`
+   * false they are still checked and reported, but do not make the process unready: a blip of a shared dependency
+   * then does not take every replica out of its Service at once (READINESS_COUNTS_SHARED).
+   */
+  sharedDependencies?: readonly string[];
+  readinessCountsShared?: boolean;
   pages?: PageHandler;
   /** Interceptors that run inside the shared ones (for example authentication). */
   interceptors?: Interceptor[];
@@ -105,7 +112,7 @@ function sendJson(res: AnyResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-async function checkReadiness(checks: ReadinessChecks): Promise<{ ready: boolean; checks: Record<string, string> }> {
+async function checkReadiness(checks: ReadinessChecks, uncounted: ReadonlySet<string>): Promise<{ ready: boolean; checks: Record<string, string> }> {
   const results = await Promise.all(
     Object.entries(checks).map(async ([name, check]) => {
       try {
@@ -119,7 +126,7 @@ async function checkReadiness(checks: ReadinessChecks): Promise<{ ready: boolean
       }
     }),
   );
-  return { ready: results.every(([, state]) => state === "ok"), checks: Object.fromEntries(results) };
+  return { ready: results.every(([name, state]) => state === "ok" || uncounted.has(name)), checks: Object.fromEntries(results) };
 }
 
 export async function runService(options: ServiceOptions): Promise<RunningService> {
@@ -127,6 +134,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
   const stopping = new AbortController();
   const shutdownSignal = new AbortController();
   const checks = options.readiness ?? {};
+  const uncounted = new Set(options.readinessCountsShared === false ? (options.sharedDependencies ?? []) : []);
   let inFlight = 0;
 
   const readMaxBytes = options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES;
@@ -141,7 +149,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
     anyCredential: new Set(options.reflectionNeedsCredential ? reflection : []),
   };
   // grpc.health.v1.Health follows readiness, and says NOT_SERVING once the server is stopping.
-  const health = async () => (!stopping.signal.aborted && (await checkReadiness(checks)).ready ? "serving" : "not_serving");
+  const health = async () => (!stopping.signal.aborted && (await checkReadiness(checks, uncounted)).ready ? "serving" : "not_serving");
   const connect = connectHandler({
     routes: (router, mounted) => {
       options.routes(router);
@@ -168,7 +176,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
       }
       if (req.method === "GET" && path === "/health/ready") {
         if (stopping.signal.aborted) return sendJson(res, 503, { status: "draining", service: options.name });
-        const readiness = await checkReadiness(checks);
+        const readiness = await checkReadiness(checks, uncounted);
         const status = readiness.ready ? "ready" : "not_ready";
         // Error texts name hosts and addresses: in production only the operator reads them.
         const details = !options.production || caller.operator ? readiness.checks : Object.fromEntries(Object.entries(readiness.checks).map(([name, state]) => [name, state === "ok" ? "ok" : "failing"]));

@@ -64,3 +64,8 @@ export function loadUserConfig(env: NodeJS.ProcessEnv = process.env) {
 }
 
 export type UserConfig = ReturnType<typeof loadUserConfig>;
+
+/** Postgres connections one gateway holds at most: its pool, and the one that listens for conversion changes. */
+export function userPostgresConnections(config: Pick<UserConfig, "DATABASE_POOL_MAX">): number {
+  return config.DATABASE_POOL_MAX + 1;
+}

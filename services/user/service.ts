@@ -143,6 +143,7 @@ export async function startUserService(config: UserConfig, overrides: UserServic
     readLimits: { ConvertImage: Math.ceil((config.GATEWAY_MAX_IMAGE_BYTES * 4) / 3) + 64 * 1024 },
     pages: anyPage(docsPages(overrides.openapiDir), consolePages({ grafanaUrl: config.GRAFANA_URL, maxImageBytes: config.GATEWAY_MAX_IMAGE_BYTES })),
     dependencyErrors: databaseUnavailable,
+    sharedDependencies: ["postgres", "s3", "conversion_listener"],
     readiness: {
       postgres: databaseCheck(pool),
       s3: () => store.ping(),
