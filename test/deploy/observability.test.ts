@@ -154,3 +154,17 @@ describe("Alloy", () => {
     expect(new RegExp(derived.matcherRegex).exec(raw)?.[1]).toBe(traceId);
   });
 });
+
+test("retention is aligned: traces live as long as logs (every log line's trace link leads somewhere), metrics past the SLOs' 30 days", () => {
+  const hours = (duration: string) => {
+    const match = /^(\d+)(h|d)$/.exec(duration);
+    if (!match) throw new Error(`not a duration in hours or days: ${duration}`);
+    return Number(match[1]) * (match[2] === "d" ? 24 : 1);
+  };
+  const traces = hours(readYaml<any>("deploy/tempo/tempo.yaml").compactor.compaction.block_retention);
+  const logs = hours(readYaml<any>("deploy/loki/loki.yaml").limits_config.retention_period);
+  const flag = (compose.services["prometheus"] as unknown as { command: string[] }).command.find((c) => c.startsWith("--storage.tsdb.retention.time="))!;
+  const metrics = hours(flag.split("=")[1]!);
+  expect({ traces, logs }).toEqual({ traces: logs, logs });
+  expect(metrics).toBeGreaterThanOrEqual(31 * 24);
+});
