@@ -371,6 +371,28 @@ describeWithKubectl("kubectl kustomize deploy/k8s", () => {
     }
   });
 
+  test("sizing from measurement: memory requests equal limits; the image pod's pixel cap fits what the bench measured at 12 MP", () => {
+    for (const key of SERVICE_KEYS) {
+      const { requests, limits } = named("Deployment", key)["spec"].template.spec.containers[0].resources;
+      expect({ key, memory: requests.memory }).toEqual({ key, memory: limits.memory });
+    }
+    const image = named("Deployment", "image")["spec"].template.spec;
+    expect(image.containers[0].resources.requests).toEqual(image.containers[0].resources.limits);
+    const secrets = { MCSV_OPERATOR_TOKEN_SHA256: hexDigestOf("operator"), MCSV_SERVICE_TOKEN_SHA256S: `user=${hexDigestOf("user")},job=${hexDigestOf("job")}` };
+    const config = loadImageConfig({ ...containerEnv(full, "image"), ...secrets });
+    // B1 converts its 12 MP images (4000×3000) B1.concurrency at a time; B5 reports the peak of the image service with
+    // its ImageMagick children meanwhile. Taken whole as one conversion's (an upper bound), the pod's conversions at
+    // once up to that size fit its memory with 10 % to spare.
+    const bench = JSON.parse(readFileSync(join(ROOT, "bench/results/latest.json"), "utf8")) as { b1: { concurrency: number; memory12MP: { imageTreePeakMb: number } } };
+    const measuredPixels = 4000 * 3000;
+    const perConversionMb = bench.b1.memory12MP.imageTreePeakMb;
+    expect(config.IMAGE_MAX_PIXELS).toBeLessThanOrEqual(measuredPixels);
+    expect(config.IMAGE_CONCURRENCY * perConversionMb * 1.1 * 2 ** 20).toBeLessThanOrEqual(bytes(image.containers[0].resources.limits.memory));
+    // ImageMagick's pixel cache may spill to disk only as far as the pod's /tmp holds.
+    const tmp = (image.volumes as Array<{ name: string; emptyDir?: { sizeLimit: string } }>).find((v) => v.name === "tmp")!.emptyDir!.sizeLimit;
+    expect(bytes(config.IMAGEMAGICK_LIMIT_DISK.replace(/iB$/, "i").replace(/B$/, ""))).toBeLessThanOrEqual(bytes(tmp));
+  });
+
   test("the Postgres connection budget: at every Deployment's most replicas plus its surge, and the migration Job, within 100 less 3 reserved", () => {
     const secrets = { MCSV_OPERATOR_TOKEN_SHA256: hexDigestOf("operator"), MCSV_SERVICE_TOKEN_SHA256S: `user=${hexDigestOf("user")},job=${hexDigestOf("job")}` };
     const perPod = {
