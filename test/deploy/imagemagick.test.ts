@@ -7,7 +7,7 @@
  * classic attacks.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Quality } from "@mcsv/sdk";
@@ -140,6 +140,20 @@ describeIsolated("ImageMagick under mcsv's policy", () => {
       const [cmd, args] = underPolicy(pdfArguments(image, preset, limits));
       const pdf = await runImageMagick(cmd, args, image.data, { timeoutMs: 30_000, maxOutputBytes: 10_000_000 });
       expect({ input: `${image.encoding}/${image.channels}`, head: pdf.subarray(0, 5).toString("latin1") }).toEqual({ input: `${image.encoding}/${image.channels}`, head: "%PDF-" });
+    }
+  });
+
+  test("writes both kinds of the service's PDF with Ghostscript out of reach, as in the image, which has none", async () => {
+    // A PATH holding only what the run needs: ImageMagick's own PDF writer, never a Ghostscript delegate.
+    const bin = join(dir, "no-ghostscript");
+    mkdirSync(bin);
+    for (const tool of ["sh", "mount", "unshare", command!]) symlinkSync(which(tool)!, join(bin, tool));
+    const env = { PATH: bin };
+    expect(spawnSync("sh", ["-c", "command -v gs"], { env }).status).not.toBe(0);
+    for (const quality of [Quality.LOSSLESS, Quality.HIGH]) {
+      const [cmd, args] = underPolicy(pdfArguments(raw3, qualityPreset(quality)!, limits));
+      const pdf = await runImageMagick(join(bin, cmd), args, raw3.data, { timeoutMs: 30_000, maxOutputBytes: 10_000_000, env });
+      expect({ quality, head: pdf.subarray(0, 5).toString("latin1") }).toEqual({ quality, head: "%PDF-" });
     }
   });
 
