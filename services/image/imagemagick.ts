@@ -7,6 +7,7 @@
  * benchmark can run exactly what the service runs. A pool of ready processes could later sit behind `PdfRenderer`.
  */
 import { spawn, spawnSync } from "node:child_process";
+import { PassThrough, type Readable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Span } from "@opentelemetry/api";
 import { withSpan } from "../shared/tracing.js";
@@ -34,8 +35,15 @@ export interface RunOptions {
 }
 
 /** What the pipeline needs from a PDF writer. */
+/** A PDF as its writer produces it: `output` streams it, `done` resolves with its size once the writer succeeded. */
+export interface PdfStream {
+  output: Readable;
+  done: Promise<number>;
+}
+
 export interface PdfRenderer {
-  renderPdf(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Starts writing the PDF of `image`; the caller stores `output` as it comes (the PDF is never held whole). */
+  streamPdf(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<PdfStream>;
   /** Resolves when the writer can produce PDFs; rejects with the reason otherwise. */
   ready(): Promise<void>;
 }
@@ -72,25 +80,65 @@ export function detectImageMagickCommand(): string {
  * Runs `command args` with `input` on stdin and resolves with everything it wrote on stdout, in a span that records
  * the arguments, process id, exit code (or the signal that killed it), duration, and bytes in and out.
  */
-export function runImageMagick(command: string, args: readonly string[], input: Uint8Array, options: RunOptions): Promise<Buffer> {
+export async function runImageMagick(command: string, args: readonly string[], input: Uint8Array, options: RunOptions): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const bytes = await traced(command, args, input, (span) => spawnImageMagick(command, args, input, options, span, (chunk) => void chunks.push(chunk)));
+  return Buffer.concat(chunks, bytes);
+}
+
+/**
+ * Runs `command args` like runImageMagick, but passes its stdout on as it comes, pausing ImageMagick while `output`
+ * is not read (the timeout still applies). `output` ends once ImageMagick succeeded, or fails with its error.
+ */
+export function streamImageMagick(command: string, args: readonly string[], input: Uint8Array, options: RunOptions): PdfStream {
+  const output = new PassThrough();
+  const done = traced(command, args, input, (span) =>
+    spawnImageMagick(command, args, input, options, span, (chunk, pause) => {
+      if (!output.write(chunk)) pause((resume) => output.once("drain", resume));
+    }),
+  ).then(
+    (bytes) => {
+      output.end();
+      return bytes;
+    },
+    (error: unknown) => {
+      output.destroy(error as Error);
+      throw error;
+    },
+  );
+  return { output, done };
+}
+
+/** One ImageMagick run in its span, timed. */
+function traced(command: string, args: readonly string[], input: Uint8Array, run: (span: Span) => Promise<number>): Promise<number> {
   const attributes = { "process.executable.name": command, "process.command_args": [command, ...args], "mcsv.imagemagick.input_bytes": input.byteLength };
   return withSpan(`imagemagick ${command}`, attributes, async (span) => {
     const started = performance.now();
     try {
-      return await spawnImageMagick(command, args, input, options, span);
+      return await run(span);
     } finally {
       span.setAttribute("mcsv.imagemagick.duration_ms", Math.round(performance.now() - started));
     }
   });
 }
 
-function spawnImageMagick(command: string, args: readonly string[], input: Uint8Array, options: RunOptions, span: Span): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
+/**
+ * Spawns ImageMagick and hands `onOutput` each chunk of its stdout (which may pause the reading until it resumes it);
+ * resolves with the bytes written once it exited well.
+ */
+function spawnImageMagick(
+  command: string,
+  args: readonly string[],
+  input: Uint8Array,
+  options: RunOptions,
+  span: Span,
+  onOutput: (chunk: Buffer, pause: (until: (resume: () => void) => void) => void) => void,
+): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
     options.signal?.throwIfAborted();
     // Its own process group, so that a kill also reaches any delegate it started.
     const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], detached: true, env: options.env ?? process.env });
     if (child.pid !== undefined) span.setAttribute("process.pid", child.pid);
-    const chunks: Buffer[] = [];
     let outputBytes = 0;
     let stderr = "";
     let failure: ConnectError | undefined;
@@ -116,7 +164,10 @@ function spawnImageMagick(command: string, args: readonly string[], input: Uint8
         kill(new ConnectError(`the PDF would be larger than the limit of ${options.maxOutputBytes} bytes`, Code.ResourceExhausted));
         return;
       }
-      chunks.push(chunk);
+      onOutput(chunk, (until) => {
+        child.stdout.pause();
+        until(() => child.stdout.resume());
+      });
     });
     child.stderr.setEncoding("utf8");
     child.stderr.on("data", (text: string) => {
@@ -134,7 +185,7 @@ function spawnImageMagick(command: string, args: readonly string[], input: Uint8
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
       if (error) reject(error);
-      else resolve(Buffer.concat(chunks, outputBytes));
+      else resolve(outputBytes);
     };
     // A process that cannot be spawned (ENOENT) reports "error" and may never report "close".
     child.once("error", (error) => settle(failure ?? new ConnectError(`ImageMagick could not be run (${command}): ${error.message}`, Code.Internal)));
@@ -204,8 +255,8 @@ export class ImageMagickPdfRenderer implements PdfRenderer {
 
   constructor(readonly options: ImageMagickOptions) {}
 
-  renderPdf(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<Uint8Array> {
-    return runImageMagick(this.options.command, pdfArguments(image, preset, this.options.limits), image.data, {
+  async streamPdf(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<PdfStream> {
+    return streamImageMagick(this.options.command, pdfArguments(image, preset, this.options.limits), image.data, {
       timeoutMs: this.options.timeoutMs,
       maxOutputBytes: this.options.maxOutputBytes,
       signal,
@@ -229,7 +280,11 @@ export class ImageMagickPdfRenderer implements PdfRenderer {
   private async probe(): Promise<void> {
     const image: NormalisedImage = { encoding: "raw", data: PROBE_PIXEL, width: 1, height: 1, channels: 3 };
     for (const quality of [Quality.LOSSLESS, Quality.HIGH]) {
-      const pdf = await this.renderPdf(image, qualityPreset(quality)!).catch((error: unknown) => {
+      const pdf = await runImageMagick(this.options.command, pdfArguments(image, qualityPreset(quality)!, this.options.limits), image.data, {
+        timeoutMs: this.options.timeoutMs,
+        maxOutputBytes: this.options.maxOutputBytes,
+        env: this.options.env,
+      }).catch((error: unknown) => {
         throw new Error(`${this.options.command} cannot write a PDF (is PDF writing allowed by its policy.xml?): ${error instanceof Error ? error.message : String(error)}`);
       });
       if (Buffer.from(pdf.buffer, pdf.byteOffset, Math.min(5, pdf.byteLength)).toString("latin1") !== "%PDF-") {

@@ -1,13 +1,16 @@
 /**
  * One conversion, in four stages that each have their own function and tracing span:
- * fetchSource → normalise → renderPdf → storePdf. Every stage is timed; bytes in and out are counted.
+ * fetch → normalise → pdf → upload. Every stage is timed; bytes in and out are counted.
  * The original is dropped as soon as it is decoded, so a conversion holds at most two copies of the image at a time.
  * With the passthrough engine, the normalise stage reads the header only (format, pixel limit) and chooses
  * (pdf-engine.ts): the pdf stage then writes the original's encoded data as it is, or the conversion falls back to
  * the normal decode and ImageMagick within the same stages.
- * The PDF is buffered (bounded by IMAGE_MAX_OUTPUT_BYTES) rather than streamed into the upload: a PUT needs its
- * length up front, and an ImageMagick failure late in the output must never leave a truncated PDF in storage.
+ * ImageMagick's PDF is never held whole: the pdf stage stores it as it is written (S3's multipart upload, a part at a
+ * time), and an ImageMagick failure aborts the upload, so that no truncated PDF is ever stored; the upload stage then
+ * only presigns its link. The passthrough engine's PDF, written in memory from the original's data, is stored in the
+ * upload stage.
  */
+import type { Readable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Span } from "@opentelemetry/api";
 import type { PresignedUrl } from "../shared/storage.js";
@@ -25,6 +28,7 @@ import type { QualityPreset } from "./quality.js";
 /** Where PDFs go (ObjectStore in production). */
 export interface PdfStore {
   put(key: string, body: Uint8Array, options: { contentType: string }): Promise<void>;
+  putStream(key: string, body: Readable, options: { contentType: string }): Promise<number>;
   presignGet(key: string, options: { filename?: string }): Promise<PresignedUrl>;
 }
 
@@ -98,14 +102,42 @@ async function timed<T>(deps: PipelineDeps, stage: Stage, conversionId: string, 
   }
 }
 
-async function storePdf(store: PdfStore, conversionId: string, pdf: Uint8Array): Promise<{ key: string; url: PresignedUrl }> {
-  const key = objectKeys.pdf(conversionId);
-  try {
-    // Deterministic key: a retried conversion overwrites its earlier PDF instead of adding one.
-    await store.put(key, pdf, { contentType: "application/pdf" });
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new ConnectError(`storing the PDF failed: ${reason}`, isUnreachable(error) ? Code.Unavailable : Code.Internal);
+/** A failure of storage, as the caller should see it: unavailable when S3 is out of reach. */
+function storingFailed(error: unknown): ConnectError {
+  if (error instanceof ConnectError) return error;
+  const reason = error instanceof Error ? error.message : String(error);
+  return new ConnectError(`storing the PDF failed: ${reason}`, isUnreachable(error) ? Code.Unavailable : Code.Internal);
+}
+
+/** The PDF's key: deterministic, so that a retried conversion overwrites its earlier PDF instead of adding one. */
+const pdfKey = (conversionId: string) => objectKeys.pdf(conversionId);
+
+/**
+ * Has ImageMagick write the PDF of `image` straight into storage; resolves with its size. ImageMagick's own failure
+ * (its exit code says why) wins over the upload's, which it causes; a failed upload stops ImageMagick.
+ */
+async function renderIntoStorage(deps: PipelineDeps, conversionId: string, image: NormalisedImage, preset: QualityPreset, signal: AbortSignal | undefined): Promise<number> {
+  const stop = new AbortController();
+  const { output, done } = await deps.renderer.streamPdf(image, preset, signal ? AbortSignal.any([signal, stop.signal]) : stop.signal);
+  const stored = deps.store.putStream(pdfKey(conversionId), output, { contentType: "application/pdf" }).catch((error: unknown) => {
+    const failure = storingFailed(error);
+    stop.abort(failure);
+    throw failure;
+  });
+  const [rendered, upload] = await Promise.allSettled([done, stored]);
+  if (rendered.status === "rejected") throw rendered.reason;
+  if (upload.status === "rejected") throw upload.reason;
+  return rendered.value;
+}
+
+async function storePdf(store: PdfStore, conversionId: string, pdf: Uint8Array | undefined): Promise<{ key: string; url: PresignedUrl }> {
+  const key = pdfKey(conversionId);
+  if (pdf) {
+    try {
+      await store.put(key, pdf, { contentType: "application/pdf" });
+    } catch (error) {
+      throw storingFailed(error);
+    }
   }
   const url = await store.presignGet(key, { filename: `${conversionId}.pdf` });
   return { key, url };
@@ -148,31 +180,32 @@ export async function runConversion(deps: PipelineDeps, request: ConversionReque
   signal?.throwIfAborted();
 
   const pdfEngine: PdfEngineUsed = "plan" in prepared ? { engine: "passthrough", mode: prepared.plan.mode } : { engine: "imagemagick", ...(prepared.fallback ? { fallback: prepared.fallback } : {}) };
-  const pdf = await timed(deps, "pdf", id, async (span) => {
+  // ImageMagick's PDF is stored as it is written; the passthrough engine's is whole in memory, and stored next.
+  const pdf = await timed(deps, "pdf", id, async (span): Promise<{ bytes: number; inMemory?: Uint8Array }> => {
     span.setAttributes({
       "mcsv.pdf.engine": pdfEngine.engine,
       ...(pdfEngine.engine === "passthrough" ? { "mcsv.pdf.passthrough_mode": pdfEngine.mode } : {}),
       ...("fallback" in pdfEngine && pdfEngine.fallback ? { "mcsv.pdf.fallback": pdfEngine.fallback } : {}),
     });
-    if ("image" in prepared) return deps.renderer.renderPdf(prepared.image, request.preset, signal);
+    if ("image" in prepared) return { bytes: await renderIntoStorage(deps, id, prepared.image, request.preset, signal) };
     const written = writePassthroughPdf(prepared.plan);
     if (written.pdf.byteLength > limits.maxOutputBytes) {
       throw new ConnectError(`the PDF would be larger than the limit of ${limits.maxOutputBytes} bytes`, Code.ResourceExhausted);
     }
-    return written.pdf;
+    return { bytes: written.pdf.byteLength, inMemory: written.pdf };
   });
   signal?.throwIfAborted();
   const size = "image" in prepared ? prepared.image : prepared.plan;
 
-  const stored = await timed(deps, "upload", id, () => storePdf(deps.store, id, pdf));
-  conversionBytesTotal.inc({ direction: "out" }, pdf.byteLength);
+  const stored = await timed(deps, "upload", id, () => storePdf(deps.store, id, pdf.inMemory));
+  conversionBytesTotal.inc({ direction: "out" }, pdf.bytes);
 
   return {
     pdfKey: stored.key,
     pdfUrl: stored.url.url,
     pdfUrlExpiresAt: stored.url.expiresAt,
     inputSize,
-    outputSize: pdf.byteLength,
+    outputSize: pdf.bytes,
     width: size.width,
     height: size.height,
     durationMs: Math.round(performance.now() - started),

@@ -221,9 +221,9 @@ export class ImageMagickPolicy {
  */
 export function enforcingPolicy(renderer: PdfRenderer, policy: ImageMagickPolicy): PdfRenderer {
   return {
-    async renderPdf(image, preset, signal) {
+    async streamPdf(image, preset, signal) {
       await policy.verified();
-      return renderer.renderPdf(image, preset, signal);
+      return renderer.streamPdf(image, preset, signal);
     },
     async ready() {
       await renderer.ready();

@@ -3,7 +3,7 @@
  * Object keys are deterministic, so a retried write overwrites instead of duplicating; the bucket is private and
  * every URL handed out is presigned, short-lived and names one object.
  */
-import type { Readable } from "node:stream";
+import { Transform, type Readable } from "node:stream";
 import {
   CreateBucketCommand,
   DeleteObjectCommand,
@@ -15,6 +15,7 @@ import {
   S3Client,
   S3ServiceException,
 } from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 
@@ -59,6 +60,9 @@ function s3Client(config: StorageConfig, endpoint: string | undefined): S3Client
   });
 }
 
+/** S3's smallest part of a multipart upload (but the last): what putStream holds of a body at once. */
+export const PART_BYTES = 5 * 1024 * 1024;
+
 export class ObjectStore {
   readonly client: S3Client;
   readonly bucket: string;
@@ -80,6 +84,34 @@ export class ObjectStore {
       if (!isNotFound(error)) throw error;
       await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
     }
+  }
+
+  /**
+   * Stores what `body` streams, of a length not known in advance, without holding it whole: S3's multipart upload
+   * in parts of PART_BYTES, one at a time (a body that fits one part goes as a single PUT). A body that fails
+   * aborts the upload, and no object is written. Resolves with the bytes stored.
+   */
+  async putStream(key: string, body: Readable, options: { contentType: string }): Promise<number> {
+    let bytes = 0;
+    const counted = body.pipe(
+      new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          bytes += chunk.byteLength;
+          callback(null, chunk);
+        },
+      }),
+    );
+    // pipe() does not pass a source's failure on.
+    body.once("error", (error) => counted.destroy(error));
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: key, Body: counted, ContentType: options.contentType },
+      partSize: PART_BYTES,
+      queueSize: 1,
+      leavePartsOnError: false,
+    });
+    await upload.done();
+    return bytes;
   }
 
   async ping(): Promise<void> {

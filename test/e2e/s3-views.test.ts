@@ -5,39 +5,28 @@
  * endpoint, and the only requests that cross the relay are this test's own (no service fetches through it).
  */
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import { createServer, connect, type Server } from "node:net";
 import { ConversionState, Quality, UserService } from "@mcsv/sdk";
 import { photoLikePng, qpdfCheck } from "../support/pdf.js";
 import { eventually, startTestSystem, type TestSystem } from "../support/system.js";
 import { freePort } from "../../scripts/lib/embedded.js";
+import { startHttpRelay, type HttpRelay } from "../support/http-relay.js";
 
 /** The text of an HTML attribute value (mustache escapes `/`, `=` and `&`). */
 const decodeHtml = (text: string) => text.replace(/&#x([0-9a-f]+);/gi, (_, hex: string) => String.fromCodePoint(parseInt(hex, 16))).replaceAll("&amp;", "&");
 
 let system: TestSystem;
-let relay: Server;
+let relay: HttpRelay;
 /** A callback_url receiver: the JSON bodies POSTed to it. */
 let hooks: HttpServer;
 let hooksUrl: string;
 const posted: Array<{ conversion?: { id?: string; pdfUrl?: string } }> = [];
 let publicEndpoint: string;
 /** The request lines (method and path) that crossed the relay, in order. */
-const crossed: string[] = [];
+const crossed = () => relay.requests.map((line) => line.split("?")[0]!);
 
 beforeAll(async () => {
-  const port = await freePort();
-  publicEndpoint = `http://127.0.0.1:${port}`;
-  let target = 0;
-  relay = createServer((client) => {
-    const upstream = connect(target, "127.0.0.1");
-    client.on("data", (chunk: Buffer) => {
-      for (const match of chunk.toString("latin1").matchAll(/^(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP\/1\.1\r$/gm)) crossed.push(`${match[1]} ${match[2]!.split("?")[0]}`);
-    });
-    client.pipe(upstream).pipe(client);
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-  });
-  await new Promise<void>((resolve) => relay.listen(port, "127.0.0.1", resolve));
+  relay = await startHttpRelay();
+  publicEndpoint = relay.url;
   hooks = createHttpServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -50,12 +39,12 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => hooks.listen(hooksPort, "127.0.0.1", resolve));
   hooksUrl = `http://127.0.0.1:${hooksPort}/hooks`;
   system = await startTestSystem({ S3_PUBLIC_ENDPOINT: publicEndpoint, CALLBACK_ALLOWED_HOSTS: `127.0.0.1:${hooksPort}` });
-  target = Number(new URL(system.env["S3_ENDPOINT"]!).port);
+  relay.target = Number(new URL(system.env["S3_ENDPOINT"]!).port);
 }, 120_000);
 
 afterAll(async () => {
   await system?.close();
-  await new Promise((resolve) => relay?.close(resolve));
+  await relay?.close();
   await new Promise((resolve) => hooks?.close(resolve));
 });
 
@@ -100,5 +89,5 @@ test("conversions succeed, clients get public URLs only, and no service goes thr
   }
 
   // What crossed the public endpoint is exactly what this test sent: the services used the internal one.
-  expect(crossed.sort()).toEqual(ours.sort());
+  expect(crossed().sort()).toEqual(ours.sort());
 }, 120_000);
