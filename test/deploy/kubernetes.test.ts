@@ -387,6 +387,8 @@ describeWithKubectl("kubectl kustomize deploy/k8s", () => {
     const measuredPixels = 4000 * 3000;
     const perConversionMb = bench.b1.memory12MP.imageTreePeakMb;
     expect(config.IMAGE_MAX_PIXELS).toBeLessThanOrEqual(measuredPixels);
+    // Nothing queues inside a pod (the backlog stays in Postgres): a drain has only what runs to finish.
+    expect({ concurrency: config.IMAGE_CONCURRENCY, waiting: config.IMAGE_MAX_WAITING }).toEqual({ concurrency: 1, waiting: 0 });
     expect(config.IMAGE_CONCURRENCY * perConversionMb * 1.1 * 2 ** 20).toBeLessThanOrEqual(bytes(image.containers[0].resources.limits.memory));
     // ImageMagick's pixel cache may spill to disk only as far as the pod's /tmp holds.
     const tmp = (image.volumes as Array<{ name: string; emptyDir?: { sizeLimit: string } }>).find((v) => v.name === "tmp")!.emptyDir!.sizeLimit;
