@@ -60,8 +60,8 @@ function s3Client(config: StorageConfig, endpoint: string | undefined): S3Client
   });
 }
 
-/** S3's smallest part of a multipart upload (but the last): what putStream holds of a body at once. */
-export const PART_BYTES = 5 * 1024 * 1024;
+/** The part size of putStream's multipart uploads: what it holds of a body at once (S3 needs at least 5 MiB; fewer, larger parts cost less). */
+export const PART_BYTES = 16 * 1024 * 1024;
 
 export class ObjectStore {
   readonly client: S3Client;

@@ -16,8 +16,8 @@ function incompressible(width: number, height: number): Buffer {
   return Buffer.from(Array.from({ length: width * height * 3 }, () => next()));
 }
 
-const WIDTH = 1400;
-const HEIGHT = 1400;
+const WIDTH = 2400;
+const HEIGHT = 2400;
 
 let harness: ImageHarness;
 let small: ImageHarness;
