@@ -371,7 +371,8 @@ test("ConvertImage → convert_image → ImageService → NotifyImageConverted �
   expect(magick!.attributes["mcsv.imagemagick.output_bytes"]).toBeGreaterThan(0);
   const upload = spans.find((s) => s.service === "image-svc" && s.name === "S3.PutObject");
   expect(upload?.attributes).toEqual(expect.objectContaining({ "rpc.system": "aws-api", "aws.s3.bucket": "mcsv", "http.response.status_code": 200 }));
-  expect(parentOf(upload!)?.name).toBe("image.upload");
+  // The PDF is stored as ImageMagick writes it, within the pdf stage (a small one in one PUT).
+  expect(parentOf(upload!)?.name).toBe("image.pdf");
   // The gateway stored the original in S3 and wrote its rows in Postgres, under its own server span.
   const gatewayChildren = spans.filter((s) => s.service === "user-svc" && ancestors(s).some((a) => a.name === "mcsv.v1.UserService/ConvertImage" && a.service === "user-svc"));
   expect(gatewayChildren.some((s) => s.name === "S3.PutObject")).toBe(true);
