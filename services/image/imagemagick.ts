@@ -256,12 +256,11 @@ export class ImageMagickPdfRenderer implements PdfRenderer {
   constructor(readonly options: ImageMagickOptions) {}
 
   async streamPdf(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<PdfStream> {
-    return streamImageMagick(this.options.command, pdfArguments(image, preset, this.options.limits), image.data, {
-      timeoutMs: this.options.timeoutMs,
-      maxOutputBytes: this.options.maxOutputBytes,
-      signal,
-      env: this.options.env,
-    });
+    return streamImageMagick(this.options.command, pdfArguments(image, preset, this.options.limits), image.data, this.runOptions(signal));
+  }
+
+  private runOptions(signal?: AbortSignal): RunOptions {
+    return { timeoutMs: this.options.timeoutMs, maxOutputBytes: this.options.maxOutputBytes, signal, env: this.options.env };
   }
 
   /**
@@ -280,11 +279,7 @@ export class ImageMagickPdfRenderer implements PdfRenderer {
   private async probe(): Promise<void> {
     const image: NormalisedImage = { encoding: "raw", data: PROBE_PIXEL, width: 1, height: 1, channels: 3 };
     for (const quality of [Quality.LOSSLESS, Quality.HIGH]) {
-      const pdf = await runImageMagick(this.options.command, pdfArguments(image, qualityPreset(quality)!, this.options.limits), image.data, {
-        timeoutMs: this.options.timeoutMs,
-        maxOutputBytes: this.options.maxOutputBytes,
-        env: this.options.env,
-      }).catch((error: unknown) => {
+      const pdf = await runImageMagick(this.options.command, pdfArguments(image, qualityPreset(quality)!, this.options.limits), image.data, this.runOptions()).catch((error: unknown) => {
         throw new Error(`${this.options.command} cannot write a PDF (is PDF writing allowed by its policy.xml?): ${error instanceof Error ? error.message : String(error)}`);
       });
       if (Buffer.from(pdf.buffer, pdf.byteOffset, Math.min(5, pdf.byteLength)).toString("latin1") !== "%PDF-") {

@@ -28,7 +28,7 @@ import type { QualityPreset } from "./quality.js";
 /** Where PDFs go (ObjectStore in production). */
 export interface PdfStore {
   put(key: string, body: Uint8Array, options: { contentType: string }): Promise<void>;
-  putStream(key: string, body: Readable, options: { contentType: string }): Promise<number>;
+  putStream(key: string, body: Readable, options: { contentType: string }): Promise<void>;
   presignGet(key: string, options: { filename?: string }): Promise<PresignedUrl>;
 }
 

@@ -396,36 +396,30 @@ export class JobLedger {
    * The attempt was cut short by a shutdown: it records the error but does not count, so that a deploy never uses
    * up a job's last attempt, and the job is dispatched again at once.
    */
-  async interrupt(attempt: Attempt, error: string): Promise<AttemptOutcome> {
-    const { rows } = await this.pool.query<{ state: StoredState }>(
-      redispatchingIfQueued(`
-        update mcsv_job.jobs
-        set errors = errors || ${errorEntry("attempts", "$3")},
-            attempts = greatest(0, attempts - 1), lease_owner = null, lease_expires_at = null,
-            state = case when state = 'executing' then 'queued' else state end,
-            run_at = case when state = 'executing' then now() else run_at end,
-            dispatch = case when state = 'executing' then dispatch + 1 else dispatch end
-        where id = $1 and dispatch = $2 and lease_expires_at is not null`),
-      [attempt.id, attempt.dispatch, error.slice(0, MAX_ERROR_TEXT_LENGTH)],
-    );
-    const state = rows[0]?.state;
-    return state === undefined ? "superseded" : state === "queued" ? "retry" : "cancelled";
+  interrupt(attempt: Attempt, error: string): Promise<AttemptOutcome> {
+    return this.giveBack(attempt, error.slice(0, MAX_ERROR_TEXT_LENGTH), 0);
   }
 
   /**
    * The attempt found its callee busy: it does not count and records no error (a busy spell would bury the real
    * ones), and the job is dispatched again after `delaySeconds`.
    */
-  async defer(attempt: Attempt, delaySeconds: number): Promise<AttemptOutcome> {
+  defer(attempt: Attempt, delaySeconds: number): Promise<AttemptOutcome> {
+    return this.giveBack(attempt, null, delaySeconds);
+  }
+
+  /** Gives an attempt back uncounted, recording `error` unless null; the job is dispatched again after the delay. */
+  private async giveBack(attempt: Attempt, error: string | null, delaySeconds: number): Promise<AttemptOutcome> {
     const { rows } = await this.pool.query<{ state: StoredState }>(
       redispatchingIfQueued(`
         update mcsv_job.jobs
-        set attempts = greatest(0, attempts - 1), lease_owner = null, lease_expires_at = null,
+        set errors = case when $3::text is null then errors else errors || ${errorEntry("attempts", "$3")} end,
+            attempts = greatest(0, attempts - 1), lease_owner = null, lease_expires_at = null,
             state = case when state = 'executing' then 'queued' else state end,
-            run_at = case when state = 'executing' then now() + make_interval(secs => $3) else run_at end,
+            run_at = case when state = 'executing' then now() + make_interval(secs => $4) else run_at end,
             dispatch = case when state = 'executing' then dispatch + 1 else dispatch end
         where id = $1 and dispatch = $2 and lease_expires_at is not null`),
-      [attempt.id, attempt.dispatch, delaySeconds],
+      [attempt.id, attempt.dispatch, error, delaySeconds],
     );
     const state = rows[0]?.state;
     return state === undefined ? "superseded" : state === "queued" ? "retry" : "cancelled";

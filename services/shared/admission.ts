@@ -97,7 +97,7 @@ export async function admit(
   const upFront = compressed ? rpc.readMaxBytes : Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, rpc.readMaxBytes) : 0;
   const kind = values.get(principalKey)?.kind;
   const budget = kind === "service" || kind === "operator" ? (admission.internalBudget ?? admission.budget) : admission.budget;
-  if (!budget.tryReserve(upFront)) return refused(req, res, values.set(refusalKey, busy()));
+  if (!budget.tryReserve(upFront)) return refused(req, res, values.set(refusalKey, overBudget()));
   let held = upFront;
   res.once("close", () => budget.release(held));
   const request = universalRequestFromNodeRequest(req, res, undefined, values);
@@ -114,7 +114,7 @@ export async function admit(
 function budgetedBody(req: AnyRequest, budget: ByteBudget, hold: (bytes: number) => void): AsyncIterable<Uint8Array> {
   const meter = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
-      if (!budget.tryReserve(chunk.byteLength)) return callback(busy());
+      if (!budget.tryReserve(chunk.byteLength)) return callback(overBudget());
       hold(chunk.byteLength);
       callback(null, chunk);
     },
@@ -143,7 +143,7 @@ function discardRest(req: AnyRequest): void {
   req.resume();
 }
 
-function busy(): ConnectError {
+function overBudget(): ConnectError {
   return resourceExhausted("the server holds too many request bytes at once", 1);
 }
 

@@ -3,7 +3,7 @@
  * Object keys are deterministic, so a retried write overwrites instead of duplicating; the bucket is private and
  * every URL handed out is presigned, short-lived and names one object.
  */
-import { Transform, type Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import {
   CreateBucketCommand,
   DeleteObjectCommand,
@@ -89,29 +89,17 @@ export class ObjectStore {
   /**
    * Stores what `body` streams, of a length not known in advance, without holding it whole: S3's multipart upload
    * in parts of PART_BYTES, one at a time (a body that fits one part goes as a single PUT). A body that fails
-   * aborts the upload, and no object is written. Resolves with the bytes stored.
+   * aborts the upload, and no object is written.
    */
-  async putStream(key: string, body: Readable, options: { contentType: string }): Promise<number> {
-    let bytes = 0;
-    const counted = body.pipe(
-      new Transform({
-        transform(chunk: Buffer, _encoding, callback) {
-          bytes += chunk.byteLength;
-          callback(null, chunk);
-        },
-      }),
-    );
-    // pipe() does not pass a source's failure on.
-    body.once("error", (error) => counted.destroy(error));
+  async putStream(key: string, body: Readable, options: { contentType: string }): Promise<void> {
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.bucket, Key: key, Body: counted, ContentType: options.contentType },
+      params: { Bucket: this.bucket, Key: key, Body: body, ContentType: options.contentType },
       partSize: PART_BYTES,
       queueSize: 1,
       leavePartsOnError: false,
     });
     await upload.done();
-    return bytes;
   }
 
   async ping(): Promise<void> {
