@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcsv/v1/common.proto.
  */
 export const file_mcsv_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChRtY3N2L3YxL2NvbW1vbi5wcm90bxIHbWNzdi52MSKZAQoRQ29udmVyc2lvbk9wdGlvbnMSIQoHcXVhbGl0eRgBIAEoDjIQLm1jc3YudjEuUXVhbGl0eRIWCg5zdHJpcF9tZXRhZGF0YRgCIAEoCBIRCgltYXhfd2lkdGgYAyABKA0SEgoKbWF4X2hlaWdodBgEIAEoDRIiCgZlbmdpbmUYBSABKA4yEi5tY3N2LnYxLlBkZkVuZ2luZSLzAwoKQ29udmVyc2lvbhIKCgJpZBgBIAEoCRISCgp1c2VyX2VtYWlsGAIgASgJEicKBXN0YXRlGAMgASgOMhgubWNzdi52MS5Db252ZXJzaW9uU3RhdGUSEAoIZmlsZW5hbWUYBCABKAkSEgoKaW5wdXRfc2l6ZRgFIAEoAxITCgtvdXRwdXRfc2l6ZRgGIAEoAxINCgV3aWR0aBgHIAEoDRIOCgZoZWlnaHQYCCABKA0SDwoHcGRmX3VybBgJIAEoCRI2ChJwZGZfdXJsX2V4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGAsgASgJEi4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB29wdGlvbnMYDiABKAsyGi5tY3N2LnYxLkNvbnZlcnNpb25PcHRpb25zEhQKDGlucHV0X2Zvcm1hdBgPIAEoCRIyCg5wZGZfZXhwaXJlc19hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLcGRmX2V4cGlyZWQYESABKAgiPgoPVmFsaWRhdGlvbkVycm9yEisKCnZpb2xhdGlvbnMYASADKAsyFy5tY3N2LnYxLkZpZWxkVmlvbGF0aW9uIjQKDkZpZWxkVmlvbGF0aW9uEg0KBWZpZWxkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJKm8KB1F1YWxpdHkSFwoTUVVBTElUWV9VTlNQRUNJRklFRBAAEg8KC1FVQUxJVFlfTE9XEAESEgoOUVVBTElUWV9NRURJVU0QAhIQCgxRVUFMSVRZX0hJR0gQAxIUChBRVUFMSVRZX0xPU1NMRVNTEAQqXwoJUGRmRW5naW5lEhoKFlBERl9FTkdJTkVfVU5TUEVDSUZJRUQQABIaChZQREZfRU5HSU5FX0lNQUdFTUFHSUNLEAESGgoWUERGX0VOR0lORV9QQVNTVEhST1VHSBACKq4BCg9Db252ZXJzaW9uU3RhdGUSIAocQ09OVkVSU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0NPTlZFUlNJT05fU1RBVEVfUVVFVUVEEAESHwobQ09OVkVSU0lPTl9TVEFURV9QUk9DRVNTSU5HEAISHgoaQ09OVkVSU0lPTl9TVEFURV9TVUNDRUVERUQQAxIbChdDT05WRVJTSU9OX1NUQVRFX0ZBSUxFRBAEKoABCglFbWFpbFR5cGUSGgoWRU1BSUxfVFlQRV9VTlNQRUNJRklFRBAAEhYKEkVNQUlMX1RZUEVfV0VMQ09NRRABEhsKF0VNQUlMX1RZUEVfTk9USUZJQ0FUSU9OEAISIgoeRU1BSUxfVFlQRV9DT05WRVJTSU9OX0NPTVBMRVRFEANiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChRtY3N2L3YxL2NvbW1vbi5wcm90bxIHbWNzdi52MSKQAgoRQ29udmVyc2lvbk9wdGlvbnMSIQoHcXVhbGl0eRgBIAEoDjIQLm1jc3YudjEuUXVhbGl0eRIWCg5zdHJpcF9tZXRhZGF0YRgCIAEoCBIRCgltYXhfd2lkdGgYAyABKA0SEgoKbWF4X2hlaWdodBgEIAEoDRIiCgZlbmdpbmUYBSABKA4yEi5tY3N2LnYxLlBkZkVuZ2luZRIjCgZsYXlvdXQYBiABKAsyEy5tY3N2LnYxLlBhZ2VMYXlvdXQSKwoIbWV0YWRhdGEYByABKAsyGS5tY3N2LnYxLkRvY3VtZW50TWV0YWRhdGESDAoEcGRmYRgIIAEoCBIVCg1vY3JfbGFuZ3VhZ2VzGAkgAygJIrgBCgpQYWdlTGF5b3V0Eh8KBHNpemUYASABKA4yES5tY3N2LnYxLlBhZ2VTaXplEhQKDGN1c3RvbV93aWR0aBgCIAEoARIVCg1jdXN0b21faGVpZ2h0GAMgASgBEh0KA2ZpdBgEIAEoDjIQLm1jc3YudjEuUGFnZUZpdBIOCgZtYXJnaW4YBSABKAESLQoLb3JpZW50YXRpb24YBiABKA4yGC5tY3N2LnYxLlBhZ2VPcmllbnRhdGlvbiKEAQoQRG9jdW1lbnRNZXRhZGF0YRINCgV0aXRsZRgBIAEoCRIOCgZhdXRob3IYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIQCghrZXl3b3JkcxgEIAMoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIyCglUZXh0TGF5ZXISEgoKd29yZF9jb3VudBgBIAEoDRIRCglsYW5ndWFnZXMYAiADKAkivQQKCkNvbnZlcnNpb24SCgoCaWQYASABKAkSEgoKdXNlcl9lbWFpbBgCIAEoCRInCgVzdGF0ZRgDIAEoDjIYLm1jc3YudjEuQ29udmVyc2lvblN0YXRlEhAKCGZpbGVuYW1lGAQgASgJEhIKCmlucHV0X3NpemUYBSABKAMSEwoLb3V0cHV0X3NpemUYBiABKAMSDQoFd2lkdGgYByABKA0SDgoGaGVpZ2h0GAggASgNEg8KB3BkZl91cmwYCSABKAkSNgoScGRmX3VybF9leHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgLIAEoCRIuCgpjcmVhdGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgdvcHRpb25zGA4gASgLMhoubWNzdi52MS5Db252ZXJzaW9uT3B0aW9ucxIUCgxpbnB1dF9mb3JtYXQYDyABKAkSMgoOcGRmX2V4cGlyZXNfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3BkZl9leHBpcmVkGBEgASgIEhIKCnBhZ2VfY291bnQYEiABKA0SEgoKcGFnZXNfZG9uZRgTIAEoDRIgCgR0ZXh0GBQgASgLMhIubWNzdi52MS5UZXh0TGF5ZXIiPgoPVmFsaWRhdGlvbkVycm9yEisKCnZpb2xhdGlvbnMYASADKAsyFy5tY3N2LnYxLkZpZWxkVmlvbGF0aW9uIjQKDkZpZWxkVmlvbGF0aW9uEg0KBWZpZWxkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJKm8KB1F1YWxpdHkSFwoTUVVBTElUWV9VTlNQRUNJRklFRBAAEg8KC1FVQUxJVFlfTE9XEAESEgoOUVVBTElUWV9NRURJVU0QAhIQCgxRVUFMSVRZX0hJR0gQAxIUChBRVUFMSVRZX0xPU1NMRVNTEAQqYwoIUGFnZVNpemUSGQoVUEFHRV9TSVpFX1VOU1BFQ0lGSUVEEAASEAoMUEFHRV9TSVpFX0E0EAESFAoQUEFHRV9TSVpFX0xFVFRFUhACEhQKEFBBR0VfU0laRV9DVVNUT00QAypyCgdQYWdlRml0EhgKFFBBR0VfRklUX1VOU1BFQ0lGSUVEEAASEQoNUEFHRV9GSVRfSU5UTxABEhEKDVBBR0VfRklUX0ZJTEwQAhISCg5QQUdFX0ZJVF9FWEFDVBADEhMKD1BBR0VfRklUX1NIUklOSxAEKo0BCg9QYWdlT3JpZW50YXRpb24SIAocUEFHRV9PUklFTlRBVElPTl9VTlNQRUNJRklFRBAAEhkKFVBBR0VfT1JJRU5UQVRJT05fQVVUTxABEh0KGVBBR0VfT1JJRU5UQVRJT05fUE9SVFJBSVQQAhIeChpQQUdFX09SSUVOVEFUSU9OX0xBTkRTQ0FQRRADKl8KCVBkZkVuZ2luZRIaChZQREZfRU5HSU5FX1VOU1BFQ0lGSUVEEAASGgoWUERGX0VOR0lORV9JTUFHRU1BR0lDSxABEhoKFlBERl9FTkdJTkVfUEFTU1RIUk9VR0gQAiquAQoPQ29udmVyc2lvblN0YXRlEiAKHENPTlZFUlNJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIbChdDT05WRVJTSU9OX1NUQVRFX1FVRVVFRBABEh8KG0NPTlZFUlNJT05fU1RBVEVfUFJPQ0VTU0lORxACEh4KGkNPTlZFUlNJT05fU1RBVEVfU1VDQ0VFREVEEAMSGwoXQ09OVkVSU0lPTl9TVEFURV9GQUlMRUQQBCqAAQoJRW1haWxUeXBlEhoKFkVNQUlMX1RZUEVfVU5TUEVDSUZJRUQQABIWChJFTUFJTF9UWVBFX1dFTENPTUUQARIbChdFTUFJTF9UWVBFX05PVElGSUNBVElPThACEiIKHkVNQUlMX1RZUEVfQ09OVkVSU0lPTl9DT01QTEVURRADYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * ConversionOptions tune how an image becomes a PDF.
@@ -54,6 +54,37 @@ export type ConversionOptions = Message<"mcsv.v1.ConversionOptions"> & {
    * @generated from field: mcsv.v1.PdfEngine engine = 5;
    */
   engine: PdfEngine;
+
+  /**
+   * How each image is placed on its page; unset means each page is its image's own size (one pixel per point).
+   *
+   * @generated from field: mcsv.v1.PageLayout layout = 6;
+   */
+  layout?: PageLayout | undefined;
+
+  /**
+   * The document's title, author, subject, keywords and creation date, in its Info dictionary and its XMP metadata.
+   *
+   * @generated from field: mcsv.v1.DocumentMetadata metadata = 7;
+   */
+  metadata?: DocumentMetadata | undefined;
+
+  /**
+   * Write PDF/A-2b (archivable): XMP identification, an sRGB output intent, every font embedded. An image that PDF/A
+   * cannot hold as it is (CMYK without a profile) is converted by ImageMagick, whatever the engine.
+   *
+   * @generated from field: bool pdfa = 8;
+   */
+  pdfa: boolean;
+
+  /**
+   * Add an invisible, searchable text layer by OCR (ocrmypdf and tesseract) in these tesseract languages, for example
+   * ["eng"] or ["eng", "deu"]; empty means no OCR. The images are not changed: at QUALITY_LOSSLESS the pixels stay
+   * exactly the original's. A language not installed on the image service fails the conversion (failed_precondition).
+   *
+   * @generated from field: repeated string ocr_languages = 9;
+   */
+  ocrLanguages: string[];
 };
 
 /**
@@ -62,6 +93,140 @@ export type ConversionOptions = Message<"mcsv.v1.ConversionOptions"> & {
  */
 export const ConversionOptionsSchema: GenMessage<ConversionOptions> = /*@__PURE__*/
   messageDesc(file_mcsv_v1_common, 0);
+
+/**
+ * PageLayout places each image on its page.
+ *
+ * @generated from message mcsv.v1.PageLayout
+ */
+export type PageLayout = Message<"mcsv.v1.PageLayout"> & {
+  /**
+   * The page size; PAGE_SIZE_UNSPECIFIED means the image's own size (plus the margins), and fit and orientation
+   * then do not apply.
+   *
+   * @generated from field: mcsv.v1.PageSize size = 1;
+   */
+  size: PageSize;
+
+  /**
+   * Width of a PAGE_SIZE_CUSTOM page in points (1/72 inch), 72 to 14,400.
+   *
+   * @generated from field: double custom_width = 2;
+   */
+  customWidth: number;
+
+  /**
+   * Height of a PAGE_SIZE_CUSTOM page in points, 72 to 14,400.
+   *
+   * @generated from field: double custom_height = 3;
+   */
+  customHeight: number;
+
+  /**
+   * How the image is fitted into the area inside the margins.
+   *
+   * @generated from field: mcsv.v1.PageFit fit = 4;
+   */
+  fit: PageFit;
+
+  /**
+   * Margin on every side, in points; the area inside must stay at least 72 points each way.
+   *
+   * @generated from field: double margin = 5;
+   */
+  margin: number;
+
+  /**
+   * The page's orientation.
+   *
+   * @generated from field: mcsv.v1.PageOrientation orientation = 6;
+   */
+  orientation: PageOrientation;
+};
+
+/**
+ * Describes the message mcsv.v1.PageLayout.
+ * Use `create(PageLayoutSchema)` to create a new message.
+ */
+export const PageLayoutSchema: GenMessage<PageLayout> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_common, 1);
+
+/**
+ * DocumentMetadata describes the document; every field is optional.
+ *
+ * @generated from message mcsv.v1.DocumentMetadata
+ */
+export type DocumentMetadata = Message<"mcsv.v1.DocumentMetadata"> & {
+  /**
+   * Title, up to 500 characters.
+   *
+   * @generated from field: string title = 1;
+   */
+  title: string;
+
+  /**
+   * Author, up to 500 characters.
+   *
+   * @generated from field: string author = 2;
+   */
+  author: string;
+
+  /**
+   * Subject, up to 1,000 characters.
+   *
+   * @generated from field: string subject = 3;
+   */
+  subject: string;
+
+  /**
+   * Keywords, up to 50, each up to 100 characters and without commas.
+   *
+   * @generated from field: repeated string keywords = 4;
+   */
+  keywords: string[];
+
+  /**
+   * When the document was created; unset means when the PDF is written.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 5;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mcsv.v1.DocumentMetadata.
+ * Use `create(DocumentMetadataSchema)` to create a new message.
+ */
+export const DocumentMetadataSchema: GenMessage<DocumentMetadata> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_common, 2);
+
+/**
+ * TextLayer describes the searchable text that OCR added to a PDF.
+ *
+ * @generated from message mcsv.v1.TextLayer
+ */
+export type TextLayer = Message<"mcsv.v1.TextLayer"> & {
+  /**
+   * Words recognised, over all pages.
+   *
+   * @generated from field: uint32 word_count = 1;
+   */
+  wordCount: number;
+
+  /**
+   * The tesseract languages the text was recognised in.
+   *
+   * @generated from field: repeated string languages = 2;
+   */
+  languages: string[];
+};
+
+/**
+ * Describes the message mcsv.v1.TextLayer.
+ * Use `create(TextLayerSchema)` to create a new message.
+ */
+export const TextLayerSchema: GenMessage<TextLayer> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_common, 3);
 
 /**
  * Conversion is one image-to-PDF request and its result.
@@ -112,14 +277,14 @@ export type Conversion = Message<"mcsv.v1.Conversion"> & {
   outputSize: bigint;
 
   /**
-   * Width in pixels of the image embedded in the PDF; 0 until the conversion succeeds.
+   * Width in pixels of the image embedded in the PDF (of a document, its first page's); 0 until the conversion succeeds.
    *
    * @generated from field: uint32 width = 7;
    */
   width: number;
 
   /**
-   * Height in pixels of the image embedded in the PDF; 0 until the conversion succeeds.
+   * Height in pixels of the image embedded in the PDF (of a document, its first page's); 0 until the conversion succeeds.
    *
    * @generated from field: uint32 height = 8;
    */
@@ -168,7 +333,8 @@ export type Conversion = Message<"mcsv.v1.Conversion"> & {
   options?: ConversionOptions | undefined;
 
   /**
-   * Format of the original image, sniffed from its bytes (png, jpeg, webp, tiff, gif or avif).
+   * Format of the original image, sniffed from its bytes (png, jpeg, webp, tiff, gif or avif); of a document, its
+   * pages' formats in page order, each once, joined with "+" (for example "jpeg+png").
    *
    * @generated from field: string input_format = 15;
    */
@@ -188,6 +354,27 @@ export type Conversion = Message<"mcsv.v1.Conversion"> & {
    * @generated from field: bool pdf_expired = 17;
    */
   pdfExpired: boolean;
+
+  /**
+   * Pages of the PDF: the number of images (1 for ConvertImage).
+   *
+   * @generated from field: uint32 page_count = 18;
+   */
+  pageCount: number;
+
+  /**
+   * Pages converted so far; equals page_count once the conversion succeeds (progress: page pages_done of page_count).
+   *
+   * @generated from field: uint32 pages_done = 19;
+   */
+  pagesDone: number;
+
+  /**
+   * The searchable text added by OCR; unset unless options.ocr_languages asked for it and the conversion succeeded.
+   *
+   * @generated from field: mcsv.v1.TextLayer text = 20;
+   */
+  text?: TextLayer | undefined;
 };
 
 /**
@@ -195,7 +382,7 @@ export type Conversion = Message<"mcsv.v1.Conversion"> & {
  * Use `create(ConversionSchema)` to create a new message.
  */
 export const ConversionSchema: GenMessage<Conversion> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_common, 1);
+  messageDesc(file_mcsv_v1_common, 4);
 
 /**
  * ValidationError is attached as a detail to an invalid_argument error; it names every bad field of the request.
@@ -216,7 +403,7 @@ export type ValidationError = Message<"mcsv.v1.ValidationError"> & {
  * Use `create(ValidationErrorSchema)` to create a new message.
  */
 export const ValidationErrorSchema: GenMessage<ValidationError> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_common, 2);
+  messageDesc(file_mcsv_v1_common, 5);
 
 /**
  * FieldViolation says what is wrong with one field.
@@ -244,7 +431,7 @@ export type FieldViolation = Message<"mcsv.v1.FieldViolation"> & {
  * Use `create(FieldViolationSchema)` to create a new message.
  */
 export const FieldViolationSchema: GenMessage<FieldViolation> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_common, 3);
+  messageDesc(file_mcsv_v1_common, 6);
 
 /**
  * Quality is the preset that trades PDF size against fidelity.
@@ -295,6 +482,136 @@ export const QualitySchema: GenEnum<Quality> = /*@__PURE__*/
   enumDesc(file_mcsv_v1_common, 0);
 
 /**
+ * PageSize is the size of each page of the PDF.
+ *
+ * @generated from enum mcsv.v1.PageSize
+ */
+export enum PageSize {
+  /**
+   * Each page is its image's own size, one pixel per point (today's behaviour, and the default).
+   *
+   * @generated from enum value: PAGE_SIZE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * ISO A4, 210 × 297 mm (595.28 × 841.89 points).
+   *
+   * @generated from enum value: PAGE_SIZE_A4 = 1;
+   */
+  A4 = 1,
+
+  /**
+   * US Letter, 8.5 × 11 inches (612 × 792 points).
+   *
+   * @generated from enum value: PAGE_SIZE_LETTER = 2;
+   */
+  LETTER = 2,
+
+  /**
+   * The page of custom_width × custom_height points.
+   *
+   * @generated from enum value: PAGE_SIZE_CUSTOM = 3;
+   */
+  CUSTOM = 3,
+}
+
+/**
+ * Describes the enum mcsv.v1.PageSize.
+ */
+export const PageSizeSchema: GenEnum<PageSize> = /*@__PURE__*/
+  enumDesc(file_mcsv_v1_common, 1);
+
+/**
+ * PageFit is how an image is fitted into its page's area inside the margins.
+ *
+ * @generated from enum mcsv.v1.PageFit
+ */
+export enum PageFit {
+  /**
+   * PAGE_FIT_INTO.
+   *
+   * @generated from enum value: PAGE_FIT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * As large as fits, keeping the aspect ratio, centred.
+   *
+   * @generated from enum value: PAGE_FIT_INTO = 1;
+   */
+  INTO = 1,
+
+  /**
+   * As small as covers the area, keeping the aspect ratio, centred; what overflows is cut off.
+   *
+   * @generated from enum value: PAGE_FIT_FILL = 2;
+   */
+  FILL = 2,
+
+  /**
+   * Stretched to the area exactly; the aspect ratio is not kept.
+   *
+   * @generated from enum value: PAGE_FIT_EXACT = 3;
+   */
+  EXACT = 3,
+
+  /**
+   * Like PAGE_FIT_INTO, but never larger than the image's own size (one pixel per point).
+   *
+   * @generated from enum value: PAGE_FIT_SHRINK = 4;
+   */
+  SHRINK = 4,
+}
+
+/**
+ * Describes the enum mcsv.v1.PageFit.
+ */
+export const PageFitSchema: GenEnum<PageFit> = /*@__PURE__*/
+  enumDesc(file_mcsv_v1_common, 2);
+
+/**
+ * PageOrientation turns the page.
+ *
+ * @generated from enum mcsv.v1.PageOrientation
+ */
+export enum PageOrientation {
+  /**
+   * PAGE_ORIENTATION_AUTO.
+   *
+   * @generated from enum value: PAGE_ORIENTATION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Landscape for an image wider than tall, portrait otherwise.
+   *
+   * @generated from enum value: PAGE_ORIENTATION_AUTO = 1;
+   */
+  AUTO = 1,
+
+  /**
+   * Taller than wide.
+   *
+   * @generated from enum value: PAGE_ORIENTATION_PORTRAIT = 2;
+   */
+  PORTRAIT = 2,
+
+  /**
+   * Wider than tall.
+   *
+   * @generated from enum value: PAGE_ORIENTATION_LANDSCAPE = 3;
+   */
+  LANDSCAPE = 3,
+}
+
+/**
+ * Describes the enum mcsv.v1.PageOrientation.
+ */
+export const PageOrientationSchema: GenEnum<PageOrientation> = /*@__PURE__*/
+  enumDesc(file_mcsv_v1_common, 3);
+
+/**
  * PdfEngine selects how the image service writes the PDF.
  *
  * @generated from enum mcsv.v1.PdfEngine
@@ -336,7 +653,7 @@ export enum PdfEngine {
  * Describes the enum mcsv.v1.PdfEngine.
  */
 export const PdfEngineSchema: GenEnum<PdfEngine> = /*@__PURE__*/
-  enumDesc(file_mcsv_v1_common, 1);
+  enumDesc(file_mcsv_v1_common, 4);
 
 /**
  * ConversionState is where a conversion is in its life cycle.
@@ -384,7 +701,7 @@ export enum ConversionState {
  * Describes the enum mcsv.v1.ConversionState.
  */
 export const ConversionStateSchema: GenEnum<ConversionState> = /*@__PURE__*/
-  enumDesc(file_mcsv_v1_common, 2);
+  enumDesc(file_mcsv_v1_common, 5);
 
 /**
  * EmailType selects the template of an email.
@@ -425,5 +742,5 @@ export enum EmailType {
  * Describes the enum mcsv.v1.EmailType.
  */
 export const EmailTypeSchema: GenEnum<EmailType> = /*@__PURE__*/
-  enumDesc(file_mcsv_v1_common, 3);
+  enumDesc(file_mcsv_v1_common, 6);
 

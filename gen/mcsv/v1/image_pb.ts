@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { ConversionOptions, PdfEngine } from "./common_pb.js";
+import type { ConversionOptions, PdfEngine, TextLayer } from "./common_pb.js";
 import { file_mcsv_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcsv/v1/image.proto.
  */
 export const file_mcsv_v1_image: GenFile = /*@__PURE__*/
-  fileDesc("ChNtY3N2L3YxL2ltYWdlLnByb3RvEgdtY3N2LnYxIo4BCh9JbWFnZVNlcnZpY2VDb252ZXJ0SW1hZ2VSZXF1ZXN0EhUKDWNvbnZlcnNpb25faWQYASABKAkSEQoJaW1hZ2VfdXJsGAIgASgJEhQKDGlucHV0X2Zvcm1hdBgDIAEoCRIrCgdvcHRpb25zGAQgASgLMhoubWNzdi52MS5Db252ZXJzaW9uT3B0aW9ucyL9AQogSW1hZ2VTZXJ2aWNlQ29udmVydEltYWdlUmVzcG9uc2USDwoHcGRmX2tleRgBIAEoCRIPCgdwZGZfdXJsGAIgASgJEhIKCmlucHV0X3NpemUYAyABKAMSEwoLb3V0cHV0X3NpemUYBCABKAMSDQoFd2lkdGgYBSABKA0SDgoGaGVpZ2h0GAYgASgNEhMKC2R1cmF0aW9uX21zGAcgASgDEjYKEnBkZl91cmxfZXhwaXJlc19hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIgoGZW5naW5lGAkgASgOMhIubWNzdi52MS5QZGZFbmdpbmUyeAoMSW1hZ2VTZXJ2aWNlEmgKDENvbnZlcnRJbWFnZRIoLm1jc3YudjEuSW1hZ2VTZXJ2aWNlQ29udmVydEltYWdlUmVxdWVzdBopLm1jc3YudjEuSW1hZ2VTZXJ2aWNlQ29udmVydEltYWdlUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_mcsv_v1_common]);
+  fileDesc("ChNtY3N2L3YxL2ltYWdlLnByb3RvEgdtY3N2LnYxIo4BCh9JbWFnZVNlcnZpY2VDb252ZXJ0SW1hZ2VSZXF1ZXN0EhUKDWNvbnZlcnNpb25faWQYASABKAkSEQoJaW1hZ2VfdXJsGAIgASgJEhQKDGlucHV0X2Zvcm1hdBgDIAEoCRIrCgdvcHRpb25zGAQgASgLMhoubWNzdi52MS5Db252ZXJzaW9uT3B0aW9ucyKzAgogSW1hZ2VTZXJ2aWNlQ29udmVydEltYWdlUmVzcG9uc2USDwoHcGRmX2tleRgBIAEoCRIPCgdwZGZfdXJsGAIgASgJEhIKCmlucHV0X3NpemUYAyABKAMSEwoLb3V0cHV0X3NpemUYBCABKAMSDQoFd2lkdGgYBSABKA0SDgoGaGVpZ2h0GAYgASgNEhMKC2R1cmF0aW9uX21zGAcgASgDEjYKEnBkZl91cmxfZXhwaXJlc19hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIgoGZW5naW5lGAkgASgOMhIubWNzdi52MS5QZGZFbmdpbmUSEgoKcGFnZV9jb3VudBgKIAEoDRIgCgR0ZXh0GAsgASgLMhIubWNzdi52MS5UZXh0TGF5ZXIikgEKIkltYWdlU2VydmljZUNvbnZlcnREb2N1bWVudFJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgBIAEoCRIoCgVwYWdlcxgCIAMoCzIZLm1jc3YudjEuSW1hZ2VTZXJ2aWNlUGFnZRIrCgdvcHRpb25zGAMgASgLMhoubWNzdi52MS5Db252ZXJzaW9uT3B0aW9ucyI7ChBJbWFnZVNlcnZpY2VQYWdlEhEKCWltYWdlX3VybBgBIAEoCRIUCgxpbnB1dF9mb3JtYXQYAiABKAkiiAEKI0ltYWdlU2VydmljZUNvbnZlcnREb2N1bWVudFJlc3BvbnNlEhIKCnBhZ2VzX2RvbmUYASABKA0SEgoKcGFnZV9jb3VudBgCIAEoDRI5CgZyZXN1bHQYAyABKAsyKS5tY3N2LnYxLkltYWdlU2VydmljZUNvbnZlcnRJbWFnZVJlc3BvbnNlMu0BCgxJbWFnZVNlcnZpY2USaAoMQ29udmVydEltYWdlEigubWNzdi52MS5JbWFnZVNlcnZpY2VDb252ZXJ0SW1hZ2VSZXF1ZXN0GikubWNzdi52MS5JbWFnZVNlcnZpY2VDb252ZXJ0SW1hZ2VSZXNwb25zZSIDkAICEnMKD0NvbnZlcnREb2N1bWVudBIrLm1jc3YudjEuSW1hZ2VTZXJ2aWNlQ29udmVydERvY3VtZW50UmVxdWVzdBosLm1jc3YudjEuSW1hZ2VTZXJ2aWNlQ29udmVydERvY3VtZW50UmVzcG9uc2UiA5ACAjABYgZwcm90bzM", [file_google_protobuf_timestamp, file_mcsv_v1_common]);
 
 /**
  * ImageServiceConvertImageRequest asks for one conversion.
@@ -122,11 +122,25 @@ export type ImageServiceConvertImageResponse = Message<"mcsv.v1.ImageServiceConv
 
   /**
    * The engine that wrote the PDF: PDF_ENGINE_PASSTHROUGH, or PDF_ENGINE_IMAGEMAGICK (also when passthrough was
-   * requested but the image needed a change); never PDF_ENGINE_UNSPECIFIED.
+   * requested but the image needed a change); never PDF_ENGINE_UNSPECIFIED. Of a document, its first page's.
    *
    * @generated from field: mcsv.v1.PdfEngine engine = 9;
    */
   engine: PdfEngine;
+
+  /**
+   * Pages of the PDF.
+   *
+   * @generated from field: uint32 page_count = 10;
+   */
+  pageCount: number;
+
+  /**
+   * The searchable text added by OCR; unset without options.ocr_languages.
+   *
+   * @generated from field: mcsv.v1.TextLayer text = 11;
+   */
+  text?: TextLayer | undefined;
 };
 
 /**
@@ -135,6 +149,104 @@ export type ImageServiceConvertImageResponse = Message<"mcsv.v1.ImageServiceConv
  */
 export const ImageServiceConvertImageResponseSchema: GenMessage<ImageServiceConvertImageResponse> = /*@__PURE__*/
   messageDesc(file_mcsv_v1_image, 1);
+
+/**
+ * ImageServiceConvertDocumentRequest asks for one PDF of several images.
+ *
+ * @generated from message mcsv.v1.ImageServiceConvertDocumentRequest
+ */
+export type ImageServiceConvertDocumentRequest = Message<"mcsv.v1.ImageServiceConvertDocumentRequest"> & {
+  /**
+   * Id of the conversion; the PDF's storage key derives from it.
+   *
+   * @generated from field: string conversion_id = 1;
+   */
+  conversionId: string;
+
+  /**
+   * The pages' images, in page order.
+   *
+   * @generated from field: repeated mcsv.v1.ImageServicePage pages = 2;
+   */
+  pages: ImageServicePage[];
+
+  /**
+   * How to convert, the same for every page.
+   *
+   * @generated from field: mcsv.v1.ConversionOptions options = 3;
+   */
+  options?: ConversionOptions | undefined;
+};
+
+/**
+ * Describes the message mcsv.v1.ImageServiceConvertDocumentRequest.
+ * Use `create(ImageServiceConvertDocumentRequestSchema)` to create a new message.
+ */
+export const ImageServiceConvertDocumentRequestSchema: GenMessage<ImageServiceConvertDocumentRequest> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_image, 2);
+
+/**
+ * ImageServicePage is one page's image in storage.
+ *
+ * @generated from message mcsv.v1.ImageServicePage
+ */
+export type ImageServicePage = Message<"mcsv.v1.ImageServicePage"> & {
+  /**
+   * Short-lived presigned GET URL of the original image.
+   *
+   * @generated from field: string image_url = 1;
+   */
+  imageUrl: string;
+
+  /**
+   * Format of the original, as sniffed by the gateway.
+   *
+   * @generated from field: string input_format = 2;
+   */
+  inputFormat: string;
+};
+
+/**
+ * Describes the message mcsv.v1.ImageServicePage.
+ * Use `create(ImageServicePageSchema)` to create a new message.
+ */
+export const ImageServicePageSchema: GenMessage<ImageServicePage> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_image, 3);
+
+/**
+ * ImageServiceConvertDocumentResponse is one step of a document's conversion: progress, then the result.
+ *
+ * @generated from message mcsv.v1.ImageServiceConvertDocumentResponse
+ */
+export type ImageServiceConvertDocumentResponse = Message<"mcsv.v1.ImageServiceConvertDocumentResponse"> & {
+  /**
+   * Pages converted so far.
+   *
+   * @generated from field: uint32 pages_done = 1;
+   */
+  pagesDone: number;
+
+  /**
+   * Pages of the document.
+   *
+   * @generated from field: uint32 page_count = 2;
+   */
+  pageCount: number;
+
+  /**
+   * The stored PDF; set on the last message only.
+   *
+   * @generated from field: mcsv.v1.ImageServiceConvertImageResponse result = 3;
+   */
+  result?: ImageServiceConvertImageResponse | undefined;
+};
+
+/**
+ * Describes the message mcsv.v1.ImageServiceConvertDocumentResponse.
+ * Use `create(ImageServiceConvertDocumentResponseSchema)` to create a new message.
+ */
+export const ImageServiceConvertDocumentResponseSchema: GenMessage<ImageServiceConvertDocumentResponse> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_image, 4);
 
 /**
  * ImageService converts one image to PDF, pulling its input from storage and pushing the PDF back (internal).
@@ -151,6 +263,17 @@ export const ImageService: GenService<{
     methodKind: "unary";
     input: typeof ImageServiceConvertImageRequestSchema;
     output: typeof ImageServiceConvertImageResponseSchema;
+  },
+  /**
+   * ConvertDocument converts several images to one PDF, a page each, streaming its progress page by page and then
+   * the result.
+   *
+   * @generated from rpc mcsv.v1.ImageService.ConvertDocument
+   */
+  convertDocument: {
+    methodKind: "server_streaming";
+    input: typeof ImageServiceConvertDocumentRequestSchema;
+    output: typeof ImageServiceConvertDocumentResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mcsv_v1_image, 0);

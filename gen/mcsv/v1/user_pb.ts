@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Conversion, ConversionOptions, ConversionState } from "./common_pb.js";
+import type { Conversion, ConversionOptions, ConversionState, TextLayer } from "./common_pb.js";
 import { file_mcsv_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mcsv/v1/user.proto.
  */
 export const file_mcsv_v1_user: GenFile = /*@__PURE__*/
-  fileDesc("ChJtY3N2L3YxL3VzZXIucHJvdG8SB21jc3YudjEiXwoEVXNlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWVtYWlsGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkkKEUNyZWF0ZVVzZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZW1haWwYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIjEKEkNyZWF0ZVVzZXJSZXNwb25zZRIbCgR1c2VyGAEgASgLMg0ubWNzdi52MS5Vc2VyIhwKDkdldFVzZXJSZXF1ZXN0EgoKAmlkGAEgASgJIi4KD0dldFVzZXJSZXNwb25zZRIbCgR1c2VyGAEgASgLMg0ubWNzdi52MS5Vc2VyIswBChNDb252ZXJ0SW1hZ2VSZXF1ZXN0EhIKCnVzZXJfZW1haWwYASABKAkSFAoKaW1hZ2VfZGF0YRgCIAEoDEgAEhMKCXVwbG9hZF9pZBgDIAEoCUgAEhAKCGZpbGVuYW1lGAQgASgJEisKB29wdGlvbnMYBSABKAsyGi5tY3N2LnYxLkNvbnZlcnNpb25PcHRpb25zEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIUCgxjYWxsYmFja191cmwYByABKAlCCAoGc291cmNlIj8KFENvbnZlcnRJbWFnZVJlc3BvbnNlEicKCmNvbnZlcnNpb24YASABKAsyEy5tY3N2LnYxLkNvbnZlcnNpb24iYgoWQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBISCgp1c2VyX2VtYWlsGAEgASgJEhAKCGZpbGVuYW1lGAIgASgJEhQKDGNvbnRlbnRfdHlwZRgDIAEoCRIMCgRzaXplGAQgASgDIuABChdDcmVhdGVVcGxvYWRVcmxSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSEgoKdXBsb2FkX3VybBgCIAEoCRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI+CgdoZWFkZXJzGAQgAygLMi0ubWNzdi52MS5DcmVhdGVVcGxvYWRVcmxSZXNwb25zZS5IZWFkZXJzRW50cnkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoUR2V0Q29udmVyc2lvblJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgBIAEoCSJAChVHZXRDb252ZXJzaW9uUmVzcG9uc2USJwoKY29udmVyc2lvbhgBIAEoCzITLm1jc3YudjEuQ29udmVyc2lvbiIvChZXYXRjaENvbnZlcnNpb25SZXF1ZXN0EhUKDWNvbnZlcnNpb25faWQYASABKAkiQgoXV2F0Y2hDb252ZXJzaW9uUmVzcG9uc2USJwoKY29udmVyc2lvbhgBIAEoCzITLm1jc3YudjEuQ29udmVyc2lvbiJTChZMaXN0Q29udmVyc2lvbnNSZXF1ZXN0EhIKCnVzZXJfZW1haWwYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoXTGlzdENvbnZlcnNpb25zUmVzcG9uc2USKAoLY29udmVyc2lvbnMYASADKAsyEy5tY3N2LnYxLkNvbnZlcnNpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJItoBChtOb3RpZnlJbWFnZUNvbnZlcnRlZFJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgBIAEoCRInCgVzdGF0ZRgCIAEoDjIYLm1jc3YudjEuQ29udmVyc2lvblN0YXRlEg8KB3BkZl9rZXkYAyABKAkSEgoKaW5wdXRfc2l6ZRgEIAEoAxITCgtvdXRwdXRfc2l6ZRgFIAEoAxINCgV3aWR0aBgGIAEoDRIOCgZoZWlnaHQYByABKA0SEwoLZHVyYXRpb25fbXMYCCABKAMSDQoFZXJyb3IYCSABKAkiRwocTm90aWZ5SW1hZ2VDb252ZXJ0ZWRSZXNwb25zZRInCgpjb252ZXJzaW9uGAEgASgLMhMubWNzdi52MS5Db252ZXJzaW9uIhkKF0dldFdlYmhvb2tTZWNyZXRSZXF1ZXN0IloKGEdldFdlYmhvb2tTZWNyZXRSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHAoaUm90YXRlV2ViaG9va1NlY3JldFJlcXVlc3QilgEKG1JvdGF0ZVdlYmhvb2tTZWNyZXRSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNwoTcHJldmlvdXNfZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiMQofR2V0V2ViaG9va1NpZ25pbmdTZWNyZXRzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiVgoUV2ViaG9va1NpZ25pbmdTZWNyZXQSDgoGc2VjcmV0GAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlIKIEdldFdlYmhvb2tTaWduaW5nU2VjcmV0c1Jlc3BvbnNlEi4KB3NlY3JldHMYASADKAsyHS5tY3N2LnYxLldlYmhvb2tTaWduaW5nU2VjcmV0MucHCgtVc2VyU2VydmljZRJFCgpDcmVhdGVVc2VyEhoubWNzdi52MS5DcmVhdGVVc2VyUmVxdWVzdBobLm1jc3YudjEuQ3JlYXRlVXNlclJlc3BvbnNlEkEKB0dldFVzZXISFy5tY3N2LnYxLkdldFVzZXJSZXF1ZXN0GhgubWNzdi52MS5HZXRVc2VyUmVzcG9uc2UiA5ACARJLCgxDb252ZXJ0SW1hZ2USHC5tY3N2LnYxLkNvbnZlcnRJbWFnZVJlcXVlc3QaHS5tY3N2LnYxLkNvbnZlcnRJbWFnZVJlc3BvbnNlElQKD0NyZWF0ZVVwbG9hZFVybBIfLm1jc3YudjEuQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBogLm1jc3YudjEuQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2USUwoNR2V0Q29udmVyc2lvbhIdLm1jc3YudjEuR2V0Q29udmVyc2lvblJlcXVlc3QaHi5tY3N2LnYxLkdldENvbnZlcnNpb25SZXNwb25zZSIDkAIBElsKD1dhdGNoQ29udmVyc2lvbhIfLm1jc3YudjEuV2F0Y2hDb252ZXJzaW9uUmVxdWVzdBogLm1jc3YudjEuV2F0Y2hDb252ZXJzaW9uUmVzcG9uc2UiA5ACATABElkKD0xpc3RDb252ZXJzaW9ucxIfLm1jc3YudjEuTGlzdENvbnZlcnNpb25zUmVxdWVzdBogLm1jc3YudjEuTGlzdENvbnZlcnNpb25zUmVzcG9uc2UiA5ACARJoChROb3RpZnlJbWFnZUNvbnZlcnRlZBIkLm1jc3YudjEuTm90aWZ5SW1hZ2VDb252ZXJ0ZWRSZXF1ZXN0GiUubWNzdi52MS5Ob3RpZnlJbWFnZUNvbnZlcnRlZFJlc3BvbnNlIgOQAgISXAoQR2V0V2ViaG9va1NlY3JldBIgLm1jc3YudjEuR2V0V2ViaG9va1NlY3JldFJlcXVlc3QaIS5tY3N2LnYxLkdldFdlYmhvb2tTZWNyZXRSZXNwb25zZSIDkAICEmAKE1JvdGF0ZVdlYmhvb2tTZWNyZXQSIy5tY3N2LnYxLlJvdGF0ZVdlYmhvb2tTZWNyZXRSZXF1ZXN0GiQubWNzdi52MS5Sb3RhdGVXZWJob29rU2VjcmV0UmVzcG9uc2USdAoYR2V0V2ViaG9va1NpZ25pbmdTZWNyZXRzEigubWNzdi52MS5HZXRXZWJob29rU2lnbmluZ1NlY3JldHNSZXF1ZXN0GikubWNzdi52MS5HZXRXZWJob29rU2lnbmluZ1NlY3JldHNSZXNwb25zZSIDkAICYgZwcm90bzM", [file_google_protobuf_timestamp, file_mcsv_v1_common]);
+  fileDesc("ChJtY3N2L3YxL3VzZXIucHJvdG8SB21jc3YudjEiXwoEVXNlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWVtYWlsGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkkKEUNyZWF0ZVVzZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZW1haWwYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIjEKEkNyZWF0ZVVzZXJSZXNwb25zZRIbCgR1c2VyGAEgASgLMg0ubWNzdi52MS5Vc2VyIhwKDkdldFVzZXJSZXF1ZXN0EgoKAmlkGAEgASgJIi4KD0dldFVzZXJSZXNwb25zZRIbCgR1c2VyGAEgASgLMg0ubWNzdi52MS5Vc2VyIswBChNDb252ZXJ0SW1hZ2VSZXF1ZXN0EhIKCnVzZXJfZW1haWwYASABKAkSFAoKaW1hZ2VfZGF0YRgCIAEoDEgAEhMKCXVwbG9hZF9pZBgDIAEoCUgAEhAKCGZpbGVuYW1lGAQgASgJEisKB29wdGlvbnMYBSABKAsyGi5tY3N2LnYxLkNvbnZlcnNpb25PcHRpb25zEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIUCgxjYWxsYmFja191cmwYByABKAlCCAoGc291cmNlIj8KFENvbnZlcnRJbWFnZVJlc3BvbnNlEicKCmNvbnZlcnNpb24YASABKAsyEy5tY3N2LnYxLkNvbnZlcnNpb24iwgEKFkNvbnZlcnREb2N1bWVudFJlcXVlc3QSEgoKdXNlcl9lbWFpbBgBIAEoCRImCgZpbWFnZXMYAiADKAsyFi5tY3N2LnYxLkRvY3VtZW50SW1hZ2USEAoIZmlsZW5hbWUYAyABKAkSKwoHb3B0aW9ucxgEIAEoCzIaLm1jc3YudjEuQ29udmVyc2lvbk9wdGlvbnMSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEhQKDGNhbGxiYWNrX3VybBgGIAEoCSJECg1Eb2N1bWVudEltYWdlEhQKCmltYWdlX2RhdGEYASABKAxIABITCgl1cGxvYWRfaWQYAiABKAlIAEIICgZzb3VyY2UiQgoXQ29udmVydERvY3VtZW50UmVzcG9uc2USJwoKY29udmVyc2lvbhgBIAEoCzITLm1jc3YudjEuQ29udmVyc2lvbiJiChZDcmVhdGVVcGxvYWRVcmxSZXF1ZXN0EhIKCnVzZXJfZW1haWwYASABKAkSEAoIZmlsZW5hbWUYAiABKAkSFAoMY29udGVudF90eXBlGAMgASgJEgwKBHNpemUYBCABKAMi4AEKF0NyZWF0ZVVwbG9hZFVybFJlc3BvbnNlEhEKCXVwbG9hZF9pZBgBIAEoCRISCgp1cGxvYWRfdXJsGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEj4KB2hlYWRlcnMYBCADKAsyLS5tY3N2LnYxLkNyZWF0ZVVwbG9hZFVybFJlc3BvbnNlLkhlYWRlcnNFbnRyeRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASItChRHZXRDb252ZXJzaW9uUmVxdWVzdBIVCg1jb252ZXJzaW9uX2lkGAEgASgJIkAKFUdldENvbnZlcnNpb25SZXNwb25zZRInCgpjb252ZXJzaW9uGAEgASgLMhMubWNzdi52MS5Db252ZXJzaW9uIi8KFldhdGNoQ29udmVyc2lvblJlcXVlc3QSFQoNY29udmVyc2lvbl9pZBgBIAEoCSJCChdXYXRjaENvbnZlcnNpb25SZXNwb25zZRInCgpjb252ZXJzaW9uGAEgASgLMhMubWNzdi52MS5Db252ZXJzaW9uIlMKFkxpc3RDb252ZXJzaW9uc1JlcXVlc3QSEgoKdXNlcl9lbWFpbBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJcChdMaXN0Q29udmVyc2lvbnNSZXNwb25zZRIoCgtjb252ZXJzaW9ucxgBIAMoCzITLm1jc3YudjEuQ29udmVyc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkikAIKG05vdGlmeUltYWdlQ29udmVydGVkUmVxdWVzdBIVCg1jb252ZXJzaW9uX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhgubWNzdi52MS5Db252ZXJzaW9uU3RhdGUSDwoHcGRmX2tleRgDIAEoCRISCgppbnB1dF9zaXplGAQgASgDEhMKC291dHB1dF9zaXplGAUgASgDEg0KBXdpZHRoGAYgASgNEg4KBmhlaWdodBgHIAEoDRITCgtkdXJhdGlvbl9tcxgIIAEoAxINCgVlcnJvchgJIAEoCRISCgpwYWdlc19kb25lGAogASgNEiAKBHRleHQYCyABKAsyEi5tY3N2LnYxLlRleHRMYXllciJHChxOb3RpZnlJbWFnZUNvbnZlcnRlZFJlc3BvbnNlEicKCmNvbnZlcnNpb24YASABKAsyEy5tY3N2LnYxLkNvbnZlcnNpb24iGQoXR2V0V2ViaG9va1NlY3JldFJlcXVlc3QiWgoYR2V0V2ViaG9va1NlY3JldFJlc3BvbnNlEg4KBnNlY3JldBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIcChpSb3RhdGVXZWJob29rU2VjcmV0UmVxdWVzdCKWAQobUm90YXRlV2ViaG9va1NlY3JldFJlc3BvbnNlEg4KBnNlY3JldBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI3ChNwcmV2aW91c19leHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIxCh9HZXRXZWJob29rU2lnbmluZ1NlY3JldHNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSJWChRXZWJob29rU2lnbmluZ1NlY3JldBIOCgZzZWNyZXQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUgogR2V0V2ViaG9va1NpZ25pbmdTZWNyZXRzUmVzcG9uc2USLgoHc2VjcmV0cxgBIAMoCzIdLm1jc3YudjEuV2ViaG9va1NpZ25pbmdTZWNyZXQyvQgKC1VzZXJTZXJ2aWNlEkUKCkNyZWF0ZVVzZXISGi5tY3N2LnYxLkNyZWF0ZVVzZXJSZXF1ZXN0GhsubWNzdi52MS5DcmVhdGVVc2VyUmVzcG9uc2USQQoHR2V0VXNlchIXLm1jc3YudjEuR2V0VXNlclJlcXVlc3QaGC5tY3N2LnYxLkdldFVzZXJSZXNwb25zZSIDkAIBEksKDENvbnZlcnRJbWFnZRIcLm1jc3YudjEuQ29udmVydEltYWdlUmVxdWVzdBodLm1jc3YudjEuQ29udmVydEltYWdlUmVzcG9uc2USVAoPQ29udmVydERvY3VtZW50Eh8ubWNzdi52MS5Db252ZXJ0RG9jdW1lbnRSZXF1ZXN0GiAubWNzdi52MS5Db252ZXJ0RG9jdW1lbnRSZXNwb25zZRJUCg9DcmVhdGVVcGxvYWRVcmwSHy5tY3N2LnYxLkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QaIC5tY3N2LnYxLkNyZWF0ZVVwbG9hZFVybFJlc3BvbnNlElMKDUdldENvbnZlcnNpb24SHS5tY3N2LnYxLkdldENvbnZlcnNpb25SZXF1ZXN0Gh4ubWNzdi52MS5HZXRDb252ZXJzaW9uUmVzcG9uc2UiA5ACARJbCg9XYXRjaENvbnZlcnNpb24SHy5tY3N2LnYxLldhdGNoQ29udmVyc2lvblJlcXVlc3QaIC5tY3N2LnYxLldhdGNoQ29udmVyc2lvblJlc3BvbnNlIgOQAgEwARJZCg9MaXN0Q29udmVyc2lvbnMSHy5tY3N2LnYxLkxpc3RDb252ZXJzaW9uc1JlcXVlc3QaIC5tY3N2LnYxLkxpc3RDb252ZXJzaW9uc1Jlc3BvbnNlIgOQAgESaAoUTm90aWZ5SW1hZ2VDb252ZXJ0ZWQSJC5tY3N2LnYxLk5vdGlmeUltYWdlQ29udmVydGVkUmVxdWVzdBolLm1jc3YudjEuTm90aWZ5SW1hZ2VDb252ZXJ0ZWRSZXNwb25zZSIDkAICElwKEEdldFdlYmhvb2tTZWNyZXQSIC5tY3N2LnYxLkdldFdlYmhvb2tTZWNyZXRSZXF1ZXN0GiEubWNzdi52MS5HZXRXZWJob29rU2VjcmV0UmVzcG9uc2UiA5ACAhJgChNSb3RhdGVXZWJob29rU2VjcmV0EiMubWNzdi52MS5Sb3RhdGVXZWJob29rU2VjcmV0UmVxdWVzdBokLm1jc3YudjEuUm90YXRlV2ViaG9va1NlY3JldFJlc3BvbnNlEnQKGEdldFdlYmhvb2tTaWduaW5nU2VjcmV0cxIoLm1jc3YudjEuR2V0V2ViaG9va1NpZ25pbmdTZWNyZXRzUmVxdWVzdBopLm1jc3YudjEuR2V0V2ViaG9va1NpZ25pbmdTZWNyZXRzUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_mcsv_v1_common]);
 
 /**
  * User is a registered user.
@@ -250,6 +250,121 @@ export const ConvertImageResponseSchema: GenMessage<ConvertImageResponse> = /*@_
   messageDesc(file_mcsv_v1_user, 6);
 
 /**
+ * ConvertDocumentRequest asks for several images to be converted to one PDF.
+ *
+ * @generated from message mcsv.v1.ConvertDocumentRequest
+ */
+export type ConvertDocumentRequest = Message<"mcsv.v1.ConvertDocumentRequest"> & {
+  /**
+   * Address that receives the conversion-complete email.
+   *
+   * @generated from field: string user_email = 1;
+   */
+  userEmail: string;
+
+  /**
+   * The pages' images, in page order: 1 to the configured maximum (DOCUMENT_MAX_PAGES, 100 by default). Inline
+   * images together are limited like ConvertImage's one; the pages' pixels together to DOCUMENT_MAX_PIXELS.
+   *
+   * @generated from field: repeated mcsv.v1.DocumentImage images = 2;
+   */
+  images: DocumentImage[];
+
+  /**
+   * Name of the document, kept for display and for the PDF's name; empty means "document.pdf".
+   *
+   * @generated from field: string filename = 3;
+   */
+  filename: string;
+
+  /**
+   * How to convert: every page gets the same quality, engine and layout.
+   *
+   * @generated from field: mcsv.v1.ConversionOptions options = 4;
+   */
+  options?: ConversionOptions | undefined;
+
+  /**
+   * Optional client-chosen key (up to 200 characters); a repeat with the same key returns the same conversion.
+   *
+   * @generated from field: string idempotency_key = 5;
+   */
+  idempotencyKey: string;
+
+  /**
+   * Optional HTTPS URL that receives a POST with the conversion as JSON when it ends; its host must be allowed by configuration.
+   *
+   * @generated from field: string callback_url = 6;
+   */
+  callbackUrl: string;
+};
+
+/**
+ * Describes the message mcsv.v1.ConvertDocumentRequest.
+ * Use `create(ConvertDocumentRequestSchema)` to create a new message.
+ */
+export const ConvertDocumentRequestSchema: GenMessage<ConvertDocumentRequest> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_user, 7);
+
+/**
+ * DocumentImage is one page's image.
+ *
+ * @generated from message mcsv.v1.DocumentImage
+ */
+export type DocumentImage = Message<"mcsv.v1.DocumentImage"> & {
+  /**
+   * Where the image comes from.
+   *
+   * @generated from oneof mcsv.v1.DocumentImage.source
+   */
+  source: {
+    /**
+     * The image itself (png, jpeg, webp, tiff, gif or avif).
+     *
+     * @generated from field: bytes image_data = 1;
+     */
+    value: Uint8Array;
+    case: "imageData";
+  } | {
+    /**
+     * The id returned by CreateUploadUrl, once the image has been PUT to its upload_url.
+     *
+     * @generated from field: string upload_id = 2;
+     */
+    value: string;
+    case: "uploadId";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message mcsv.v1.DocumentImage.
+ * Use `create(DocumentImageSchema)` to create a new message.
+ */
+export const DocumentImageSchema: GenMessage<DocumentImage> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_user, 8);
+
+/**
+ * ConvertDocumentResponse carries the accepted conversion.
+ *
+ * @generated from message mcsv.v1.ConvertDocumentResponse
+ */
+export type ConvertDocumentResponse = Message<"mcsv.v1.ConvertDocumentResponse"> & {
+  /**
+   * The conversion, in state CONVERSION_STATE_QUEUED (or its current state on a repeat), with its page_count.
+   *
+   * @generated from field: mcsv.v1.Conversion conversion = 1;
+   */
+  conversion?: Conversion | undefined;
+};
+
+/**
+ * Describes the message mcsv.v1.ConvertDocumentResponse.
+ * Use `create(ConvertDocumentResponseSchema)` to create a new message.
+ */
+export const ConvertDocumentResponseSchema: GenMessage<ConvertDocumentResponse> = /*@__PURE__*/
+  messageDesc(file_mcsv_v1_user, 9);
+
+/**
  * CreateUploadUrlRequest asks for a presigned upload URL.
  *
  * @generated from message mcsv.v1.CreateUploadUrlRequest
@@ -289,7 +404,7 @@ export type CreateUploadUrlRequest = Message<"mcsv.v1.CreateUploadUrlRequest"> &
  * Use `create(CreateUploadUrlRequestSchema)` to create a new message.
  */
 export const CreateUploadUrlRequestSchema: GenMessage<CreateUploadUrlRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 7);
+  messageDesc(file_mcsv_v1_user, 10);
 
 /**
  * CreateUploadUrlResponse carries a presigned PUT URL.
@@ -331,7 +446,7 @@ export type CreateUploadUrlResponse = Message<"mcsv.v1.CreateUploadUrlResponse">
  * Use `create(CreateUploadUrlResponseSchema)` to create a new message.
  */
 export const CreateUploadUrlResponseSchema: GenMessage<CreateUploadUrlResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 8);
+  messageDesc(file_mcsv_v1_user, 11);
 
 /**
  * GetConversionRequest names a conversion.
@@ -352,7 +467,7 @@ export type GetConversionRequest = Message<"mcsv.v1.GetConversionRequest"> & {
  * Use `create(GetConversionRequestSchema)` to create a new message.
  */
 export const GetConversionRequestSchema: GenMessage<GetConversionRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 9);
+  messageDesc(file_mcsv_v1_user, 12);
 
 /**
  * GetConversionResponse carries one conversion.
@@ -373,7 +488,7 @@ export type GetConversionResponse = Message<"mcsv.v1.GetConversionResponse"> & {
  * Use `create(GetConversionResponseSchema)` to create a new message.
  */
 export const GetConversionResponseSchema: GenMessage<GetConversionResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 10);
+  messageDesc(file_mcsv_v1_user, 13);
 
 /**
  * WatchConversionRequest names the conversion to watch.
@@ -394,7 +509,7 @@ export type WatchConversionRequest = Message<"mcsv.v1.WatchConversionRequest"> &
  * Use `create(WatchConversionRequestSchema)` to create a new message.
  */
 export const WatchConversionRequestSchema: GenMessage<WatchConversionRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 11);
+  messageDesc(file_mcsv_v1_user, 14);
 
 /**
  * WatchConversionResponse is one snapshot of the watched conversion.
@@ -415,7 +530,7 @@ export type WatchConversionResponse = Message<"mcsv.v1.WatchConversionResponse">
  * Use `create(WatchConversionResponseSchema)` to create a new message.
  */
 export const WatchConversionResponseSchema: GenMessage<WatchConversionResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 12);
+  messageDesc(file_mcsv_v1_user, 15);
 
 /**
  * ListConversionsRequest asks for one page of an address's conversions.
@@ -450,7 +565,7 @@ export type ListConversionsRequest = Message<"mcsv.v1.ListConversionsRequest"> &
  * Use `create(ListConversionsRequestSchema)` to create a new message.
  */
 export const ListConversionsRequestSchema: GenMessage<ListConversionsRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 13);
+  messageDesc(file_mcsv_v1_user, 16);
 
 /**
  * ListConversionsResponse is one page of conversions.
@@ -478,7 +593,7 @@ export type ListConversionsResponse = Message<"mcsv.v1.ListConversionsResponse">
  * Use `create(ListConversionsResponseSchema)` to create a new message.
  */
 export const ListConversionsResponseSchema: GenMessage<ListConversionsResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 14);
+  messageDesc(file_mcsv_v1_user, 17);
 
 /**
  * NotifyImageConvertedRequest reports the result of a conversion (internal).
@@ -550,6 +665,20 @@ export type NotifyImageConvertedRequest = Message<"mcsv.v1.NotifyImageConvertedR
    * @generated from field: string error = 9;
    */
   error: string;
+
+  /**
+   * Pages converted so far (with CONVERSION_STATE_PROCESSING: progress), or of the PDF (with CONVERSION_STATE_SUCCEEDED).
+   *
+   * @generated from field: uint32 pages_done = 10;
+   */
+  pagesDone: number;
+
+  /**
+   * The searchable text that OCR added, with CONVERSION_STATE_SUCCEEDED.
+   *
+   * @generated from field: mcsv.v1.TextLayer text = 11;
+   */
+  text?: TextLayer | undefined;
 };
 
 /**
@@ -557,7 +686,7 @@ export type NotifyImageConvertedRequest = Message<"mcsv.v1.NotifyImageConvertedR
  * Use `create(NotifyImageConvertedRequestSchema)` to create a new message.
  */
 export const NotifyImageConvertedRequestSchema: GenMessage<NotifyImageConvertedRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 15);
+  messageDesc(file_mcsv_v1_user, 18);
 
 /**
  * NotifyImageConvertedResponse carries the updated conversion.
@@ -578,7 +707,7 @@ export type NotifyImageConvertedResponse = Message<"mcsv.v1.NotifyImageConverted
  * Use `create(NotifyImageConvertedResponseSchema)` to create a new message.
  */
 export const NotifyImageConvertedResponseSchema: GenMessage<NotifyImageConvertedResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 16);
+  messageDesc(file_mcsv_v1_user, 19);
 
 /**
  * GetWebhookSecretRequest asks for the calling tenant's webhook signing secret (the tenant is the API key's).
@@ -593,7 +722,7 @@ export type GetWebhookSecretRequest = Message<"mcsv.v1.GetWebhookSecretRequest">
  * Use `create(GetWebhookSecretRequestSchema)` to create a new message.
  */
 export const GetWebhookSecretRequestSchema: GenMessage<GetWebhookSecretRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 17);
+  messageDesc(file_mcsv_v1_user, 20);
 
 /**
  * GetWebhookSecretResponse carries the current signing secret.
@@ -621,7 +750,7 @@ export type GetWebhookSecretResponse = Message<"mcsv.v1.GetWebhookSecretResponse
  * Use `create(GetWebhookSecretResponseSchema)` to create a new message.
  */
 export const GetWebhookSecretResponseSchema: GenMessage<GetWebhookSecretResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 18);
+  messageDesc(file_mcsv_v1_user, 21);
 
 /**
  * RotateWebhookSecretRequest asks for a new signing secret for the calling tenant.
@@ -636,7 +765,7 @@ export type RotateWebhookSecretRequest = Message<"mcsv.v1.RotateWebhookSecretReq
  * Use `create(RotateWebhookSecretRequestSchema)` to create a new message.
  */
 export const RotateWebhookSecretRequestSchema: GenMessage<RotateWebhookSecretRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 19);
+  messageDesc(file_mcsv_v1_user, 22);
 
 /**
  * RotateWebhookSecretResponse carries the new secret and how long the previous one still signs.
@@ -671,7 +800,7 @@ export type RotateWebhookSecretResponse = Message<"mcsv.v1.RotateWebhookSecretRe
  * Use `create(RotateWebhookSecretResponseSchema)` to create a new message.
  */
 export const RotateWebhookSecretResponseSchema: GenMessage<RotateWebhookSecretResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 20);
+  messageDesc(file_mcsv_v1_user, 23);
 
 /**
  * GetWebhookSigningSecretsRequest names the tenant whose callbacks are to be signed (internal).
@@ -692,7 +821,7 @@ export type GetWebhookSigningSecretsRequest = Message<"mcsv.v1.GetWebhookSigning
  * Use `create(GetWebhookSigningSecretsRequestSchema)` to create a new message.
  */
 export const GetWebhookSigningSecretsRequestSchema: GenMessage<GetWebhookSigningSecretsRequest> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 21);
+  messageDesc(file_mcsv_v1_user, 24);
 
 /**
  * WebhookSigningSecret is one secret that signs callbacks now.
@@ -720,7 +849,7 @@ export type WebhookSigningSecret = Message<"mcsv.v1.WebhookSigningSecret"> & {
  * Use `create(WebhookSigningSecretSchema)` to create a new message.
  */
 export const WebhookSigningSecretSchema: GenMessage<WebhookSigningSecret> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 22);
+  messageDesc(file_mcsv_v1_user, 25);
 
 /**
  * GetWebhookSigningSecretsResponse carries the secrets that sign a tenant's callbacks now.
@@ -741,7 +870,7 @@ export type GetWebhookSigningSecretsResponse = Message<"mcsv.v1.GetWebhookSignin
  * Use `create(GetWebhookSigningSecretsResponseSchema)` to create a new message.
  */
 export const GetWebhookSigningSecretsResponseSchema: GenMessage<GetWebhookSigningSecretsResponse> = /*@__PURE__*/
-  messageDesc(file_mcsv_v1_user, 23);
+  messageDesc(file_mcsv_v1_user, 26);
 
 /**
  * UserService is the public gateway of mcsv: users, and image-to-PDF conversions.
@@ -779,6 +908,17 @@ export const UserService: GenService<{
     methodKind: "unary";
     input: typeof ConvertImageRequestSchema;
     output: typeof ConvertImageResponseSchema;
+  },
+  /**
+   * ConvertDocument accepts several images (inline or uploaded earlier) and queues their conversion to one PDF, a
+   * page per image in the order given.
+   *
+   * @generated from rpc mcsv.v1.UserService.ConvertDocument
+   */
+  convertDocument: {
+    methodKind: "unary";
+    input: typeof ConvertDocumentRequestSchema;
+    output: typeof ConvertDocumentResponseSchema;
   },
   /**
    * CreateUploadUrl returns a presigned PUT URL through which a client uploads a large image straight to storage.
