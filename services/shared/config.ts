@@ -190,3 +190,11 @@ export const callbackEnv = {
     .optional()
     .transform((v) => (v === undefined ? undefined : v === "true" || v === "1" || v === "yes")),
 };
+
+/** The limits of a document (ConvertDocument): the gateway refuses a larger one at once, the image service again. */
+export const documentEnv = {
+  /** Most pages (images) in one document. */
+  DOCUMENT_MAX_PAGES: positiveInt(100),
+  /** Most pixels (width × height) of all of a document's images together, read from their headers. */
+  DOCUMENT_MAX_PIXELS: positiveInt(500_000_000),
+};
