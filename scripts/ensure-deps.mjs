@@ -2,9 +2,9 @@
 /**
  * Installs what `npm start` and `npm test` need on a fresh machine, and does nothing when it is all there:
  * - the npm dependencies (again whenever package-lock.json changes);
- * - ImageMagick and Ghostscript (with --test, also the PDF and Prometheus tools and the Chromium the tests use; with --bench, poppler
- *   and img2pdf, B6's pixel check and its peer) through apt-get, with sudo when not root; on any other OS it says
- *   exactly what to install;
+ * - ImageMagick and Ghostscript, and ocrmypdf with tesseract's English data for the image service's OCR (with --test,
+ *   also the PDF and Prometheus tools and the Chromium the tests use; with --bench, poppler and img2pdf, B6's pixel
+ *   check and its peer) through apt-get, with sudo when not root; on any other OS it says exactly what to install;
  * - an ImageMagick policy that may write PDF (Debian's forbids it).
  * Plain Node with no dependencies, because it runs before they exist.
  */
@@ -61,6 +61,17 @@ function imageMagickWorks() {
   return false;
 }
 
+/** ocrmypdf answers `--version` once it and its Python dependencies are installed. */
+function ocrMyPdfWorks() {
+  return spawnSync("ocrmypdf", ["--version"], { encoding: "utf8" }).status === 0;
+}
+
+/** Whether tesseract lists `language` among its installed data (a heading line, then one code a line). */
+function hasTesseractLanguage(language) {
+  const result = spawnSync("tesseract", ["--list-langs"], { encoding: "utf8" });
+  return result.status === 0 && result.stdout.split("\n").slice(1).some((line) => line.trim() === language);
+}
+
 function which(command) {
   return execFileSync("sh", ["-c", `command -v ${command}`], { encoding: "utf8" }).trim();
 }
@@ -69,6 +80,9 @@ function missingSystemPackages() {
   const wanted = [
     { pkg: "imagemagick", ok: imageMagickWorks() },
     { pkg: "ghostscript", ok: has("gs") },
+    // OCR (services/image/ocr.ts): ocrmypdf brings tesseract; English is the language the tests recognise.
+    { pkg: "ocrmypdf", ok: ocrMyPdfWorks() },
+    { pkg: "tesseract-ocr-eng", ok: hasTesseractLanguage("eng") },
   ];
   if (forTests) {
     wanted.push(
@@ -105,8 +119,8 @@ function ensureSystemPackages() {
   }
   const hint =
     platform() === "darwin"
-      ? "brew install imagemagick ghostscript poppler qpdf prometheus alertmanager"
-      : "ImageMagick (6 or 7), Ghostscript" +
+      ? "brew install imagemagick ghostscript ocrmypdf tesseract poppler qpdf prometheus alertmanager"
+      : "ImageMagick (6 or 7), Ghostscript, ocrmypdf with tesseract and its English data (eng)" +
         (forTests ? ", poppler-utils (pdfimages, pdftocairo), qpdf, Prometheus (prometheus, promtool), Alertmanager (alertmanager, amtool), chromium" : "") +
         (forBench ? ", poppler-utils (pdfimages), img2pdf" : "");
   throw new Error(`missing: ${missing.join(", ")}. Install them first: ${hint}`);

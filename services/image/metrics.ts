@@ -1,7 +1,7 @@
 /** Business metrics of the image service, in the shared registry. */
 import { prom, registry } from "../shared/metrics.js";
 
-export type Stage = "fetch" | "normalise" | "pdf" | "upload";
+export type Stage = "fetch" | "normalise" | "pdf" | "ocr" | "upload";
 
 export const conversionsTotal = new prom.Counter({
   name: "mcsv_conversions_total",
@@ -12,9 +12,10 @@ export const conversionsTotal = new prom.Counter({
 
 export const conversionStageDuration = new prom.Histogram({
   name: "mcsv_conversion_stage_duration_seconds",
-  help: "Duration of each stage of an image conversion (fetch, normalise, pdf, upload), successful or not.",
+  help: "Duration of each stage of an image conversion (fetch, normalise, pdf, ocr when asked for, upload), successful or not.",
   labelNames: ["stage"] as const,
-  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+  // Up to 120 s: OCR of a large page may take that long (OCR_TIMEOUT_MS), and a bucket there tells slow from stopped.
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
   enableExemplars: true,
   registers: [registry],
 });

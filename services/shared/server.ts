@@ -52,6 +52,11 @@ export interface ServiceOptions {
    */
   sharedDependencies?: readonly string[];
   readinessCountsShared?: boolean;
+  /**
+   * Readiness checks of optional features (OCR in the image service): always reported, never counted, so that a
+   * feature the process can do without does not take it out of its Service (nor make gRPC health NOT_SERVING).
+   */
+  optionalDependencies?: readonly string[];
   pages?: PageHandler;
   /** Interceptors that run inside the shared ones (for example authentication). */
   interceptors?: Interceptor[];
@@ -134,7 +139,7 @@ export async function runService(options: ServiceOptions): Promise<RunningServic
   const stopping = new AbortController();
   const shutdownSignal = new AbortController();
   const checks = options.readiness ?? {};
-  const uncounted = new Set(options.readinessCountsShared === false ? (options.sharedDependencies ?? []) : []);
+  const uncounted = new Set([...(options.readinessCountsShared === false ? (options.sharedDependencies ?? []) : []), ...(options.optionalDependencies ?? [])]);
   let inFlight = 0;
 
   const readMaxBytes = options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES;

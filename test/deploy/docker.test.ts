@@ -1,6 +1,6 @@
 /**
  * The container image and the laptop stack, checked without a Docker engine: the Dockerfile installs and copies what
- * the services need (ImageMagick, mcsv's policy, no Ghostscript) and runs as a non-root user with a health check; its
+ * the services need (ImageMagick, mcsv's policy) and runs as a non-root user with a health check; its
  * start script and health check really start and probe a service; docker-compose.yml parses, mounts and builds only
  * files that exist, orders start-up through health checks without cycles, pins current images, and gives each service
  * an environment its own configuration loader accepts.
@@ -56,7 +56,7 @@ describe("Dockerfile", () => {
     expect(runs).toContain("npm run build");
   });
 
-  test("installs ImageMagick without recommends and without Ghostscript (PDF is written natively), and cleans the apt lists", () => {
+  test("installs ImageMagick without recommends and without asking for Ghostscript (PDF is written natively), and cleans the apt lists", () => {
     const apt = runs.find((r) => r.includes("apt-get install"));
     expect(apt).toBeDefined();
     expect(apt).toMatch(/--no-install-recommends/);
