@@ -24,7 +24,8 @@
  */
 import { promisify } from "node:util";
 import { constants, crc32, deflate, inflate, inflateSync } from "node:zlib";
-import { pageDensity } from "./imagemagick.js";
+import { IMAGE_PAGE, placeImage } from "./page-layout.js";
+import { writeDocument } from "./pdf-document.js";
 
 // The thread pool's zlib, so that a large image's rows never hold up the event loop.
 const inflateAsync = promisify(inflate);
@@ -84,7 +85,8 @@ export interface Declined {
   declined: DeclineReason;
 }
 
-interface ImageObject {
+/** An image XObject, ready for a PDF page (see pdf-document.ts). */
+export interface ImageObject {
   width: number;
   height: number;
   /** The image XObject's dictionary entries other than Type, Subtype, Width, Height, Length and ColorSpace. */
@@ -127,7 +129,8 @@ export async function preparePassthrough(plan: PassthroughPlan, onStep?: StepObs
 
 /** The PDF of a prepared image. */
 export function writePassthroughPdf(prepared: PreparedPassthrough): PassthroughPdf {
-  return { pdf: writePdf(prepared.image), width: prepared.width, height: prepared.height, mode: prepared.mode };
+  const page = { image: prepared.image, placement: placeImage(prepared.width, prepared.height, IMAGE_PAGE) };
+  return { pdf: writeDocument([page]), width: prepared.width, height: prepared.height, mode: prepared.mode };
 }
 
 // ---------------------------------------------------------------------------------------------------- JPEG
@@ -410,62 +413,4 @@ async function splitAlpha(png: PngFacts, icc: Buffer | undefined, onStep: StepOb
     data: [colourData],
     smask: { data: [alphaData], entries: `/ColorSpace /DeviceGray ${pngPredicted(depth, 1, width)}` },
   };
-}
-
-// ---------------------------------------------------------------------------------------------------- PDF
-
-/** A one-page PDF 1.7 with the image filling the page. */
-function writePdf(image: ImageObject): Buffer {
-  const dpi = pageDensity(image.width, image.height);
-  const pageWidth = round((image.width * 72) / dpi);
-  const pageHeight = round((image.height * 72) / dpi);
-  /** Each object's body in pieces. */
-  const objects: Buffer[][] = [];
-  const add = (body: string | Buffer[]): void => {
-    objects.push(Array.isArray(body) ? body : [Buffer.from(body, "latin1")]);
-  };
-  const stream = (dictionary: string, data: Buffer[]): Buffer[] => [
-    Buffer.from(`<< ${dictionary} /Length ${byteLength(data)} >>\nstream\n`, "latin1"),
-    ...data,
-    Buffer.from("\nendstream", "latin1"),
-  ];
-
-  // Numbers are fixed up front: 1 catalog, 2 pages, 3 page, 4 contents, 5 image, then ICC profile and SMask.
-  const next = { value: 6 };
-  const iccRef = typeof image.colorSpace === "string" ? undefined : next.value++;
-  const smaskRef = image.smask ? next.value++ : undefined;
-  const colorSpace = typeof image.colorSpace === "string" ? image.colorSpace : `[/ICCBased ${iccRef} 0 R]`;
-  const content = Buffer.from(`q ${pageWidth} 0 0 ${pageHeight} 0 0 cm /Im0 Do Q`, "latin1");
-
-  add("<< /Type /Catalog /Pages 2 0 R >>");
-  add("<< /Type /Pages /Kids [3 0 R] /Count 1 >>");
-  add(`<< /Type /Page /Parent 2 0 R /MediaBox [0 0 ${pageWidth} ${pageHeight}] /Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>`);
-  add(stream("", [content]));
-  add(stream(`/Type /XObject /Subtype /Image /Width ${image.width} /Height ${image.height} /ColorSpace ${colorSpace} ${image.entries}${smaskRef ? ` /SMask ${smaskRef} 0 R` : ""}`, image.data));
-  if (typeof image.colorSpace !== "string") {
-    add(stream(`/N ${image.colorSpace.components} /Alternate ${image.colorSpace.alternate}`, [image.colorSpace.icc]));
-  }
-  if (image.smask) add(stream(`/Type /XObject /Subtype /Image /Width ${image.width} /Height ${image.height} ${image.smask.entries}`, image.smask.data));
-
-  const parts: Buffer[] = [Buffer.from("%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "latin1")];
-  let length = parts[0]!.length;
-  const offsets: number[] = [];
-  objects.forEach((body, i) => {
-    offsets.push(length);
-    const head = Buffer.from(`${i + 1} 0 obj\n`, "latin1");
-    const tail = Buffer.from("\nendobj\n", "latin1");
-    parts.push(head, ...body, tail);
-    length += head.length + byteLength(body) + tail.length;
-  });
-  const xref = [`xref\n0 ${objects.length + 1}\n0000000000 65535 f \n`, ...offsets.map((o) => `${String(o).padStart(10, "0")} 00000 n \n`)].join("");
-  parts.push(Buffer.from(`${xref}trailer\n<< /Size ${objects.length + 1} /Root 1 0 R >>\nstartxref\n${length}\n%%EOF\n`, "latin1"));
-  return Buffer.concat(parts);
-}
-
-function byteLength(pieces: Buffer[]): number {
-  return pieces.reduce((sum, piece) => sum + piece.length, 0);
-}
-
-function round(points: number): number {
-  return Math.round(points * 1000) / 1000;
 }
