@@ -1,7 +1,7 @@
 /** Configuration of the image service, validated once at start-up. */
 import { availableParallelism } from "node:os";
 import { z } from "zod";
-import { commonEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
+import { commonEnv, documentEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
 import { PDF_ENGINES } from "./pdf-engine.js";
 import { DEFAULT_POLICY_DIR, hasPolicyFile } from "./policy.js";
 
@@ -58,10 +58,13 @@ export const imageEnv = {
    * MAGICK_CONFIGURE_PATH; the service is not ready until it has seen the policy in force (policy.ts).
    */
   IMAGEMAGICK_POLICY_DIR: z.string().default(DEFAULT_POLICY_DIR).refine(hasPolicyFile, "must be a directory that holds policy.xml"),
+  /** The OCR command (ocrmypdf, which runs tesseract); it is killed (SIGKILL) after OCR_TIMEOUT_MS per page. */
+  OCR_COMMAND: z.string().default("ocrmypdf"),
+  OCR_TIMEOUT_MS: positiveInt(120_000),
 };
 
 /** Every variable the image service reads (docs/configuration.md is checked against it). */
-export const imageEnvShape = { ...commonEnv, ...storageEnv, ...topologyEnv, ...imageEnv };
+export const imageEnvShape = { ...commonEnv, ...storageEnv, ...topologyEnv, ...documentEnv, ...imageEnv };
 
 export function loadImageConfig(env: NodeJS.ProcessEnv = process.env) {
   return loadConfig("image-svc", imageEnvShape, env);

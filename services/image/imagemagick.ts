@@ -1,16 +1,17 @@
 /**
  * Writes PDFs with a spawned ImageMagick (7's `magick` or 6's `convert`), bytes in on stdin and out on stdout, never
  * through temporary files. The input coder is always named (`rgb:-`, `rgba:-`, `png:-`) so ImageMagick never guesses a
- * format from content, its resources are capped with `-limit`, and a process that overstays is killed.
+ * format from content, its resources are capped with `-limit`, and a process that overstays is killed (child-process.ts runs it).
  *
  * `runImageMagick` runs any argument list on a buffer; `pdfArguments` builds the list the service uses, so a
  * benchmark can run exactly what the service runs. A pool of ready processes could later sit behind `PdfRenderer`.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { PassThrough, type Readable } from "node:stream";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import type { Span } from "@opentelemetry/api";
 import { withSpan } from "../shared/tracing.js";
+import { collectChildProcess, spawnChildProcess, type ChildProgram, type ChildRunOptions } from "./child-process.js";
 import type { NormalisedImage } from "./normalise.js";
 import { Quality } from "@mcsv/sdk";
 import { qualityPreset, type QualityPreset } from "./quality.js";
@@ -23,16 +24,8 @@ export interface ImageMagickLimits {
   timeSeconds: number;
 }
 
-export interface RunOptions {
-  /** The process is killed with SIGKILL after this long (deadline_exceeded). */
-  timeoutMs: number;
-  /** Largest output accepted; the process is killed when it writes more (resource_exhausted). */
-  maxOutputBytes: number;
-  /** Kills the process when aborted (the RPC's deadline or cancellation). */
-  signal?: AbortSignal | undefined;
-  /** Environment of the process (the service's own when unset); carries MAGICK_CONFIGURE_PATH (see policy.ts). */
-  env?: NodeJS.ProcessEnv | undefined;
-}
+/** How long ImageMagick may run, how much it may write, what stops it, and its environment (MAGICK_CONFIGURE_PATH: policy.ts). */
+export type RunOptions = ChildRunOptions;
 
 /** What the pipeline needs from a PDF writer. */
 /** A PDF as its writer produces it: `output` streams it, `done` resolves with its size once the writer succeeded. */
@@ -44,20 +37,10 @@ export interface PdfStream {
 export interface PdfRenderer {
   /** Starts writing the PDF of `image`; the caller stores `output` as it comes (the PDF is never held whole). */
   streamPdf(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<PdfStream>;
+  /** A document page's image, encoded at the preset (JPEG, or PNG for LOSSLESS) for the document writer to place. */
+  encodeImage(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<Buffer>;
   /** Resolves when the writer can produce PDFs; rejects with the reason otherwise. */
   ready(): Promise<void>;
-}
-
-const STDERR_KEPT = 4_096;
-
-/** ImageMagick's complaint, first lines only (it never echoes image bytes, but keep it short for logs and errors). */
-function summarise(stderr: string): string {
-  const lines = stderr
-    .split("\n")
-    .map((line) => line.trim())
-    .filter(Boolean);
-  const text = lines.slice(0, 3).join("; ");
-  return text.length > 300 ? `${text.slice(0, 300)}…` : text || "no message";
 }
 
 /**
@@ -70,6 +53,14 @@ function codeOfFailure(stderr: string): Code {
   return Code.Internal;
 }
 
+/** ImageMagick as the child-process runner names it in errors and spans. */
+const IMAGEMAGICK: ChildProgram = {
+  displayName: "ImageMagick",
+  outputName: "the PDF",
+  attributePrefix: "mcsv.imagemagick",
+  classifyFailure: codeOfFailure,
+};
+
 /** `magick` when it runs, else ImageMagick 6's `convert` (checked once, at start-up). */
 export function detectImageMagickCommand(): string {
   const probe = spawnSync("magick", ["-version"], { encoding: "utf8", timeout: 10_000 });
@@ -81,9 +72,7 @@ export function detectImageMagickCommand(): string {
  * the arguments, process id, exit code (or the signal that killed it), duration, and bytes in and out.
  */
 export async function runImageMagick(command: string, args: readonly string[], input: Uint8Array, options: RunOptions): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  const bytes = await traced(command, args, input, (span) => spawnImageMagick(command, args, input, options, span, (chunk) => void chunks.push(chunk)));
-  return Buffer.concat(chunks, bytes);
+  return traced(command, args, input, (span) => collectChildProcess(IMAGEMAGICK, command, args, input, options, span));
 }
 
 /**
@@ -93,7 +82,7 @@ export async function runImageMagick(command: string, args: readonly string[], i
 export function streamImageMagick(command: string, args: readonly string[], input: Uint8Array, options: RunOptions): PdfStream {
   const output = new PassThrough();
   const done = traced(command, args, input, (span) =>
-    spawnImageMagick(command, args, input, options, span, (chunk, pause) => {
+    spawnChildProcess(IMAGEMAGICK, command, args, input, options, span, (chunk, pause) => {
       if (!output.write(chunk)) pause((resume) => output.once("drain", resume));
     }),
   ).then(
@@ -110,7 +99,7 @@ export function streamImageMagick(command: string, args: readonly string[], inpu
 }
 
 /** One ImageMagick run in its span, timed. */
-function traced(command: string, args: readonly string[], input: Uint8Array, run: (span: Span) => Promise<number>): Promise<number> {
+function traced<T>(command: string, args: readonly string[], input: Uint8Array, run: (span: Span) => Promise<T>): Promise<T> {
   const attributes = { "process.executable.name": command, "process.command_args": [command, ...args], "mcsv.imagemagick.input_bytes": input.byteLength };
   return withSpan(`imagemagick ${command}`, attributes, async (span) => {
     const started = performance.now();
@@ -119,92 +108,6 @@ function traced(command: string, args: readonly string[], input: Uint8Array, run
     } finally {
       span.setAttribute("mcsv.imagemagick.duration_ms", Math.round(performance.now() - started));
     }
-  });
-}
-
-/**
- * Spawns ImageMagick and hands `onOutput` each chunk of its stdout (which may pause the reading until it resumes it);
- * resolves with the bytes written once it exited well.
- */
-function spawnImageMagick(
-  command: string,
-  args: readonly string[],
-  input: Uint8Array,
-  options: RunOptions,
-  span: Span,
-  onOutput: (chunk: Buffer, pause: (until: (resume: () => void) => void) => void) => void,
-): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    options.signal?.throwIfAborted();
-    // Its own process group, so that a kill also reaches any delegate it started.
-    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], detached: true, env: options.env ?? process.env });
-    if (child.pid !== undefined) span.setAttribute("process.pid", child.pid);
-    let outputBytes = 0;
-    let stderr = "";
-    let failure: ConnectError | undefined;
-
-    const kill = (error: ConnectError) => {
-      failure ??= error;
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
-      } catch {
-        child.kill("SIGKILL");
-      }
-    };
-    const timer = setTimeout(
-      () => kill(new ConnectError(`ImageMagick took longer than ${options.timeoutMs} ms and was stopped`, Code.DeadlineExceeded)),
-      options.timeoutMs,
-    );
-    const onAbort = () => kill(ConnectError.from(options.signal?.reason));
-    options.signal?.addEventListener("abort", onAbort, { once: true });
-
-    child.stdout.on("data", (chunk: Buffer) => {
-      outputBytes += chunk.byteLength;
-      if (outputBytes > options.maxOutputBytes) {
-        kill(new ConnectError(`the PDF would be larger than the limit of ${options.maxOutputBytes} bytes`, Code.ResourceExhausted));
-        return;
-      }
-      onOutput(chunk, (until) => {
-        child.stdout.pause();
-        until(() => child.stdout.resume());
-      });
-    });
-    child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (text: string) => {
-      if (stderr.length < STDERR_KEPT) stderr += text;
-    });
-    // ImageMagick may exit (on an error) before reading all of stdin: the EPIPE is expected, its exit code says why.
-    child.stdin.on("error", () => undefined);
-    child.stdin.end(input);
-
-    let settled = false;
-    const settle = (error: ConnectError | undefined) => {
-      if (settled) return;
-      settled = true;
-      span.setAttribute("mcsv.imagemagick.output_bytes", outputBytes);
-      clearTimeout(timer);
-      options.signal?.removeEventListener("abort", onAbort);
-      if (error) reject(error);
-      else resolve(outputBytes);
-    };
-    // A process that cannot be spawned (ENOENT) reports "error" and may never report "close".
-    child.once("error", (error) => settle(failure ?? new ConnectError(`ImageMagick could not be run (${command}): ${error.message}`, Code.Internal)));
-    // Once killed, its exit is enough: a straggler holding the pipes open must not delay the answer.
-    child.once("exit", (code, signal) => {
-      if (code !== null) span.setAttribute("process.exit.code", code);
-      if (signal) span.setAttribute("mcsv.imagemagick.signal", signal);
-      if (!failure) return;
-      child.stdout.destroy();
-      child.stderr.destroy();
-      settle(failure);
-    });
-    child.once("close", (code, signal) => {
-      if (failure) return settle(failure);
-      if (code !== 0) {
-        return settle(new ConnectError(`ImageMagick failed (${signal ?? `exit code ${code}`}): ${summarise(stderr)}`, codeOfFailure(stderr)));
-      }
-      settle(undefined);
-    });
   });
 }
 
@@ -219,8 +122,8 @@ export function pageDensity(width: number, height: number): number {
   return Math.max(72, Math.ceil(Math.max(width, height) / MAX_PAGE_INCHES));
 }
 
-/** Arguments that turn `image` on stdin into a one-page PDF on stdout, the page the image's size. */
-export function pdfArguments(image: Pick<NormalisedImage, "encoding" | "width" | "height" | "channels">, preset: QualityPreset, limits: ImageMagickLimits): string[] {
+/** The resource limits, and the input coder that reads `image` from stdin. */
+function inputArguments(image: Pick<NormalisedImage, "encoding" | "width" | "height" | "channels">, limits: ImageMagickLimits): string[] {
   const input =
     image.encoding === "png"
       ? ["png:-"]
@@ -231,11 +134,31 @@ export function pdfArguments(image: Pick<NormalisedImage, "encoding" | "width" |
     "-limit", "disk", limits.disk,
     "-limit", "time", String(limits.timeSeconds),
     ...input,
+  ];
+}
+
+/** Arguments that turn `image` on stdin into a one-page PDF on stdout, the page the image's size. */
+export function pdfArguments(image: Pick<NormalisedImage, "encoding" | "width" | "height" | "channels">, preset: QualityPreset, limits: ImageMagickLimits): string[] {
+  return [
+    ...inputArguments(image, limits),
     "-units", "PixelsPerInch",
     "-density", String(pageDensity(image.width, image.height)),
     ...preset.compressArgs,
     "pdf:-",
   ];
+}
+
+/**
+ * Arguments that turn `image` on stdin into the encoded image a document's page embeds, on stdout: a JPEG at the
+ * preset's quality (what ImageMagick's own PDF would hold), or for LOSSLESS an 8-bit truecolour PNG (its pixels
+ * exactly, never a palette). ImageMagick keeps the image's ICC profile in either.
+ */
+export function encodeArguments(image: Pick<NormalisedImage, "encoding" | "width" | "height" | "channels">, preset: QualityPreset, limits: ImageMagickLimits): string[] {
+  const output =
+    preset.name === "lossless"
+      ? ["-define", `png:color-type=${image.channels === 4 ? 6 : 2}`, "-define", "png:bit-depth=8", "png:-"]
+      : ["jpeg:-"];
+  return [...inputArguments(image, limits), ...preset.compressArgs, ...output];
 }
 
 export interface ImageMagickOptions {
@@ -257,6 +180,10 @@ export class ImageMagickPdfRenderer implements PdfRenderer {
 
   async streamPdf(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<PdfStream> {
     return streamImageMagick(this.options.command, pdfArguments(image, preset, this.options.limits), image.data, this.runOptions(signal));
+  }
+
+  async encodeImage(image: NormalisedImage, preset: QualityPreset, signal?: AbortSignal): Promise<Buffer> {
+    return runImageMagick(this.options.command, encodeArguments(image, preset, this.options.limits), image.data, this.runOptions(signal));
   }
 
   private runOptions(signal?: AbortSignal): RunOptions {

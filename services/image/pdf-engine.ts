@@ -7,7 +7,8 @@
  * - it fits max_width × max_height (nothing to scale down);
  * - it has no alpha, or the preset keeps alpha (LOSSLESS; the lossy presets flatten it onto white);
  * - the writer takes the file as it is (see passthrough-pdf.ts: structure and checksums, coding, interlacing,
- *   transparency, and an ICC profile that strip_metadata would remove).
+ *   transparency, and an ICC profile that strip_metadata would remove);
+ * - for PDF/A, its colours fit the sRGB output intent (a CMYK JPEG without a profile does not: "pdfa-colour").
  * The quality preset otherwise does not matter: the original's own data is kept under any preset, as exact as the
  * file itself (a JPEG re-encoded at a preset's quality could only lose more; a PNG stays lossless).
  */
@@ -20,7 +21,7 @@ export const PDF_ENGINES = ["imagemagick", "passthrough"] as const;
 export type PdfEngineName = (typeof PDF_ENGINES)[number];
 
 /** Why a conversion asked to pass through was written by ImageMagick instead (a fixed set: it labels metrics). */
-export type FallbackReason = DeclineReason | "resize" | "alpha-flatten";
+export type FallbackReason = DeclineReason | "resize" | "alpha-flatten" | "pdfa-colour";
 
 /** The engine of a request: its own choice, or the configured default for PDF_ENGINE_UNSPECIFIED; undefined if unknown. */
 export function pdfEngineOf(requested: PdfEngine, configured: PdfEngineName): PdfEngineName | undefined {

@@ -85,7 +85,7 @@ export interface ConversionResult {
 }
 
 /** Runs one stage in its own span (`image.fetch`, …), timed in the stage histogram, between the hooks. */
-async function timed<T>(deps: PipelineDeps, stage: Stage, conversionId: string, work: (span: Span) => Promise<T>): Promise<T> {
+export async function timed<T>(deps: PipelineDeps, stage: Stage, conversionId: string, work: (span: Span) => Promise<T>): Promise<T> {
   await deps.hooks?.stageStarted?.(stage, conversionId);
   try {
     return await withSpan(`image.${stage}`, { "mcsv.conversion.id": conversionId }, async (span) => {
@@ -130,7 +130,7 @@ async function renderIntoStorage(deps: PipelineDeps, conversionId: string, image
   return rendered.value;
 }
 
-async function storePdf(store: PdfStore, conversionId: string, pdf: Uint8Array | undefined): Promise<{ key: string; url: PresignedUrl }> {
+export async function storePdf(store: PdfStore, conversionId: string, pdf: Uint8Array | undefined): Promise<{ key: string; url: PresignedUrl }> {
   const key = pdfKey(conversionId);
   if (pdf) {
     try {

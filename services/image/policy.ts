@@ -225,6 +225,10 @@ export function enforcingPolicy(renderer: PdfRenderer, policy: ImageMagickPolicy
       await policy.verified();
       return renderer.streamPdf(image, preset, signal);
     },
+    async encodeImage(image, preset, signal) {
+      await policy.verified();
+      return renderer.encodeImage(image, preset, signal);
+    },
     async ready() {
       await renderer.ready();
       await policy.verified();

@@ -11,6 +11,7 @@ import { SERVICES } from "../shared/topology.js";
 import type { ImageConfig } from "./config.js";
 import { createImageHandlers } from "./handlers.js";
 import { detectImageMagickCommand, ImageMagickPdfRenderer, type PdfRenderer } from "./imagemagick.js";
+import { OcrMyPdf, type OcrEngine } from "./ocr.js";
 import { enforcingPolicy, ImageMagickPolicy } from "./policy.js";
 import { ConcurrencyLimiter } from "./limiter.js";
 import { conversionsActive, conversionsWaiting } from "./metrics.js";
@@ -21,6 +22,7 @@ export interface ImageServiceOverrides {
   store?: ObjectStore;
   renderer?: PdfRenderer;
   hooks?: ConversionHooks;
+  ocr?: OcrEngine;
 }
 
 export async function startImageService(config: ImageConfig, overrides: ImageServiceOverrides = {}): Promise<RunningService> {
@@ -55,6 +57,12 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
     (error: unknown) => logger.error("ImageMagick cannot write PDF under mcsv's policy yet", { command, error: describeError(error) }),
   );
 
+  const ocr = overrides.ocr ?? new OcrMyPdf({ command: config.OCR_COMMAND, timeoutMs: config.OCR_TIMEOUT_MS, maxOutputBytes: config.IMAGE_MAX_OUTPUT_BYTES });
+  await ocr.ready().then(
+    (description) => logger.info("OCR is available", { ocr: description }),
+    (error: unknown) => logger.warn("OCR is not available; conversions that ask for it get failed_precondition", { error: describeError(error) }),
+  );
+
   const limiter = new ConcurrencyLimiter(
     config.IMAGE_CONCURRENCY,
     {
@@ -81,6 +89,9 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
       failOn: config.IMAGE_FAIL_ON,
     },
     hooks: overrides.hooks,
+    ocr,
+    ocrTimeoutMs: config.OCR_TIMEOUT_MS,
+    documentLimits: { maxPages: config.DOCUMENT_MAX_PAGES, maxPixels: config.DOCUMENT_MAX_PIXELS },
   });
 
   return runService({
@@ -91,9 +102,13 @@ export async function startImageService(config: ImageConfig, overrides: ImageSer
     routes: (router) => router.service(ImageService, handlers),
     auth: authPolicy({ internal: config }),
     sharedDependencies: ["s3"],
+    // OCR is reported (available, with its languages, or why not) but never makes the service unready: only the
+    // conversions that ask for it need it, and they are refused with failed_precondition.
+    optionalDependencies: ["ocr"],
     readiness: {
       s3: () => store.ping(),
       imagemagick: () => renderer.ready(),
+      ocr: async () => void (await ocr.ready()),
     },
     close: async () => store.client.destroy(),
   });

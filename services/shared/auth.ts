@@ -41,7 +41,7 @@ export const INTERNAL_CALLS: Record<ServiceKey, Readonly<Record<string, readonly
   user: { "mcsv.v1.JobService": ["EnqueueJob", "EnqueueJobs"] },
   job: {
     "mcsv.v1.EmailService": ["SendEmail"],
-    "mcsv.v1.ImageService": ["ConvertImage"],
+    "mcsv.v1.ImageService": ["ConvertImage", "ConvertDocument"],
     "mcsv.v1.UserService": ["NotifyImageConverted", "GetWebhookSigningSecrets"],
     "mcsv.v1.ClientService": ["NotifyPdfReady", "NotifyEmailSent"],
   },

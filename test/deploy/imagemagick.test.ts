@@ -63,12 +63,12 @@ describe("policy.xml", () => {
     expect(() => policies("<policymap><policy domain=\"coder\"></policymap>")).toThrow();
   });
 
-  test("denies every coder first, then allows reading a few raster formats and writing PDF only", () => {
+  test("denies every coder first, then allows reading a few raster formats and writing PDF, JPEG and PNG only", () => {
     const coders = rules.filter((r) => r.domain === "coder");
     expect(coders[0]).toEqual({ domain: "coder", rights: "none", pattern: "*" });
     const allowed = coders.filter((r) => r.rights !== "none");
     const rights = Object.fromEntries(allowed.flatMap((r) => names(r.pattern).map((n) => [n, r.rights])));
-    expect(rights).toEqual({ PNG: "read", GIF: "read", WEBP: "read", TIFF: "read", TIF: "read", RGB: "read", RGBA: "read", GRAY: "read", JPEG: "read|write", JPG: "read|write", PDF: "write" });
+    expect(rights).toEqual({ PNG: "read|write", GIF: "read", WEBP: "read", TIFF: "read", TIF: "read", RGB: "read", RGBA: "read", GRAY: "read", JPEG: "read|write", JPG: "read|write", PDF: "write" });
   });
 
   test("names the dangerous coders again after the allow list, and blocks delegates, filters and @file reads", () => {
@@ -143,7 +143,7 @@ describeIsolated("ImageMagick under mcsv's policy", () => {
     }
   });
 
-  test("writes both kinds of the service's PDF with Ghostscript out of reach, as in the image, which has none", async () => {
+  test("writes both kinds of the service's PDF with Ghostscript out of reach: ImageMagick never needs it (only ocrmypdf does)", async () => {
     // A PATH holding only what the run needs: ImageMagick's own PDF writer, never a Ghostscript delegate.
     const bin = join(dir, "no-ghostscript");
     mkdirSync(bin);
