@@ -228,6 +228,8 @@ export function isUnreachable(error: unknown): boolean {
 export const objectKeys = {
   upload: (uploadId: string) => `uploads/${uploadId}`,
   original: (conversionId: string) => `originals/${conversionId}`,
+  /** The original of page `index` (from 0) of a document. */
+  page: (conversionId: string, index: number) => `originals/${conversionId}.${index + 1}`,
   pdf: (conversionId: string) => `pdfs/${conversionId}.pdf`,
 };
 

@@ -1,7 +1,7 @@
 /** Configuration of the user service (the public gateway), validated once at start-up. */
 import { z } from "zod";
 import { apiKeysEnv, callerEnv } from "../shared/auth.js";
-import { callbackEnv, commonEnv, databaseEnv, internalCallsEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
+import { callbackEnv, commonEnv, databaseEnv, documentEnv, internalCallsEnv, loadConfig, positiveInt, storageEnv, topologyEnv } from "../shared/config.js";
 import { SERVICES } from "../shared/topology.js";
 
 const MiB = 1024 * 1024;
@@ -57,7 +57,7 @@ export const userEnv = {
 };
 
 /** Every variable the gateway reads (docs/configuration.md is checked against it). */
-export const userEnvShape = { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...internalCallsEnv, ...apiKeysEnv, ...callbackEnv, ...userEnv };
+export const userEnvShape = { ...commonEnv, ...callerEnv, ...databaseEnv, ...storageEnv, ...topologyEnv, ...internalCallsEnv, ...apiKeysEnv, ...callbackEnv, ...documentEnv, ...userEnv };
 
 export function loadUserConfig(env: NodeJS.ProcessEnv = process.env) {
   return loadConfig(SERVICES.user.name, userEnvShape, env);

@@ -12,6 +12,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   ConvertImageTaskSchema,
   EmailType,
+  ImageServiceConvertDocumentRequestSchema,
   ImageServiceConvertImageRequestSchema,
   NotifyClientTaskSchema,
   NotifyPdfReadyRequestSchema,
@@ -41,7 +42,10 @@ export type ImageSource = { kind: "inline"; bytes: Uint8Array } | { kind: "uploa
 export interface NewConversion {
   tenant: string;
   userEmail: string;
-  source: ImageSource;
+  /** The images: one (ConvertImage), or a document's pages in order (ConvertDocument). */
+  sources: ImageSource[];
+  /** Whether this is a document (ConvertDocument), converted page by page with progress, even of one page. */
+  document: boolean;
   /** Empty means a name made from the format (or the upload's name). */
   filename: string;
   options: ConversionOptions;
@@ -60,6 +64,10 @@ export interface ConversionReport {
   height: number;
   durationMs: bigint;
   error: string;
+  /** Pages converted so far (progress), or of the PDF. */
+  pagesDone: number;
+  /** The searchable text OCR added, with a success. */
+  text?: { wordCount: number; languages: string[] } | undefined;
 }
 
 export interface ConversionsOptions {
@@ -67,6 +75,9 @@ export interface ConversionsOptions {
   maxInFlightPerTenant: number;
   /** Largest image accepted, in pixels, as its header claims. */
   maxImagePixels: number;
+  /** Most pages in a document, and most pixels of all its images together (DOCUMENT_MAX_PAGES, DOCUMENT_MAX_PIXELS). */
+  maxDocumentPages: number;
+  maxDocumentPixels: number;
   /** How long a PDF is kept: the storage sweep deletes it this long after it was written (PDF_RETENTION_DAYS). */
   pdfRetentionMs: number;
   /** The storage's default lifetime of a presigned link (PRESIGN_TTL_SECONDS). */
@@ -103,9 +114,13 @@ export class Conversions {
     await this.checkInFlight(this.pool, input.tenant);
 
     const id = randomUUID();
-    const originalKey = objectKeys.original(id);
-    const prepared = await this.storeOriginal(id, input);
-    const filename = input.filename || prepared.filename || `image.${prepared.format === "jpeg" ? "jpg" : prepared.format}`;
+    const keys = input.document ? input.sources.map((_, i) => objectKeys.page(id, i)) : [objectKeys.original(id)];
+    const originalKey = keys[0]!;
+    const pages = await this.storeOriginals(input, keys);
+    const first = pages[0]!;
+    const inputFormat = [...new Set(pages.map((page) => page.format))].join("+");
+    const inputSize = pages.reduce((sum, page) => sum + page.size, 0);
+    const filename = input.filename || (input.document ? "document.pdf" : first.filename || `image.${first.format === "jpeg" ? "jpg" : first.format}`);
 
     let outcome: { conversion: ConversionRow; outboxIds: string[] } | undefined;
     try {
@@ -114,60 +129,73 @@ export class Conversions {
         const { rows } = await db.query<ConversionRow>(
           `insert into mcsv_user.conversions
              (id, tenant, user_email, state, filename, input_format, input_size, options, source, upload_id, original_key,
-              callback_url, idempotency_key, request_digest)
-           values ($1, $13, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+              callback_url, idempotency_key, request_digest, page_count, page_keys)
+           values ($1, $13, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15)
            on conflict (tenant, (lower(user_email)), idempotency_key) where idempotency_key is not null do nothing
            returning *`,
           [
             id,
             input.userEmail,
             filename,
-            prepared.format,
-            prepared.size,
+            inputFormat,
+            inputSize,
             optionsToJson(input.options),
-            input.source.kind,
-            input.source.kind === "upload" ? input.source.uploadId : null,
+            input.sources.some((source) => source.kind === "upload") ? "upload" : "inline",
+            // A document's uploads name their conversion (uploads.conversion_id); the row names an upload only of one image.
+            !input.document && input.sources[0]!.kind === "upload" ? input.sources[0]!.uploadId : null,
             originalKey,
             input.callbackUrl ?? null,
             input.idempotencyKey ?? null,
             digest,
             input.tenant,
+            keys.length,
+            input.document ? keys : null,
           ],
         );
         const conversion = rows[0];
         if (!conversion) return undefined;
         // Counted with the new one, under the tenant's lock: exact however many requests arrive at once.
         await this.checkInFlight(db, input.tenant, 1);
-        if (input.source.kind === "upload") {
+        for (const source of input.sources) {
+          if (source.kind !== "upload") continue;
           const consumed = await db.query("update mcsv_user.uploads set conversion_id = $1 where id = $2 and tenant = $3 and conversion_id is null", [
             id,
-            input.source.uploadId,
+            source.uploadId,
             input.tenant,
           ]);
-          if (consumed.rowCount === 0) throw new ConnectError("this upload was already converted", Code.FailedPrecondition);
+          if (consumed.rowCount === 0) throw new ConnectError(`upload ${source.uploadId} was already converted`, Code.FailedPrecondition);
         }
-        // The original's key, not a link: the job presigns it right before it calls the image service.
-        const convert = create(ConvertImageTaskSchema, {
-          request: create(ImageServiceConvertImageRequestSchema, { conversionId: id, inputFormat: prepared.format, options: input.options }),
-          objectKey: originalKey,
-        });
+        // The originals' keys, not links: the job presigns them right before it calls the image service.
+        const convert = input.document
+          ? create(ConvertImageTaskSchema, {
+              document: create(ImageServiceConvertDocumentRequestSchema, {
+                conversionId: id,
+                pages: pages.map((page) => ({ inputFormat: page.format })),
+                options: input.options,
+              }),
+              pageObjectKeys: keys,
+            })
+          : create(ConvertImageTaskSchema, {
+              request: create(ImageServiceConvertImageRequestSchema, { conversionId: id, inputFormat: first.format, options: input.options }),
+              objectKey: originalKey,
+            });
         const outboxIds = await addToOutbox(db, input.tenant, [outboxJob("convert_image", jobKeys.convertImage(id), convert)]);
         return { conversion, outboxIds };
       });
     } catch (error) {
-      await this.originals.deleteQuietly(originalKey);
+      await this.deleteOriginals(keys);
       throw error;
     }
 
     if (!outcome) {
-      // A concurrent request with the same key won: ours stored an original for nothing.
-      await this.originals.deleteQuietly(originalKey);
+      // A concurrent request with the same key won: ours stored its originals for nothing.
+      await this.deleteOriginals(keys);
       const winner = await this.byIdempotencyKey(input.tenant, input.userEmail, input.idempotencyKey!);
       if (!winner) throw new ConnectError("the conversion could not be recorded; retry", Code.Aborted);
       return { conversion: sameRequest(winner, digest), created: false };
     }
-    conversionsRequested.inc({ source: input.source.kind });
-    if (input.source.kind === "upload") await this.originals.deleteQuietly(objectKeys.upload(input.source.uploadId));
+    for (const source of input.sources) conversionsRequested.inc({ source: source.kind });
+    await this.deleteOriginals(input.sources.flatMap((source) => (source.kind === "upload" ? [objectKeys.upload(source.uploadId)] : [])));
     await this.relay.deliverNow(outcome.outboxIds);
     return { conversion: outcome.conversion, created: true };
   }
@@ -204,7 +232,9 @@ export class Conversions {
       const { rows } = await db.query<ConversionRow>("select * from mcsv_user.conversions where id = $1 for update", [report.conversionId]);
       const current = rows[0];
       if (!current) throw new ConnectError(`conversion ${report.conversionId} not found`, Code.NotFound);
-      if (report.state === current.state) return { conversion: current, outboxIds: [] as string[], finished: false };
+      // A repeat of the current state changes nothing, unless it reports more pages done (a document's progress).
+      const progressed = report.state === "processing" && report.pagesDone > current.pages_done;
+      if (report.state === current.state && !progressed) return { conversion: current, outboxIds: [] as string[], finished: false };
       if (isTerminal(current.state)) {
         // Tells a retried convert_image job that there is nothing left to do (and a conflicting report that it lost).
         throw new ConnectError(`conversion ${current.id} already ${current.state}`, Code.FailedPrecondition);
@@ -213,19 +243,21 @@ export class Conversions {
         report.state === "processing"
           ? await db.query<ConversionRow>(
               `update mcsv_user.conversions
-                 set state = 'processing', input_size = case when $2::bigint > 0 then $2::bigint else input_size end, updated_at = now()
+                 set state = 'processing', input_size = case when $2::bigint > 0 then $2::bigint else input_size end,
+                     pages_done = least(greatest(pages_done, $3), page_count), updated_at = now()
                where id = $1 returning *`,
-              [current.id, report.inputSize.toString()],
+              [current.id, report.inputSize.toString(), report.pagesDone],
             )
           : await db.query<ConversionRow>(
               `update mcsv_user.conversions
                  set state = $2, pdf_key = $3, output_size = $4, width = $5, height = $6, duration_ms = $7, error = $8,
                      input_size = case when $9::bigint > 0 then $9::bigint else input_size end,
-                     finished_at = now(), updated_at = now()
+                     pages_done = case when $2 = 'succeeded' then page_count else pages_done end,
+                     text_words = $10, text_languages = $11, finished_at = now(), updated_at = now()
                where id = $1 returning *`,
               report.state === "succeeded"
-                ? [current.id, "succeeded", objectKeys.pdf(current.id), report.outputSize.toString(), report.width, report.height, report.durationMs.toString(), "", report.inputSize.toString()]
-                : [current.id, "failed", null, 0, 0, 0, report.durationMs.toString(), clip(report.error || "the conversion failed", MAX_ERROR_TEXT_LENGTH), report.inputSize.toString()],
+                ? [current.id, "succeeded", objectKeys.pdf(current.id), report.outputSize.toString(), report.width, report.height, report.durationMs.toString(), "", report.inputSize.toString(), report.text?.wordCount ?? null, report.text?.languages ?? null]
+                : [current.id, "failed", null, 0, 0, 0, report.durationMs.toString(), clip(report.error || "the conversion failed", MAX_ERROR_TEXT_LENGTH), report.inputSize.toString(), null, null],
             );
       const conversion = updated.rows[0]!;
       await notifyConversionChanged(db, conversion.id);
@@ -240,7 +272,7 @@ export class Conversions {
     // conversion keeps its original for the sweep). One that cannot be deleted now is left to the sweep too.
     await Promise.all([
       this.relay.deliverNow(outcome.outboxIds),
-      outcome.finished && outcome.conversion.state === "succeeded" ? this.originals.deleteQuietly(outcome.conversion.original_key) : undefined,
+      outcome.finished && outcome.conversion.state === "succeeded" ? this.deleteOriginals(outcome.conversion.page_keys ?? [outcome.conversion.original_key]) : undefined,
     ]);
     return outcome.conversion;
   }
@@ -254,7 +286,7 @@ export class Conversions {
     const watch = this.watches.open(tenant, id);
     watchersActive.inc();
     try {
-      let last: StateName | undefined;
+      let last: { state: StateName; pagesDone: number } | undefined;
       for (;;) {
         const next = await watch.next(signal);
         if (!next) return;
@@ -264,8 +296,9 @@ export class Conversions {
           if (last === undefined) throw new ConnectError(`conversion ${id} not found`, Code.NotFound);
           return;
         }
-        if (row.state !== last) {
-          last = row.state;
+        // A change of state, or a document's progress.
+        if (row.state !== last?.state || row.pages_done !== last.pagesDone) {
+          last = { state: row.state, pagesDone: row.pages_done };
           yield row;
         }
         if (isTerminal(row.state)) return;
@@ -336,29 +369,54 @@ export class Conversions {
     }
   }
 
-  /** Checks the image and puts it at the conversion's original key; returns what it found. */
-  private async storeOriginal(id: string, input: NewConversion): Promise<{ format: ImageFormat; size: number; filename?: string }> {
-    const originalKey = objectKeys.original(id);
-    if (input.source.kind === "inline") {
-      const format = await this.checkImage(input.source.bytes, input.source.bytes.byteLength, "imageData");
-      await this.originals.put(originalKey, input.source.bytes, MIME_TYPE_OF[format]);
-      return { format, size: input.source.bytes.byteLength };
+  /**
+   * Checks each image and puts it at its key (the pages in parallel); returns what it found. All of a document's
+   * pixels together must stay within DOCUMENT_MAX_PIXELS. What was stored is deleted again when one page is refused.
+   */
+  private async storeOriginals(input: NewConversion, keys: string[]): Promise<StoredOriginal[]> {
+    const field = (i: number, name: "imageData" | "uploadId") => (input.document ? `images[${i}].${name}` : name);
+    const stored = await Promise.allSettled(input.sources.map((source, i) => this.storeOriginal(input, source, keys[i]!, (name) => field(i, name))));
+    const refused = stored.find((outcome) => outcome.status === "rejected");
+    const pages = stored.flatMap((outcome) => (outcome.status === "fulfilled" ? [outcome.value] : []));
+    const pixels = pages.reduce((sum, page) => sum + page.pixels, 0);
+    if (refused || pixels > this.options.maxDocumentPixels) {
+      await this.deleteOriginals(keys);
+      if (refused) throw refused.reason;
+      throw new ConnectError(
+        `the document's images have ${pixelCount(pixels)} pixels together, more than the limit of ${pixelCount(this.options.maxDocumentPixels)}; send fewer or smaller images`,
+        Code.ResourceExhausted,
+      );
     }
-    const { uploadId } = input.source;
+    return pages;
+  }
+
+  /** Checks one image and puts it at `key`. */
+  private async storeOriginal(input: NewConversion, source: ImageSource, key: string, field: (name: "imageData" | "uploadId") => string): Promise<StoredOriginal> {
+    if (source.kind === "inline") {
+      const header = await this.checkImage(source.bytes, source.bytes.byteLength, field("imageData"));
+      await this.originals.put(key, source.bytes, MIME_TYPE_OF[header.format]);
+      return { ...header, size: source.bytes.byteLength };
+    }
+    const { uploadId } = source;
     const upload = await this.uploads.find(input.tenant, uploadId, input.userEmail);
     if (!upload) throw new ConnectError(`upload ${uploadId} not found for this address`, Code.NotFound);
-    if (upload.conversion_id) throw new ConnectError("this upload was already converted", Code.FailedPrecondition);
+    if (upload.conversion_id) throw new ConnectError(`upload ${uploadId} was already converted`, Code.FailedPrecondition);
     const uploadKey = objectKeys.upload(uploadId);
     const stored = await this.originals.head(uploadKey);
-    if (!stored) throw new ConnectError("the image has not been uploaded yet: PUT it to the upload_url first", Code.FailedPrecondition);
+    const notYet = `upload ${uploadId} has not been uploaded yet: PUT the image to its upload_url first`;
+    if (!stored) throw new ConnectError(notYet, Code.FailedPrecondition);
     if (stored.size === 0 || stored.size > Number(upload.size)) {
       throw new ConnectError(`the uploaded object has ${stored.size} bytes; ${upload.size} were declared`, Code.FailedPrecondition);
     }
     const start = await this.originals.readStart(uploadKey, HEADER_BYTES);
-    if (!start) throw new ConnectError("the image has not been uploaded yet: PUT it to the upload_url first", Code.FailedPrecondition);
-    const format = await this.checkImage(start, stored.size, "uploadId", () => this.originals.readStart(uploadKey, stored.size));
-    await this.originals.copy(uploadKey, originalKey, MIME_TYPE_OF[format]);
-    return { format, size: stored.size, filename: upload.filename };
+    if (!start) throw new ConnectError(notYet, Code.FailedPrecondition);
+    const header = await this.checkImage(start, stored.size, field("uploadId"), () => this.originals.readStart(uploadKey, stored.size));
+    await this.originals.copy(uploadKey, key, MIME_TYPE_OF[header.format]);
+    return { ...header, size: stored.size, filename: upload.filename };
+  }
+
+  private async deleteOriginals(keys: string[]): Promise<void> {
+    await Promise.all(keys.map((key) => this.originals.deleteQuietly(key)));
   }
 
   /**
@@ -368,7 +426,7 @@ export class Conversions {
    * directory, an AVIF's header), the whole image is checked again, as `readAll` fetches it (an upload, bounded by
    * UPLOAD_MAX_BYTES).
    */
-  private async checkImage(start: Uint8Array, size: number, field: string, readAll?: () => Promise<Uint8Array | undefined>): Promise<ImageFormat> {
+  private async checkImage(start: Uint8Array, size: number, field: string, readAll?: () => Promise<Uint8Array | undefined>): Promise<{ format: ImageFormat; pixels: number }> {
     const max = this.options.maxImagePixels;
     const inspect = async (bytes: Uint8Array) => {
       const sniffed = await sniffImageFormat(bytes);
@@ -381,12 +439,12 @@ export class Conversions {
     }
     if ("refused" in found) throw invalidArgument([{ field, description: `${found.refused}; send png, jpeg, webp, tiff, gif or avif` }]);
     if ("tooManyPixels" in found.header) {
-      throw new ConnectError(`the image's header claims more pixels than the limit of ${pixels(max)} (width × height); send a smaller image`, Code.ResourceExhausted);
+      throw new ConnectError(`the image's header claims more pixels than the limit of ${pixelCount(max)} (width × height); send a smaller image`, Code.ResourceExhausted);
     }
     if ("unreadable" in found.header) {
       throw invalidArgument([{ field, description: `${found.header.unreadable}; send an undamaged png, jpeg, webp, tiff, gif or avif` }]);
     }
-    return found.format;
+    return { format: found.format, pixels: found.header.width * found.header.height };
   }
 
   /** The jobs that a conversion's end causes. */
@@ -438,12 +496,25 @@ export class Conversions {
 }
 
 /** Renders a pixel count the way the image service's refusal does (100,000,000). */
-const pixels = (n: number) => n.toLocaleString("en-US");
+const pixelCount = (n: number) => n.toLocaleString("en-US");
+
+interface StoredOriginal {
+  format: ImageFormat;
+  size: number;
+  pixels: number;
+  /** An upload's name. */
+  filename?: string;
+}
 
 /** What a request asked for, so that a reused idempotency key with a different request is noticed. */
 function requestDigest(input: NewConversion): string {
-  const source = input.source.kind === "inline" ? createHash("sha256").update(input.source.bytes).digest("hex") : input.source.uploadId;
-  const described = JSON.stringify([input.userEmail.toLowerCase(), input.source.kind, source, input.filename, optionsToJson(input.options), input.callbackUrl ?? ""]);
+  const sources = input.sources.map((source) => [source.kind, source.kind === "inline" ? createHash("sha256").update(source.bytes).digest("hex") : source.uploadId]);
+  // A one-image request is described as before, so that a key used before this change still matches its request.
+  const described = JSON.stringify(
+    input.document
+      ? [input.userEmail.toLowerCase(), "document", sources, input.filename, optionsToJson(input.options), input.callbackUrl ?? ""]
+      : [input.userEmail.toLowerCase(), ...sources[0]!, input.filename, optionsToJson(input.options), input.callbackUrl ?? ""],
+  );
   return createHash("sha256").update(described).digest("hex");
 }
 

@@ -5,7 +5,7 @@
  */
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { ConversionState, UserService, type Conversion } from "@mcsv/sdk";
+import { ConversionState, UserService, type Conversion, type ConversionOptions } from "@mcsv/sdk";
 import { TENANT_NAME, tenantOf } from "../shared/auth.js";
 import { Violations } from "../shared/errors.js";
 import { objectKeys } from "../shared/storage.js";
@@ -25,7 +25,7 @@ export interface UserHandlerDeps {
   uploads: Uploads;
   conversions: Conversions;
   callbacks: CallbackPolicy;
-  limits: { maxImageBytes: number; uploadMaxBytes: number };
+  limits: { maxImageBytes: number; uploadMaxBytes: number; maxDocumentPages: number };
   /** Requests per tenant (every public RPC takes one). */
   rateLimit: TenantRateLimiter;
   /** Aborted when the server shuts down: open watches end. */
@@ -59,6 +59,50 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
     return toConversion(row, await conversions.pdfLink(row), conversions.pdfExpiresAt(row));
   }
 
+  /** Inline images beyond the limit are refused before anything else: they belong in uploads. */
+  function checkInlineBytes(bytes: number): void {
+    if (bytes > limits.maxImageBytes) {
+      throw new ConnectError(
+        `the request carries ${bytes} bytes of images inline; inline images are limited to ${limits.maxImageBytes} (${mebibytes(limits.maxImageBytes)}) together: use CreateUploadUrl for bigger ones`,
+        Code.ResourceExhausted,
+      );
+    }
+  }
+
+  /** The image of a ConvertImage request or of one page of a ConvertDocument request, its fields named by `field`. */
+  function imageSource(
+    violations: Violations,
+    source: { case: "imageData"; value: Uint8Array } | { case: "uploadId"; value: string } | { case: undefined; value?: undefined },
+    field: (name: string) => string,
+  ): ImageSource | undefined {
+    switch (source.case) {
+      case "imageData":
+        if (source.value.byteLength === 0) violations.add(field("imageData"), "is empty");
+        return { kind: "inline", bytes: source.value };
+      case "uploadId": {
+        const uploadId = take(violations, field("uploadId"), checkId(source.value));
+        return uploadId ? { kind: "upload", uploadId } : undefined;
+      }
+      default:
+        violations.add(field("imageData"), "one of imageData and uploadId is required");
+        return undefined;
+    }
+  }
+
+  /** The fields ConvertImage and ConvertDocument share. */
+  async function checkConversion(violations: Violations, req: { filename: string; options?: ConversionOptions | undefined; idempotencyKey: string; callbackUrl: string }) {
+    const filename = take(violations, "filename", checkFilename(req.filename, ""));
+    const options = checkOptions(req.options, violations);
+    const idempotencyKey = take(violations, "idempotencyKey", checkIdempotencyKey(req.idempotencyKey));
+    let callbackUrl: string | undefined;
+    if (req.callbackUrl !== "") {
+      const checked = await callbacks.check(req.callbackUrl);
+      if ("problem" in checked) violations.add("callbackUrl", checked.problem);
+      else callbackUrl = checked.url;
+    }
+    return { filename: filename!, options, idempotencyKey, callbackUrl };
+  }
+
   /** The caller's tenant, once its rate limit lets the call through. */
   function admitTenant(ctx: HandlerContext): string {
     const tenant = tenantOf(ctx);
@@ -90,39 +134,27 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
       const tenant = admitTenant(ctx);
       const violations = new Violations();
       const userEmail = take(violations, "userEmail", checkEmail(req.userEmail));
-      let source: ImageSource | undefined;
-      switch (req.source.case) {
-        case "imageData": {
-          const bytes = req.source.value;
-          if (bytes.byteLength > limits.maxImageBytes) {
-            throw new ConnectError(
-              `the image has ${bytes.byteLength} bytes; inline images are limited to ${limits.maxImageBytes} (${mebibytes(limits.maxImageBytes)}): use CreateUploadUrl for bigger ones`,
-              Code.ResourceExhausted,
-            );
-          }
-          if (bytes.byteLength === 0) violations.add("imageData", "is empty");
-          else source = { kind: "inline", bytes };
-          break;
-        }
-        case "uploadId": {
-          const uploadId = take(violations, "uploadId", checkId(req.source.value));
-          if (uploadId) source = { kind: "upload", uploadId };
-          break;
-        }
-        default:
-          violations.add("imageData", "one of imageData and uploadId is required");
-      }
-      const filename = take(violations, "filename", checkFilename(req.filename, ""));
-      const options = checkOptions(req.options, violations);
-      const idempotencyKey = take(violations, "idempotencyKey", checkIdempotencyKey(req.idempotencyKey));
-      let callbackUrl: string | undefined;
-      if (req.callbackUrl !== "") {
-        const checked = await callbacks.check(req.callbackUrl);
-        if ("problem" in checked) violations.add("callbackUrl", checked.problem);
-        else callbackUrl = checked.url;
-      }
+      if (req.source.case === "imageData") checkInlineBytes(req.source.value.byteLength);
+      const source = imageSource(violations, req.source, (name) => name);
+      const common = await checkConversion(violations, req);
       violations.throwIfAny();
-      const { conversion } = await conversions.create({ tenant, userEmail: userEmail!, source: source!, filename: filename!, options, idempotencyKey, callbackUrl });
+      const { conversion } = await conversions.create({ tenant, userEmail: userEmail!, sources: [source!], document: false, ...common });
+      return { conversion: await present(conversion) };
+    },
+
+    async convertDocument(req, ctx) {
+      const tenant = admitTenant(ctx);
+      const violations = new Violations();
+      const userEmail = take(violations, "userEmail", checkEmail(req.userEmail));
+      checkInlineBytes(req.images.reduce((sum, image) => sum + (image.source.case === "imageData" ? image.source.value.byteLength : 0), 0));
+      if (req.images.length === 0) violations.add("images", "must name at least one image");
+      if (req.images.length > limits.maxDocumentPages) violations.add("images", `must name at most ${limits.maxDocumentPages} images (pages)`);
+      const sources = req.images.slice(0, limits.maxDocumentPages).map((image, i) => imageSource(violations, image.source, (name) => `images[${i}].${name}`));
+      const uploadIds = sources.flatMap((source) => (source?.kind === "upload" ? [source.uploadId] : []));
+      if (new Set(uploadIds).size !== uploadIds.length) violations.add("images", "must not name an upload twice");
+      const common = await checkConversion(violations, req);
+      violations.throwIfAny();
+      const { conversion } = await conversions.create({ tenant, userEmail: userEmail!, sources: sources as ImageSource[], document: true, ...common });
       return { conversion: await present(conversion) };
     },
 
@@ -221,6 +253,8 @@ export function createUserHandlers(deps: UserHandlerDeps): ServiceImpl<typeof Us
         height: req.height,
         durationMs: req.durationMs,
         error: req.error,
+        pagesDone: req.pagesDone,
+        text: req.text ? { wordCount: req.text.wordCount, languages: [...req.text.languages] } : undefined,
       };
       return { conversion: await present(await conversions.report(report)) };
     },

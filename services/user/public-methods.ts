@@ -6,6 +6,7 @@ export const USER_PUBLIC_METHODS = [
   "CreateUser",
   "GetUser",
   "ConvertImage",
+  "ConvertDocument",
   "CreateUploadUrl",
   "GetConversion",
   "WatchConversion",

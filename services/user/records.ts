@@ -44,6 +44,14 @@ export interface ConversionRow {
   created_at: Date;
   updated_at: Date;
   finished_at: Date | null;
+  /** Pages of the PDF (1 unless a document), and how many are converted so far. */
+  page_count: number;
+  pages_done: number;
+  /** A document's originals in page order (null for one image: original_key). */
+  page_keys: string[] | null;
+  /** The searchable text OCR added (null without OCR). */
+  text_words: number | null;
+  text_languages: string[] | null;
 }
 
 export interface UploadRow {
@@ -108,6 +116,9 @@ export function toConversion(row: ConversionRow, pdf?: PresignedUrl, pdfExpiresA
     updatedAt: timestampFromDate(row.updated_at),
     options: optionsFromJson(row.options),
     inputFormat: row.input_format,
+    pageCount: row.page_count,
+    pagesDone: row.pages_done,
+    ...(row.text_words !== null ? { text: { wordCount: row.text_words, languages: row.text_languages ?? [] } } : {}),
     ...(pdf && !expired ? { pdfUrl: pdf.url, pdfUrlExpiresAt: timestampFromDate(pdf.expiresAt) } : {}),
     ...(pdfExpiresAt ? { pdfExpiresAt: timestampFromDate(pdfExpiresAt), pdfExpired: expired } : {}),
   });

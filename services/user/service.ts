@@ -100,12 +100,15 @@ export async function startUserService(config: UserConfig, overrides: UserServic
   }
 
   const closing = new AbortController();
+  const inlineImagesLimit = Math.ceil((config.GATEWAY_MAX_IMAGE_BYTES * 4) / 3) + 64 * 1024;
   const uploads = new Uploads(pool, originals);
   const users = new Users(pool, relay);
   const watches = new WatchHub(changes, conversionReader(pool), { maxPerTenant: config.TENANT_MAX_WATCHES });
   const conversions = new Conversions(pool, originals, uploads, relay, watches, logger, {
     maxInFlightPerTenant: config.TENANT_MAX_CONVERSIONS_IN_FLIGHT,
     maxImagePixels: config.GATEWAY_MAX_IMAGE_PIXELS,
+    maxDocumentPages: config.DOCUMENT_MAX_PAGES,
+    maxDocumentPixels: config.DOCUMENT_MAX_PIXELS,
     pdfRetentionMs: config.PDF_RETENTION_DAYS * DAY_MS,
     presignTtlSeconds: config.PRESIGN_TTL_SECONDS,
   });
@@ -114,7 +117,7 @@ export async function startUserService(config: UserConfig, overrides: UserServic
     uploads,
     conversions,
     callbacks: CallbackPolicy.fromConfig(config, overrides.resolveHost ?? systemResolver),
-    limits: { maxImageBytes: config.GATEWAY_MAX_IMAGE_BYTES, uploadMaxBytes: config.UPLOAD_MAX_BYTES },
+    limits: { maxImageBytes: config.GATEWAY_MAX_IMAGE_BYTES, uploadMaxBytes: config.UPLOAD_MAX_BYTES, maxDocumentPages: config.DOCUMENT_MAX_PAGES },
     rateLimit: new TenantRateLimiter({ perSecond: config.TENANT_RATE_PER_SECOND, burst: config.TENANT_RATE_BURST }),
     stopping: closing.signal,
     watchMaxSeconds: config.WATCH_MAX_SECONDS,
@@ -138,9 +141,9 @@ export async function startUserService(config: UserConfig, overrides: UserServic
     // Tenants call the public methods with API keys; the job service reports through the internal ones.
     // Keys of MCSV_API_KEYS, and those kept in Postgres (`npm run keys`).
     auth: authPolicy({ internal: config, publicMethods: USER_PUBLIC_METHODS, apiKeys: config.MCSV_API_KEYS, lookupTenantKey: createTenantKeyLookup(pool) }),
-    // Only ConvertImage carries an image: the largest inline one, base64 in a JSON body (4/3 of its size), plus
-    // the rest of the message. Every other method keeps the small default.
-    readLimits: { ConvertImage: Math.ceil((config.GATEWAY_MAX_IMAGE_BYTES * 4) / 3) + 64 * 1024 },
+    // Only ConvertImage and ConvertDocument carry images: as many bytes inline as one image's limit, base64 in a JSON
+    // body (4/3 of its size), plus the rest of the message. Every other method keeps the small default.
+    readLimits: { ConvertImage: inlineImagesLimit, ConvertDocument: inlineImagesLimit },
     pages: anyPage(docsPages(overrides.openapiDir), consolePages({ grafanaUrl: config.GRAFANA_URL, maxImageBytes: config.GATEWAY_MAX_IMAGE_BYTES })),
     dependencyErrors: databaseUnavailable,
     sharedDependencies: ["postgres", "s3", "conversion_listener"],

@@ -2,6 +2,7 @@
  * Field rules of the gateway's requests. Each check returns undefined when the value is fine, or what is wrong with
  * it, so that a handler can report every bad field at once through Violations.
  */
+import { checkDocumentOptions } from "../shared/document-options.js";
 import { z } from "zod";
 import { ConversionOptionsSchema, PdfEngine, Quality, type ConversionOptions } from "@mcsv/sdk";
 import { create } from "@bufbuild/protobuf";
@@ -78,5 +79,6 @@ export function checkOptions(options: ConversionOptions | undefined, violations:
   if (!(checked.engine in PdfEngine)) violations.add("options.engine", "is not a known PDF engine");
   if (checked.maxWidth > MAX_DIMENSION) violations.add("options.maxWidth", `must be at most ${MAX_DIMENSION}`);
   if (checked.maxHeight > MAX_DIMENSION) violations.add("options.maxHeight", `must be at most ${MAX_DIMENSION}`);
+  checkDocumentOptions(checked, violations);
   return checked;
 }

@@ -40,7 +40,7 @@ beforeEach(() => env.stubs.reset());
 /** Only decode and onDiscarded of a definition are used by recovery: the callees are never called. */
 const unused = () => Promise.reject(new Error("not called by recovery"));
 const tasks = {
-  convert_image: convertImageTask({ image: { convertImage: unused }, user: { notifyImageConverted: unused }, store: { presignGet: unused }, convertTimeoutMs: 1, rpcTimeoutMs: 1, processingReportMs: 1 }),
+  convert_image: convertImageTask({ image: { convertImage: unused, convertDocument: () => { throw new Error("not called by recovery"); } }, user: { notifyImageConverted: unused }, store: { presignGet: unused }, convertTimeoutMs: 1, rpcTimeoutMs: 1, processingReportMs: 1 }),
 };
 
 /** A recoverer as another replica runs it (no pools of its own). */
