@@ -31,7 +31,7 @@ export const jobEnv = {
    * goes from QUEUED to SUCCEEDED with one report instead of two, and none waits for a round trip before it starts.
    */
   PROCESSING_REPORT_AFTER_MS: z.coerce.number().int().min(0).default(500),
-  /** Deadline of one ImageService.ConvertImage call. */
+  /** Deadline of one ImageService.ConvertImage call, and of each page of an ImageService.ConvertDocument call. */
   CONVERT_TIMEOUT_MS: positiveInt(120_000),
   /** Deadline of the calls to the email, user and client services. */
   RPC_TIMEOUT_MS: positiveInt(30_000),

@@ -6,7 +6,7 @@
  */
 import { equals, fromJson, toJson, type DescMessage, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { PdfObjectSchema, type ImageServiceConvertImageRequest, type PdfObject, type SendEmailRequest } from "@mcsv/sdk";
+import { PdfObjectSchema, type ImageServiceConvertDocumentRequest, type ImageServiceConvertImageRequest, type PdfObject, type SendEmailRequest } from "@mcsv/sdk";
 import { describeError, MAX_ERROR_TEXT_LENGTH, type Violation } from "../shared/errors.js";
 import { TASK_NAMES, TASK_PAYLOADS, taskOfCase, type TaskName, type TaskPayload, type TypedTask } from "../shared/tasks.js";
 import { isOwnedObjectKey, objectKeys } from "../shared/storage.js";
@@ -34,7 +34,9 @@ export function isTaskName(name: string): name is TaskName {
 /** What a task's run gets: its payload message, checked (a required message is there). */
 export type DecodedPayloads = Omit<{ [T in TaskName]: TaskPayload<T> }, "send_email" | "convert_image"> & {
   send_email: TaskPayload<"send_email"> & { request: SendEmailRequest };
-  convert_image: TaskPayload<"convert_image"> & { request: ImageServiceConvertImageRequest };
+  /** One image (request and objectKey), or a document (document and pageObjectKeys). */
+  convert_image: TaskPayload<"convert_image"> &
+    ({ request: ImageServiceConvertImageRequest; document: undefined } | { request: undefined; document: ImageServiceConvertDocumentRequest });
 };
 
 type Bad = (field: string, description: string) => void;
@@ -58,8 +60,16 @@ const rules: { [T in TaskName]: (payload: TaskPayload<T>, bad: Bad) => void } = 
     checkPdf(p.pdf, "pdf", bad);
   },
   convert_image: (p, bad) => {
+    const original = (key: string) => /^originals\/[^/]+$/.test(key);
+    if (p.document) {
+      if (p.request || p.objectKey) bad("", "exactly one of request (with objectKey) and document (with pageObjectKeys)");
+      if (p.document.pages.length === 0) bad("document.pages", "must name at least one page");
+      if (p.pageObjectKeys.length !== p.document.pages.length) bad("pageObjectKeys", "must name one key per page");
+      p.pageObjectKeys.forEach((key, i) => original(key) || bad(`pageObjectKeys[${i}]`, "must be a key under originals/"));
+      return;
+    }
     if (!p.request) bad("request", "is required");
-    if (!/^originals\/[^/]+$/.test(p.objectKey)) bad("objectKey", "must be a key under originals/");
+    if (!original(p.objectKey)) bad("objectKey", "must be a key under originals/");
   },
   notify_client: (p, bad) => {
     if (p.event.case === undefined) bad("", "exactly one of pdfReady and emailSent");

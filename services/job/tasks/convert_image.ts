@@ -12,9 +12,16 @@
  * conversion never stays PROCESSING for good.
  */
 import type { Client } from "@connectrpc/connect";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
-import { ConversionState, ReportConversionFailedTaskSchema, type ImageService, type UserService } from "@mcsv/sdk";
+import {
+  ConversionState,
+  ReportConversionFailedTaskSchema,
+  type ImageService,
+  type ImageServiceConvertDocumentRequest,
+  type ImageServiceConvertImageResponse,
+  type UserService,
+} from "@mcsv/sdk";
 import { describeError, MAX_ERROR_TEXT_LENGTH, retryAfterOf } from "../../shared/errors.js";
 import type { ObjectStore } from "../../shared/storage.js";
 import { jobKeys, typedTask } from "../../shared/tasks.js";
@@ -23,7 +30,7 @@ import { decodeTaskArgs, STORED, type DecodedPayloads } from "../payloads.js";
 import { DeferredJobError, isConversionFinished, isPermanentFailure, type DiscardedJob, type TaskContext, type TaskDefinition } from "./context.js";
 
 export interface ConvertImageDeps {
-  image: Pick<Client<typeof ImageService>, "convertImage">;
+  image: Pick<Client<typeof ImageService>, "convertImage" | "convertDocument">;
   user: Pick<Client<typeof UserService>, "notifyImageConverted">;
   store: Pick<ObjectStore, "presignGet">;
   convertTimeoutMs: number;
@@ -52,6 +59,25 @@ export function discardedConversionError(job: DiscardedJob): string {
     : `the conversion was interrupted ${times} in ${tries} attempts (its worker died or lost the job database), the last attempt included; given up`;
 }
 
+/**
+ * Has the image service convert a document, passing each page's progress to `onProgress` (awaited, so reports stay
+ * in order), and resolves with the result the stream ends with.
+ */
+async function convertDocument(
+  deps: ConvertImageDeps,
+  document: ImageServiceConvertDocumentRequest,
+  imageUrls: string[],
+  options: { signal: AbortSignal; timeoutMs: number },
+  onProgress: (pagesDone: number) => Promise<void>,
+): Promise<ImageServiceConvertImageResponse> {
+  const pages = document.pages.map((page, i) => ({ ...page, imageUrl: imageUrls[i]! }));
+  for await (const step of deps.image.convertDocument({ ...document, pages }, options)) {
+    if (step.result) return step.result;
+    await onProgress(step.pagesDone);
+  }
+  throw new ConnectError("the image service ended the document's stream without a result", Code.Internal);
+}
+
 /** Has report_conversion_failed report FAILED later, after the gateway did not take the report now. */
 async function reportLater(ctx: TaskContext, conversionId: string, message: string, reportError: unknown): Promise<void> {
   const { job, duplicate } = await ctx.enqueue(conversionFailedReport(conversionId, message));
@@ -65,10 +91,10 @@ async function reportLater(ctx: TaskContext, conversionId: string, message: stri
 export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<DecodedPayloads["convert_image"]> {
   return {
     decode: (args) => decodeTaskArgs("convert_image", args, "args", STORED),
-    async run({ request, objectKey }, ctx) {
+    async run(payload, ctx) {
       const call = { signal: ctx.signal, timeoutMs: deps.rpcTimeoutMs };
-      const { conversionId } = request;
-      const reportProcessing = () => deps.user.notifyImageConverted({ conversionId, state: ConversionState.PROCESSING }, call);
+      const conversionId = payload.request?.conversionId ?? payload.document!.conversionId;
+      const reportProcessing = (pagesDone = 0) => deps.user.notifyImageConverted({ conversionId, state: ConversionState.PROCESSING, pagesDone }, call);
       let progress: NodeJS.Timeout | undefined;
       if (ctx.redelivered) {
         // An earlier attempt may have finished the conversion: the PROCESSING report asks the gateway first.
@@ -93,11 +119,22 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
         }, deps.processingReportMs);
       }
       try {
-        // A link that lives PRESIGN_TTL_SECONDS from now, on the endpoint the services reach: fetched at once.
-        const imageUrl = (await deps.store.presignGet(objectKey, { internal: true })).url;
-        const result = await deps.image.convertImage({ ...request, imageUrl }, { signal: ctx.signal, timeoutMs: deps.convertTimeoutMs });
+        // A document gets the deadline of one conversion per page.
+        const options = { signal: ctx.signal, timeoutMs: deps.convertTimeoutMs * (payload.document?.pages.length ?? 1) };
+        // Links that live PRESIGN_TTL_SECONDS from now, on the endpoint the services reach: fetched at once.
+        const presign = async (key: string) => (await deps.store.presignGet(key, { internal: true })).url;
+        const result = payload.document
+          ? await convertDocument(deps, payload.document, await Promise.all(payload.pageObjectKeys.map(presign)), options, (pagesDone) => {
+              clearTimeout(progress);
+              // In order, one at a time: the stream waits for each report (a lost one changes nothing).
+              return reportProcessing(pagesDone).then(
+                () => undefined,
+                (error: unknown) => void ctx.logger.debug("progress report not taken", { error: describeError(error) }),
+              );
+            })
+          : await deps.image.convertImage({ ...payload.request, imageUrl: await presign(payload.objectKey) }, options);
         clearTimeout(progress);
-        ctx.logger.info("image converted", { duration_ms: Number(result.durationMs), output_size: Number(result.outputSize) });
+        ctx.logger.info("image converted", { duration_ms: Number(result.durationMs), output_size: Number(result.outputSize), pages: result.pageCount });
         await deps.user.notifyImageConverted(
           {
             conversionId,
@@ -108,6 +145,8 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
             width: result.width,
             height: result.height,
             durationMs: result.durationMs,
+            pagesDone: result.pageCount,
+            text: result.text,
           },
           call,
         ).catch((error: unknown) => {
@@ -128,6 +167,6 @@ export function convertImageTask(deps: ConvertImageDeps): TaskDefinition<Decoded
         throw error;
       }
     },
-    onDiscarded: ({ request }, job) => conversionFailedReport(request.conversionId, discardedConversionError(job)),
+    onDiscarded: (payload, job) => conversionFailedReport(payload.request?.conversionId ?? payload.document!.conversionId, discardedConversionError(job)),
   };
 }
