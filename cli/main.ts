@@ -1,8 +1,9 @@
 /**
  * `mcsv`, the command line of mcsv, built on the generated SDK (@mcsv/sdk) and @connectrpc/connect-node: one
- * file per command group under commands/. Expected failures end in one line on stderr that says what to do.
+ * file per command group under commands/. Expected failures end in one line on stderr that says what to do, with
+ * exit status 1; a bad command line (commander's usage errors) exits 2, as usage errors do by convention.
  */
-import { Command, Option } from "commander";
+import { Command, CommanderError, Option } from "commander";
 import packageJson from "./package.json" with { type: "json" };
 import { gatewayEndpoint, jobEndpoint, type GlobalOptions, type JobOptions } from "./clients.js";
 import { conversionsCommand } from "./commands/conversions.js";
@@ -22,6 +23,8 @@ const program = new Command("mcsv")
   .option("-v, --verbose", "print one line per call to stderr, with its trace id")
   .configureHelp({ showGlobalOptions: true })
   .showHelpAfterError("(add --help for usage)")
+  // Commander's errors are thrown, not exited on, so that a usage error gets its own status (below).
+  .exitOverride()
   .addCommand(convertCommand())
   .addCommand(usersCommand())
   .addCommand(conversionsCommand())
@@ -35,6 +38,9 @@ const program = new Command("mcsv")
     inheritSettings(command);
   }
 })(program);
+
+/** The exit status of a bad command line (an unknown flag, a bad value), apart from a failure's 1. */
+const USAGE_ERROR = 2;
 
 /** The command that ran, so that a failure can name the service it was talking to. */
 let running: Command | undefined;
@@ -52,9 +58,8 @@ function endpointOf(command: Command | undefined): Endpoint | undefined {
   }
 }
 
-try {
-  await program.parseAsync();
-} catch (error) {
+/** One line for an expected failure; a bug's message, and its stack with --verbose. */
+function reportFailure(error: unknown): void {
   const message = describeFailure(error, endpointOf(running));
   if (message !== undefined) {
     process.stderr.write(`mcsv: ${message}\n`);
@@ -64,4 +69,12 @@ try {
     if (program.opts<GlobalOptions>().verbose && error instanceof Error) process.stderr.write(`${error.stack}\n`);
   }
   process.exitCode = 1;
+}
+
+try {
+  await program.parseAsync();
+} catch (error) {
+  // Commander has said what is wrong already; --help and --version are no error.
+  if (error instanceof CommanderError) process.exitCode = error.exitCode === 0 ? 0 : USAGE_ERROR;
+  else reportFailure(error);
 }

@@ -1,11 +1,11 @@
 /**
- * The console's entry: signing in and out, the image picker and drop zone, and the history, wired to the page's
- * elements (index.html). Everything a signed-in session holds (calls, watches, previews, PDF links) goes with it.
+ * The console's entry: signing in and out, the image picker and drop zone (a PDF per image, or one of them all),
+ * and the history, wired to the page's elements (index.html). Everything a signed-in session holds (calls, watches,
+ * previews, PDF links) goes with it.
  */
-import type { PdfEngine, Quality } from "@mcsv/sdk";
-import { fillOptionSelects } from "./contract.js";
 import { ConversionCard } from "./conversion-card.js";
-import { convertImage, mib } from "./convert.js";
+import { convertDocument, convertImage, mib, type ConversionDisplay } from "./convert.js";
+import { ConvertForm } from "./convert-form.js";
 import { byId } from "./dom.js";
 import { createGateway, describeFailure, isKeyRefused, type Gateway } from "./gateway.js";
 import { ConversionHistory } from "./history.js";
@@ -23,8 +23,7 @@ const page = {
   email: byId("email", HTMLInputElement),
   workspace: byId("workspace", HTMLElement),
   convertForm: byId("convert-form", HTMLFormElement),
-  quality: byId("quality", HTMLSelectElement),
-  engine: byId("engine", HTMLSelectElement),
+  convertError: byId("convert-error", HTMLElement),
   dropZone: byId("drop-zone", HTMLElement),
   files: byId("files", HTMLInputElement),
   limit: byId("limit", HTMLElement),
@@ -47,6 +46,20 @@ interface SignedIn {
   calls: AbortController;
   previews: string[];
 }
+
+const convertForm = new ConvertForm({
+  quality: byId("quality", HTMLSelectElement),
+  engine: byId("engine", HTMLSelectElement),
+  onePdf: byId("one-pdf", HTMLInputElement),
+  pageSize: byId("page-size", HTMLSelectElement),
+  fit: byId("fit", HTMLSelectElement),
+  margin: byId("margin", HTMLInputElement),
+  title: byId("title", HTMLInputElement),
+  author: byId("author", HTMLInputElement),
+  pdfa: byId("pdfa", HTMLInputElement),
+  ocr: byId("ocr", HTMLInputElement),
+  ocrLanguages: byId("ocr-languages", HTMLInputElement),
+});
 
 let settings: ConsoleSettings;
 let signedIn: SignedIn | undefined;
@@ -80,6 +93,7 @@ function signOut(): void {
   }
   signedIn = undefined;
   page.conversions.replaceChildren();
+  page.convertError.textContent = "";
   page.historyRows.replaceChildren();
   page.historyError.textContent = "";
   page.who.hidden = true;
@@ -107,16 +121,29 @@ async function submitSignIn(event: SubmitEvent): Promise<void> {
   }
 }
 
+/** A card for a new conversion, first in the list, with the image's preview (kept until sign-out). */
+function newCard(session: SignedIn, name: string, preview: File, images?: string[]): ConversionDisplay {
+  const url = URL.createObjectURL(preview);
+  session.previews.push(url);
+  const card = new ConversionCard(name, url, images);
+  page.conversions.prepend(card.element);
+  return { card, traces: session.traces, signal: session.calls.signal };
+}
+
 function convertFiles(files: File[]): void {
   const session = signedIn;
   if (!session || files.length === 0) return;
-  const request = { userEmail: session.session.email, quality: Number(page.quality.value) as Quality, engine: Number(page.engine.value) as PdfEngine };
+  const choices = convertForm.read();
+  page.convertError.textContent = choices.problem ?? "";
+  if (choices.problem !== undefined) return;
+  const request = { userEmail: session.session.email, options: choices.options };
+  if (choices.onePdf && files.length > 1) {
+    const display = newCard(session, choices.documentName, files[0]!, files.map((file) => file.name));
+    void convertDocument(session.gateway, settings, files, choices.documentName, request, display).then(() => refreshHistory(session));
+    return;
+  }
   for (const file of files) {
-    const preview = URL.createObjectURL(file);
-    session.previews.push(preview);
-    const card = new ConversionCard(file.name, preview);
-    page.conversions.prepend(card.element);
-    void convertImage(session.gateway, settings, file, request, card, session.traces, session.calls.signal).then(() => refreshHistory(session));
+    void convertImage(session.gateway, settings, file, request, newCard(session, file.name, file)).then(() => refreshHistory(session));
   }
 }
 
@@ -150,7 +177,6 @@ function wireDropZone(): void {
 }
 
 async function start(): Promise<void> {
-  fillOptionSelects(page.quality, page.engine);
   wireDropZone();
   page.signInForm.addEventListener("submit", (event) => void submitSignIn(event));
   page.convertForm.addEventListener("submit", (event) => event.preventDefault());
@@ -164,7 +190,7 @@ async function start(): Promise<void> {
     page.signInError.textContent = `The console cannot start: ${error instanceof Error ? error.message : String(error)}.`;
     return;
   }
-  page.limit.textContent = `Up to ${mib(settings.maxImageBytes)} each: PNG, JPEG, WebP, TIFF, GIF or AVIF.`;
+  page.limit.textContent = `Up to ${mib(settings.maxImageBytes)} each, or together for one PDF: PNG, JPEG, WebP, TIFF, GIF or AVIF.`;
   page.signInButton.disabled = false;
   const saved = currentSession();
   if (saved) {

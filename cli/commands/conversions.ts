@@ -1,13 +1,40 @@
 /** `mcsv conversions …`: list, show and follow conversions. */
 import { toJson } from "@bufbuild/protobuf";
 import { Command } from "commander";
-import { ConversionSchema, ConversionState, GetConversionResponseSchema, ListConversionsResponseSchema, PdfEngine, Quality, type Conversion } from "@mcsv/sdk";
+import { ConversionSchema, ConversionState, GetConversionResponseSchema, ListConversionsResponseSchema, PageSize, PdfEngine, Quality, type Conversion } from "@mcsv/sdk";
 import { gatewayClient, type GlobalOptions } from "../clients.js";
+import { pageProgress, pagesSummary, textSummary } from "../conversion-summary.js";
 import { CliError } from "../errors.js";
 import { enumName, printFields, printMessage, printTable, time } from "../output.js";
 import { emailOption, positiveInt } from "./options.js";
 
 const state = (c: Conversion) => enumName(ConversionState, c.state);
+
+/** "quality high, engine imagemagick", and the document options that were asked for: "a4, pdf/a, ocr eng+deu". */
+function optionsSummary(c: Conversion): string {
+  const options = c.options;
+  const layout = options?.layout;
+  const size = layout?.size === PageSize.CUSTOM ? `${layout.customWidth}×${layout.customHeight} pt` : layout?.size ? enumName(PageSize, layout.size) : undefined;
+  return [
+    `quality ${enumName(Quality, options?.quality ?? 0)}`,
+    `engine ${enumName(PdfEngine, options?.engine ?? 0)}`,
+    size,
+    options?.pdfa ? "pdf/a" : undefined,
+    options?.ocrLanguages.length ? `ocr ${options.ocrLanguages.join("+")}` : undefined,
+  ]
+    .filter(Boolean)
+    .join(", ");
+}
+
+/** "3", or "1/3" while (or where) it stopped short of its last page; "-" from a gateway that counts no pages. */
+const pageCell = (c: Conversion) => (c.pageCount === 0 ? "-" : c.state === ConversionState.SUCCEEDED ? String(c.pageCount) : `${c.pagesDone}/${c.pageCount}`);
+
+/** "processing: page 2 of 3", "succeeded: 3 pages, 7 words recognised (eng)", "failed: <why>". */
+function watchLine(c: Conversion): string {
+  const detail =
+    c.state === ConversionState.SUCCEEDED ? [pagesSummary(c), textSummary(c)].filter(Boolean).join(", ") : c.state === ConversionState.FAILED ? c.error : pageProgress(c);
+  return detail ? `${state(c)}: ${detail}` : state(c);
+}
 
 function showConversion(c: Conversion | undefined): void {
   if (!c) return;
@@ -17,9 +44,12 @@ function showConversion(c: Conversion | undefined): void {
     ["file", c.filename],
     ["email", c.userEmail],
     ["format", c.inputFormat],
-    ["options", `quality ${enumName(Quality, c.options?.quality ?? 0)}, engine ${enumName(PdfEngine, c.options?.engine ?? 0)}`],
+    ["options", optionsSummary(c)],
+    ["title", c.options?.metadata?.title],
     ["image", c.inputSize > 0n ? `${c.inputSize} bytes` : undefined],
-    ["pdf", c.outputSize > 0n ? `${c.outputSize} bytes, ${c.width}×${c.height} px` : undefined],
+    ["pages", pagesSummary(c)],
+    ["pdf", c.outputSize > 0n ? `${c.outputSize} bytes, ${c.width}×${c.height} px${c.pageCount > 1 ? " (first page)" : ""}` : undefined],
+    ["text", textSummary(c)],
     ["pdf url", c.pdfUrl],
     ["url expires", time(c.pdfUrlExpiresAt)],
     ["pdf expired", c.pdfExpired ? "yes" : undefined],
@@ -44,8 +74,8 @@ export function conversionsCommand(): Command {
       if (options.json) return printMessage(ListConversionsResponseSchema, response);
       if (response.conversions.length === 0) return void process.stdout.write(`no conversions for ${options.email}\n`);
       printTable(
-        ["ID", "STATE", "FILE", "CREATED"],
-        response.conversions.map((c) => [c.id, state(c), c.filename, time(c.createdAt)]),
+        ["ID", "STATE", "FILE", "PAGES", "WORDS", "CREATED"],
+        response.conversions.map((c) => [c.id, state(c), c.filename, pageCell(c), c.text ? String(c.text.wordCount) : "-", time(c.createdAt)]),
       );
       if (response.nextPageToken) process.stdout.write(`more: --page-token ${response.nextPageToken}\n`);
     });
@@ -70,7 +100,7 @@ export function conversionsCommand(): Command {
         if (!conversion) continue;
         last = conversion;
         if (options.json) process.stdout.write(`${JSON.stringify(toJson(ConversionSchema, conversion))}\n`);
-        else process.stdout.write(`${time(conversion.updatedAt)}  ${state(conversion)}${conversion.error ? `: ${conversion.error}` : ""}\n`);
+        else process.stdout.write(`${time(conversion.updatedAt)}  ${watchLine(conversion)}\n`);
       }
       if (last?.state === ConversionState.FAILED) process.exitCode = 1;
     });

@@ -1,7 +1,7 @@
 /**
  * Saving a finished PDF: downloaded from its presigned pdf_url into the output directory, named after its image
- * (photo.jpg → photo.pdf). An existing file is never replaced silently: the next free name (photo-1.pdf, …) is
- * taken, atomically (O_EXCL), unless --overwrite says otherwise.
+ * (photo.jpg → photo.pdf) or as --one-pdf names it. An existing file is never replaced silently: the next free name
+ * (photo-1.pdf, …) is taken, atomically (O_EXCL), unless --overwrite says otherwise.
  */
 import { open, type FileHandle } from "node:fs/promises";
 import { basename, extname, join } from "node:path";
@@ -14,11 +14,18 @@ export function pdfNameFor(imagePath: string): string {
   return `${stem}.pdf`;
 }
 
-async function createFile(dir: string, name: string, overwrite: boolean): Promise<{ path: string; handle: FileHandle }> {
+/** Where a PDF is saved: a directory, and the name to take there (or the next free one like it). */
+export interface PdfTarget {
+  dir: string;
+  name: string;
+}
+
+async function createFile({ dir, name }: PdfTarget, overwrite: boolean): Promise<{ path: string; handle: FileHandle }> {
   if (overwrite) return { path: join(dir, name), handle: await open(join(dir, name), "w") };
-  const stem = name.slice(0, -".pdf".length);
+  const extension = extname(name);
+  const stem = name.slice(0, name.length - extension.length);
   for (let n = 0; n < 1000; n++) {
-    const path = join(dir, n === 0 ? name : `${stem}-${n}.pdf`);
+    const path = join(dir, n === 0 ? name : `${stem}-${n}${extension}`);
     try {
       return { path, handle: await open(path, "wx") };
     } catch (error) {
@@ -29,13 +36,13 @@ async function createFile(dir: string, name: string, overwrite: boolean): Promis
 }
 
 /** Downloads the PDF and returns where it was saved. */
-export async function savePdf(pdfUrl: string, imagePath: string, outDir: string, overwrite: boolean, log?: Log): Promise<string> {
+export async function savePdf(pdfUrl: string, target: PdfTarget, overwrite: boolean, log?: Log): Promise<string> {
   const started = performance.now();
   const response = await fetch(pdfUrl);
   log?.(`GET ${redact(pdfUrl)} ${response.status} ${Math.round(performance.now() - started)} ms`);
   if (!response.ok) throw new CliError(`downloading the PDF failed: HTTP ${response.status}`);
   const bytes = new Uint8Array(await response.arrayBuffer());
-  const { path, handle } = await createFile(outDir, pdfNameFor(imagePath), overwrite);
+  const { path, handle } = await createFile(target, overwrite);
   try {
     await handle.writeFile(bytes);
   } finally {

@@ -3,10 +3,12 @@
  * five real services, with MCSV_URL and MCSV_API_KEY pointing at them. The PDFs it saves are checked with qpdf and
  * poppler; what it says it did is checked against the gateway's own state.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConversionState, JobService, UserService } from "@mcsv/sdk";
+import { promisify } from "node:util";
+import { ConversionState, JobService, PageSize, UserService } from "@mcsv/sdk";
 import pg from "pg";
 import sharp from "sharp";
 import { freePort } from "../../scripts/lib/embedded.js";
@@ -14,13 +16,19 @@ import { ROOT } from "../../scripts/lib/system.js";
 import { listImages } from "../image/support.js";
 import { TEST_API_KEY, TEST_INTERNAL_TOKEN } from "../support/credentials.js";
 import { extractImages, photoLikePng, qpdfCheck, rawPixels } from "../support/pdf.js";
+import { pageImages, pdfInfo, pdfText } from "../support/pdf.js";
 import { run, type RunResult } from "../support/run.js";
+import type { DocumentOutcome } from "../../cli/convert/convert-document.js";
 import type { FileOutcome } from "../../cli/convert/convert-file.js";
 import { startTestSystem, type TestSystem } from "../support/system.js";
 
 const CLI = join(ROOT, "cli", "bin", "mcsv.mjs");
 const EMAIL = "cli@example.com";
-
+/** The documents' address: their conversions apart from the single images'. */
+const DOCUMENT_EMAIL = "documents.cli@example.com";
+/** A4 in points (595.28 × 841.89), upright and turned, to pdfinfo's precision. */
+const A4 = [expect.closeTo(595.28, 1), expect.closeTo(841.89, 1)];
+const A4_LANDSCAPE = [...A4].reverse();
 
 let system: TestSystem;
 let work: string;
@@ -47,6 +55,13 @@ beforeAll(async () => {
   writeFileSync(join(work, "gradient.png"), gradient);
   writeFileSync(join(work, "photo.jpg"), await sharp({ create: { width: 80, height: 60, channels: 3, background: "#ef4444" } }).jpeg().toBuffer());
   writeFileSync(join(work, "notes.png"), "not an image at all\n");
+  // A line of printed text in a real font, drawn by ImageMagick: what OCR can read back.
+  const drawn = await promisify(execFile)(
+    "convert",
+    ["-size", "900x300", "xc:white", "-font", "DejaVu-Sans", "-pointsize", "40", "-fill", "black", "-annotate", "+40+160", "Invoice number 4711", "png:-"],
+    { encoding: "buffer" },
+  );
+  writeFileSync(join(work, "invoice.png"), drawn.stdout);
 }, 120_000);
 
 afterAll(async () => {
@@ -143,11 +158,135 @@ test("a file above --max-inline-bytes goes through CreateUploadUrl and a presign
   expect(await listImages(pdf)).toEqual([expect.objectContaining({ width: 400, height: 300 })]);
 });
 
+describe("convert --one-pdf", () => {
+  let documentId: string;
+
+  test("three images, in the order given, become one portrait A4 PDF with its title and searchable text, followed page by page", async () => {
+    const result = await mcsv([
+      "convert", "--email", DOCUMENT_EMAIL, "--one-pdf", join("document", "scans.pdf"),
+      "--page-size", "a4", "--orientation", "portrait", "--title", "Scans of May", "--ocr", "eng",
+      "photo.jpg", "invoice.png", "gradient.png",
+    ]);
+
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    const label = join("document", "scans.pdf");
+    const lines = result.stdout.trim().split("\n");
+    expect(lines.every((line) => line.startsWith(`${label}: `))).toBe(true);
+    // Not a terminal: a plain line per step. OCR runs after the last page, so "page 3 of 3" is there to be seen.
+    const pagesDone = lines.flatMap((line) => /: page (\d) of 3$/.exec(line)?.[1] ?? []).map(Number);
+    expect(pagesDone).toContain(3);
+    expect([...pagesDone].sort()).toEqual(pagesDone);
+    expect(lines.at(-2)).toMatch(new RegExp(`: succeeded, 3 pages, \\d+ words recognised \\(eng\\)$`));
+    expect(lines.at(-1)).toBe(`${label}: saved ${label}`);
+
+    const pdf = readFileSync(join(work, label));
+    await qpdfCheck(pdf);
+    expect(await pdfInfo(pdf)).toEqual({ pages: 3, pageSizes: [A4, A4, A4], title: "Scans of May" });
+    // The order given on the command line, not the files' sorted order.
+    expect((await pageImages(pdf)).map(({ page, width, height }) => [page, width, height])).toEqual([
+      [1, 80, 60],
+      [2, 900, 300],
+      [3, 96, 64],
+    ]);
+    // The words in order (pdftotext may break the OCR layer's line between them).
+    expect(await pdfText(pdf)).toMatch(/Invoice\s+number\s+4711/);
+
+    const { conversions } = await system.client(UserService, "user").listConversions({ userEmail: DOCUMENT_EMAIL });
+    expect(conversions).toHaveLength(1);
+    expect(conversions[0]).toMatchObject({ filename: "scans.pdf", pageCount: 3, text: { languages: ["eng"] } });
+    documentId = conversions[0]!.id;
+  }, 120_000);
+
+  test("--json: an image past the inline budget is uploaded, the PDF beside an existing one, with its id, pages and trace", async () => {
+    // The JPEG fits the budget, the PNG does not: the smallest go inline.
+    const budget = statSync(join(work, "photo.jpg")).size + 10;
+    expect(statSync(join(work, "gradient.png")).size).toBeGreaterThan(budget);
+    const result = await mcsv([
+      "convert", "--json", "--verbose", "--email", DOCUMENT_EMAIL, "--one-pdf", join("document", "scans.pdf"), "--max-inline-bytes", String(budget),
+      "--page-size", "210x297mm", "--margin", "10mm", "gradient.png", "photo.jpg",
+    ]);
+
+    expect(result.code).toBe(0);
+    const outcome = JSON.parse(result.stdout) as DocumentOutcome;
+    expect(outcome).toMatchObject({
+      file: join("document", "scans.pdf"),
+      ok: true,
+      state: "succeeded",
+      pdf: join("document", "scans-1.pdf"),
+      pageCount: 2,
+      wordCount: null,
+      error: null,
+      images: [
+        { file: "gradient.png", source: "upload", error: null },
+        { file: "photo.jpg", source: "inline", error: null },
+      ],
+    });
+    expect(outcome.conversionId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(outcome.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(result.stderr).toMatch(/^mcsv: rpc UserService\/CreateUploadUrl ok /m);
+    expect(result.stderr).toContain(`rpc UserService/ConvertDocument ok`);
+    expect(result.stderr).toContain(`trace=${outcome.traceId}`);
+
+    const { conversion } = await system.client(UserService, "user").getConversion({ conversionId: outcome.conversionId! });
+    const mm = 72 / 25.4;
+    expect(conversion?.options?.layout).toMatchObject({ size: PageSize.CUSTOM, customWidth: expect.closeTo(210 * mm, 6), customHeight: expect.closeTo(297 * mm, 6), margin: expect.closeTo(10 * mm, 6) });
+    const pdf = readFileSync(join(work, outcome.pdf!));
+    // Orientation auto: both images are wider than tall.
+    expect(await pdfInfo(pdf)).toMatchObject({ pages: 2, pageSizes: [A4_LANDSCAPE, A4_LANDSCAPE] });
+    expect((await pageImages(pdf)).map((image) => image.width)).toEqual([96, 80]);
+  }, 60_000);
+
+  test("an image that cannot be sent stops the document before anything is converted", async () => {
+    const result = await mcsv(["convert", "--email", DOCUMENT_EMAIL, "--one-pdf", "nothing.pdf", "gradient.png", "missing.png"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe("mcsv: missing.png: no such file\nmcsv: nothing.pdf: 1 of 2 images cannot be sent; nothing was converted\n");
+    expect(existsSync(join(work, "nothing.pdf"))).toBe(false);
+    const { conversions } = await system.client(UserService, "user").listConversions({ userEmail: DOCUMENT_EMAIL });
+    expect(conversions.filter((c) => c.filename === "nothing.pdf")).toEqual([]);
+  });
+
+  test("a bad value for a document flag is one line (and the usage hint), exit status 2, and sends nothing", async () => {
+    for (const [flag, value, reason] of [
+      ["--page-size", "A5", "--page-size takes image, a4, letter or WIDTHxHEIGHT in points, mm or in (595x842, 210x297mm, 8.5x11in)"],
+      ["--ocr", "eng+English", '--ocr takes tesseract languages joined by + or , (eng, eng+deu), not "english"'],
+    ]) {
+      const result = await mcsv(["convert", "--email", DOCUMENT_EMAIL, "--one-pdf", "bad.pdf", flag!, value!, "gradient.png"]);
+      expect(result.code).toBe(2);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toBe(`error: option '${flag} <${flag === "--ocr" ? "languages" : "size"}>' argument '${value}' is invalid. ${reason}\n(add --help for usage)\n`);
+    }
+    expect(existsSync(join(work, "bad.pdf"))).toBe(false);
+  });
+
+  test("conversions get, list and watch show a document's pages and its text layer", async () => {
+    expect(documentId).toBeDefined();
+    const get = await mcsv(["conversions", "get", documentId]);
+    expect(get.code).toBe(0);
+    expect(get.stdout).toMatch(/^pages:\s+3 pages$/m);
+    expect(get.stdout).toMatch(/^text:\s+\d+ words recognised \(eng\)$/m);
+    expect(get.stdout).toMatch(/^options:\s+quality \w+, engine \w+, a4, ocr eng$/m);
+    expect(get.stdout).toMatch(/^title:\s+Scans of May$/m);
+
+    const list = await mcsv(["conversions", "list", "--email", DOCUMENT_EMAIL]);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(new RegExp(`^${documentId}\\s+succeeded\\s+scans\\.pdf\\s+3\\s+\\d+\\s+\\S+$`, "m"));
+
+    // A finished conversion: one line, its end.
+    const watch = await mcsv(["conversions", "watch", documentId]);
+    expect(watch.code).toBe(0);
+    expect(watch.stdout).toMatch(/^\S+ {2}succeeded: 3 pages, \d+ words recognised \(eng\)\n$/);
+  });
+});
+
 test("every command has --help", async () => {
   const result = await mcsv(["convert", "--help"]);
   expect(result.code).toBe(0);
   expect(result.stdout).toMatch(/^Usage: mcsv convert \[options\] <files\.\.\.>/);
-  for (const flag of ["--email", "--quality", "--engine", "--strip-metadata", "--max-width", "--max-height", "--concurrency", "--out", "--json", "--api-key"]) {
+  for (const flag of [
+    "--email", "--quality", "--engine", "--strip-metadata", "--max-width", "--max-height", "--concurrency", "--out", "--json", "--api-key",
+    "--one-pdf", "--page-size", "--fit", "--margin", "--orientation", "--title", "--author", "--subject", "--keywords", "--created", "--pdfa", "--ocr",
+  ]) {
     expect(result.stdout).toContain(flag);
   }
   const jobs = await mcsv(["jobs", "retry", "--help"]);
@@ -203,7 +342,7 @@ test("conversions list and get", async () => {
 
   const table = await mcsv(["conversions", "list", "--email", EMAIL, "--limit", "2"]);
   expect(table.code).toBe(0);
-  expect(table.stdout.split("\n")[0]).toMatch(/^ID\s+STATE\s+FILE\s+CREATED$/);
+  expect(table.stdout.split("\n")[0]).toMatch(/^ID\s+STATE\s+FILE\s+PAGES\s+WORDS\s+CREATED$/);
   expect(table.stdout).toMatch(/^more: --page-token \S+$/m);
 
   const get = await mcsv(["conversions", "get", convertedId]);

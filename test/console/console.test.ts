@@ -1,16 +1,19 @@
 /**
  * The web console at /console/ in real headless Chromium against the real system: signing in with an API key,
  * converting PNGs watched live through WatchConversion, their PDFs (checked by qpdf) and trace ids, the history
- * and its pages, the security headers, a wrong key refused, and use by keyboard. MCSV_CONSOLE_SCREENSHOT=docs/images/console.png
- * saves a picture of the console after the conversions.
+ * and its pages, the security headers, a wrong key refused, dropped images made one PDF (checked by poppler), and
+ * use by keyboard. MCSV_CONSOLE_SCREENSHOT=docs/images/console.png saves a picture of the console after the conversions.
  */
+import { execFile } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
+import { promisify } from "node:util";
 import type { Browser, Page } from "playwright-core";
-import { UserService } from "@mcsv/sdk";
+import { PageSize, UserService } from "@mcsv/sdk";
 import { launchChromium } from "../support/browser.js";
 import { TEST_API_KEY } from "../support/credentials.js";
 import { photoLikePng, qpdfCheck } from "../support/pdf.js";
+import { pageImages, pdfInfo, pdfText } from "../support/pdf.js";
 import { startTestSystem, type TestSystem } from "../support/system.js";
 
 const GRAFANA_URL = "http://grafana.test:3000";
@@ -36,6 +39,21 @@ function consoleErrors(page: Page): string[] {
   });
   page.on("pageerror", (error) => errors.push(error.message));
   return errors;
+}
+
+/** Drops files on the element as a person would: a drop event whose DataTransfer holds them, in this order. */
+async function dropFiles(page: Page, selector: string, files: Array<{ name: string; mimeType: string; buffer: Buffer }>): Promise<void> {
+  const described = JSON.stringify(files.map((file) => ({ name: file.name, type: file.mimeType, base64: file.buffer.toString("base64") })));
+  // (A string, evaluated in the page: the tests are type-checked without the DOM library.)
+  const dataTransfer = await page.evaluateHandle(`(() => {
+    const transfer = new DataTransfer();
+    for (const file of ${described}) {
+      const bytes = Uint8Array.from(atob(file.base64), (c) => c.charCodeAt(0));
+      transfer.items.add(new File([bytes], file.name, { type: file.type }));
+    }
+    return transfer;
+  })()`);
+  await page.dispatchEvent(selector, "drop", { dataTransfer });
 }
 
 async function signIn(page: Page, apiKey: string, email: string): Promise<void> {
@@ -157,6 +175,61 @@ test("a wrong API key is refused, and nothing is shown or kept", async () => {
   expect(errors.filter((e) => !/status of 401/.test(e))).toEqual([]);
 }, 30_000);
 
+test("dropped images become one A4 PDF with a title and searchable text, its card following it page by page", async () => {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  const errors = consoleErrors(page);
+  await page.goto(`${system.urls.user}/console/`);
+  await signIn(page, TEST_API_KEY, "documents.console@example.com");
+  await page.getByRole("button", { name: "Sign out" }).waitFor();
+
+  await page.getByLabel("One PDF of all the images").check();
+  // The fit applies to a page size only.
+  expect(await page.getByLabel("Fit").isDisabled()).toBe(true);
+  await page.getByLabel("Page size").selectOption({ label: "A4" });
+  expect(await page.getByLabel("Fit").isDisabled()).toBe(false);
+  await page.getByLabel("Title").fill("Two scans");
+  await page.getByLabel("Searchable text (OCR)").check();
+  expect(await page.getByLabel("OCR languages").inputValue()).toBe("eng");
+
+  // Taller than wide, so that their A4 pages stay upright (orientation auto); the first holds a line of text.
+  const drawn = await promisify(execFile)(
+    "convert",
+    ["-size", "600x800", "xc:white", "-font", "DejaVu-Sans", "-pointsize", "40", "-fill", "black", "-annotate", "+40+160", "Invoice number 4711", "png:-"],
+    { encoding: "buffer" },
+  );
+  await dropFiles(page, "#drop-zone", [
+    { name: "invoice.png", mimeType: "image/png", buffer: drawn.stdout },
+    { name: "tall.png", mimeType: "image/png", buffer: await photoLikePng(64, 96) },
+  ]);
+
+  const cards = page.locator("li[data-conversion]");
+  const card = cards.filter({ hasText: "Two scans.pdf" });
+  expect(await card.locator(".card-images").textContent()).toBe("2 images: invoice.png, tall.png");
+  // OCR runs after the last page: "Page 2 of 2" stays up meanwhile.
+  await card.locator("[data-pages]").filter({ hasText: /^Page [12] of 2$/ }).waitFor({ timeout: 60_000 });
+  await card.and(page.locator('[data-state="SUCCEEDED"]')).waitFor({ timeout: 60_000 });
+  expect(await cards.count()).toBe(1);
+  expect(await card.locator("[data-pages]").textContent()).toBe("2 pages");
+  const words = /^(\d+) words recognised \(eng\)$/.exec((await card.locator("[data-text]").textContent()) ?? "");
+  expect(Number(words?.[1])).toBeGreaterThanOrEqual(3);
+
+  const pdf = new Uint8Array(await (await fetch((await card.locator("[data-pdf-link]").getAttribute("href"))!)).arrayBuffer());
+  const a4 = [expect.closeTo(595.28, 1), expect.closeTo(841.89, 1)];
+  expect(await pdfInfo(pdf)).toEqual({ pages: 2, pageSizes: [a4, a4], title: "Two scans" });
+  // The drop order.
+  expect((await pageImages(pdf)).map(({ page, width, height }) => [page, width, height])).toEqual([
+    [1, 600, 800],
+    [2, 64, 96],
+  ]);
+  // The words in order (pdftotext may break the OCR layer's line between them).
+  expect(await pdfText(pdf)).toMatch(/Invoice\s+number\s+4711/);
+  const { conversions } = await system.client(UserService, "user").listConversions({ userEmail: "documents.console@example.com" });
+  expect(conversions).toHaveLength(1);
+  expect(conversions[0]).toMatchObject({ filename: "Two scans.pdf", pageCount: 2, options: { layout: { size: PageSize.A4 }, ocrLanguages: ["eng"] } });
+  expect(errors).toEqual([]);
+  await page.close();
+}, 90_000);
+
 test("works by keyboard: every control has a name, Tab reaches sign-in in order, focus is visible, Enter signs in", async () => {
   const page = await browser.newPage();
   await page.goto(`${system.urls.user}/console/`);
@@ -187,7 +260,7 @@ test("works by keyboard: every control has a name, Tab reaches sign-in in order,
   await page.getByRole("button", { name: "Sign out" }).waitFor();
   // The file picker is a real input, reachable by Tab.
   let onFiles = false;
-  for (let i = 0; i < 10 && !onFiles; i++) {
+  for (let i = 0; i < 30 && !onFiles; i++) {
     await page.keyboard.press("Tab");
     onFiles = (await focusedId()) === "files";
   }
