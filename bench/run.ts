@@ -11,11 +11,13 @@
  *   B5 peak memory per service during B1 at 12 MP and B4          bench/b5-memory.ts
  *   B6 the lossless fast-path PDF writer vs ImageMagick, img2pdf   bench/b6-passthrough.ts
  *   B7 1,000 conversions in one burst (drain vs B1's capacity)      bench/b7-burst.ts
+ *   B8 a ten-page A4 document: passthrough path vs img2pdf          bench/b8-document.ts
+ *   B9 OCR: OcrMyPdf.addTextLayer vs bare ocrmypdf                  bench/b9-ocr.ts
  *
  * --profile also records a V8 CPU profile of every service (bench/results/profiles/, with a summary.md of where the
  * time went). --env passes a variable to the services (a tuning experiment: the results record it).
  *
- * A full run takes about 10 minutes on 2 cores, --quick a little over 1. Run it on a quiet machine: the load average
+ * A full run takes about 11 minutes on 2 cores, --quick about 95 seconds. Run it on a quiet machine: the load average
  * before and after is recorded with the results. The process exits 1 when a benchmark failed (the results say why).
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
@@ -29,6 +31,8 @@ import { runB3 } from "./b3-rpc-stack.js";
 import { runB4 } from "./b4-email-fanout.js";
 import { runB6 } from "./b6-passthrough.js";
 import { runB7 } from "./b7-burst.js";
+import { runB8 } from "./b8-document.js";
+import { runB9 } from "./b9-ocr.js";
 import { startBenchSystem } from "./lib/bench-system.js";
 import { renderProfiles, summariseProfiles } from "./lib/cpu-profile.js";
 import type { BenchOptions } from "./lib/context.js";
@@ -45,7 +49,7 @@ const b2Loads = args.find((a) => a.startsWith("--b2-loads="))?.slice(11).split("
 const extraEnv = Object.fromEntries(
   args.flatMap((a, i) => (a === "--env" && args[i + 1]?.includes("=") ? [args[i + 1]!.split(/=(.*)/s).slice(0, 2) as [string, string]] : [])),
 );
-const only = new Set((args.find((a) => a.startsWith("--only="))?.slice(7) ?? "b1,b2,b3,b4,b5,b6,b7").split(",").map((s) => s.trim().toLowerCase()));
+const only = new Set((args.find((a) => a.startsWith("--only="))?.slice(7) ?? "b1,b2,b3,b4,b5,b6,b7,b8,b9").split(",").map((s) => s.trim().toLowerCase()));
 const outDir = join(ROOT, "bench", "results");
 const began = Date.now();
 const log = (message: string) => process.stderr.write(`[bench ${((Date.now() - began) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
@@ -83,9 +87,11 @@ async function attempt<T>(name: string, run: () => Promise<T>): Promise<T | unde
   }
 }
 
-// B3 and B6 run first, before the system starts: nothing else is then competing for the cores.
+// B3, B6, B8 and B9 run first, before the system starts: nothing else is then competing for the cores.
 if (only.has("b3")) results.b3 = await attempt("B3", () => runB3(options));
 if (only.has("b6")) results.b6 = await attempt("B6", () => runB6({ ...options, imageMagick: imageMagick.command }));
+if (only.has("b8")) results.b8 = await attempt("B8", () => runB8(options));
+if (only.has("b9")) results.b9 = await attempt("B9", () => runB9({ ...options, imageMagick: imageMagick.command }));
 
 const needsSystem = ["b1", "b2", "b4", "b5", "b7"].some((b) => only.has(b));
 if (needsSystem) {

@@ -6,6 +6,8 @@ import type { B4Result } from "../b4-email-fanout.js";
 import type { B7Result } from "../b7-burst.js";
 import type { MemoryPhase } from "../b5-memory.js";
 import type { B6Result } from "../b6-passthrough.js";
+import type { B8Result } from "../b8-document.js";
+import type { B9Result } from "../b9-ocr.js";
 import type { Ratio } from "./context.js";
 
 export interface Machine {
@@ -36,6 +38,8 @@ export interface BenchResults {
   b5?: { phases: MemoryPhase[] };
   b6?: B6Result;
   b7?: B7Result;
+  b8?: B8Result;
+  b9?: B9Result;
   errors: Record<string, string>;
 }
 
@@ -180,6 +184,45 @@ export function renderMarkdown(results: BenchResults): string {
       );
     }
     lines.push("");
+  }
+  if (results.b8) {
+    const b = results.b8;
+    const mb = (n: number | undefined) => (n === undefined ? "–" : (n / 2 ** 20).toFixed(1));
+    const yes = (ok: boolean | undefined) => (ok === undefined ? "–" : ok ? "yes" : "no");
+    const megapixels = b.pages.reduce((sum, p) => sum + p.width * p.height, 0) / 1e6;
+    lines.push(
+      `**B8 ten-page document** (A4, ${b.layout.margin} pt margin, fit ${b.layout.fit}, orientation ${b.layout.orientation}): mcsv's passthrough document path in-process vs ${b.img2pdf ?? "img2pdf (not installed)"} \`${b.img2pdfArgs.join(" ")}\` spawned per document, ms per document (median of ${b.rounds} rounds), and whether both PDFs hold the same pixels`,
+      "",
+    );
+    lines.push(
+      "| pages | MP | input MiB | mcsv ms | img2pdf ms | × img2pdf | target | met | same pixels (pdfimages -png) | same images and page sizes (pdfimages -list, pdfinfo) | mcsv = originals | met | PDF MiB: mcsv, img2pdf |",
+      "|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|",
+    );
+    const c = b.check;
+    lines.push(
+      `| ${b.pages.length} | ${fmt(megapixels, 1)} | ${mb(b.pages.reduce((sum, p) => sum + p.inputBytes, 0))} | ${fmt(b.msPerDocument.mcsv ?? Number.NaN, 1)} | ${fmt(b.msPerDocument.img2pdf ?? Number.NaN, 1)} | **${fmt(b.speedup ?? Number.NaN)}** | > ${b.targets.faster.above} | ${met(b.targets.faster.met)} | ${yes(c?.pixelsIdentical)} | ${c ? `${yes(c.imagesMatch)}, ${yes(c.pageSizesMatch)}` : "–"} | ${yes(c?.originalPixels)} | ${met(b.targets.samePixels.met)} | ${mb(b.pdfBytes.mcsv)}, ${mb(b.pdfBytes.img2pdf)} |`,
+    );
+    if (b.pages.some((p) => p.mcsvMs !== undefined)) {
+      lines.push(
+        "",
+        `mcsv's time by page (median ms: reading, inspecting, preparing, placing): ${b.pages.map((p) => `${p.kind} ${p.width}×${p.height} (${p.mode}) ${p.mcsvMs ?? "–"}`).join("; ")}; writeDocument ${b.mcsvWriteMs ?? "–"}`,
+      );
+    }
+    if (c?.mismatches.length) lines.push("", `Differences: ${c.mismatches.join("; ")}`);
+    lines.push("");
+  }
+  if (results.b9) {
+    const b = results.b9;
+    lines.push(
+      `**B9 OCR**: OcrMyPdf.addTextLayer (services/image/ocr.ts) vs bare ${b.ocrmypdf ?? "ocrmypdf"} \`${b.bareArgs.join(" ")} in.pdf out.pdf\` on the same ${b.pages}-page PDF (A4, 300 dpi, ${b.wordsDrawn} words drawn by ImageMagick), ms per PDF (median of ${b.rounds} rounds)`,
+      "",
+    );
+    lines.push("| pages | mcsv ms | bare ms | ratio (bare / mcsv) | target | met | same words (pdftotext) | met | words | drawn words recognised |", "|---:|---:|---:|---:|---|---|---|---|---:|---:|");
+    const t = b.text;
+    lines.push(
+      `| ${b.pages} | ${fmt(b.msPerPdf.mcsv ?? Number.NaN, 0)} | ${fmt(b.msPerPdf.bare ?? Number.NaN, 0)} | **${fmt(b.ratio ?? Number.NaN)}** | ≥ ${b.targets.ratio.min} | ${met(b.targets.ratio.met)} | ${t ? (t.sameWords ? "yes" : `no (${t.firstDifference})`) : "–"} | ${met(b.targets.sameWords.met)} | ${t ? `${t.words.mcsv}, ${t.words.bare}` : "–"} | ${b.recognised === undefined ? "–" : `${Math.round(b.recognised * 100)} %`} |`,
+      "",
+    );
   }
   for (const [name, error] of Object.entries(results.errors)) lines.push(`**${name} failed**: ${error}`, "");
   return lines.join("\n");
