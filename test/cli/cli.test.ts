@@ -182,7 +182,7 @@ describe("convert --one-pdf", () => {
 
     const pdf = readFileSync(join(work, label));
     await qpdfCheck(pdf);
-    expect(await pdfInfo(pdf)).toEqual({ pages: 3, pageSizes: [A4, A4, A4], title: "Scans of May" });
+    expect(await pdfInfo(pdf)).toMatchObject({ pages: 3, pageSizes: [A4, A4, A4], title: "Scans of May" });
     // The order given on the command line, not the files' sorted order.
     expect((await pageImages(pdf)).map(({ page, width, height }) => [page, width, height])).toEqual([
       [1, 80, 60],

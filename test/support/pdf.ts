@@ -138,11 +138,12 @@ export interface PdfInfo {
 export async function pdfInfo(pdf: Uint8Array): Promise<PdfInfo> {
   // -l past the last page is clamped to it: every page's size.
   const text = await withPdfFile(pdf, async (file) => (await run("pdfinfo", ["-f", "1", "-l", "100000", file])).stdout);
-  const entries = Object.fromEntries([...text.matchAll(/^([A-Za-z ]+?):\s+(.*)$/gm)].map((match) => [match[1]!, match[2]!.trimEnd()]));
+  // "Name:   value", the value possibly empty (never the next line's).
+  const entries = Object.fromEntries([...text.matchAll(/^([A-Za-z ]+?):[ \t]*(.*)$/gm)].map((match) => [match[1]!, match[2]!.trimEnd()]));
   return {
     pages: Number(/^Pages:\s+(\d+)$/m.exec(text)?.[1]),
     pageSizes: [...text.matchAll(/^Page\s+\d+ size:\s+([\d.]+) x ([\d.]+) pts/gm)].map((match) => [Number(match[1]), Number(match[2])]),
-    title: entries["Title"],
+    title: entries["Title"] || undefined,
     entries,
   };
 }
