@@ -13,6 +13,7 @@ import type { Span } from "@opentelemetry/api";
 import { withSpan } from "../shared/tracing.js";
 import { collectChildProcess, spawnChildProcess, type ChildProgram, type ChildRunOptions } from "./child-process.js";
 import type { NormalisedImage } from "./normalise.js";
+import { pageDensity } from "./page-layout.js";
 import { Quality } from "@mcsv/sdk";
 import { qualityPreset, type QualityPreset } from "./quality.js";
 
@@ -109,17 +110,6 @@ function traced<T>(command: string, args: readonly string[], input: Uint8Array, 
       span.setAttribute("mcsv.imagemagick.duration_ms", Math.round(performance.now() - started));
     }
   });
-}
-
-/** PDF viewers (Acrobat among them) refuse pages over 200 inches, i.e. 14,400 points, on a side. */
-const MAX_PAGE_INCHES = 200;
-
-/**
- * Dots per inch that make the page the image's size, one pixel per point (72 dpi), unless that would exceed the
- * largest page viewers accept: then just enough more dots per inch to fit, the pixels untouched.
- */
-export function pageDensity(width: number, height: number): number {
-  return Math.max(72, Math.ceil(Math.max(width, height) / MAX_PAGE_INCHES));
 }
 
 /** The resource limits, and the input coder that reads `image` from stdin. */

@@ -5,7 +5,6 @@
  */
 import { PageSize } from "@mcsv/sdk";
 import { MAX_PAGE_POINTS, NAMED_PAGE_SIZES } from "../shared/document-options.js";
-import { pageDensity } from "./imagemagick.js";
 
 /**
  * How the image fills the box (the page less its margins): `into` as large as fits, aspect kept; `fill` covering the
@@ -17,8 +16,19 @@ export type PageFit = "into" | "fill" | "exact" | "shrink";
 /** `auto` turns the page landscape for an image wider than tall, portrait otherwise. */
 export type PageOrientation = "auto" | "portrait" | "landscape";
 
+/** PDF viewers (Acrobat among them) refuse pages over 200 inches, i.e. MAX_PAGE_POINTS, on a side. */
+const MAX_PAGE_INCHES = MAX_PAGE_POINTS / 72;
+
+/**
+ * Dots per inch that make the page the image's size, one pixel per point (72 dpi), unless that would exceed the
+ * largest page viewers accept: then just enough more dots per inch to fit, the pixels untouched.
+ */
+export function pageDensity(width: number, height: number): number {
+  return Math.max(72, Math.ceil(Math.max(width, height) / MAX_PAGE_INCHES));
+}
+
 export interface PageLayout {
-  /** The page in points; undefined = the image's own size (one pixel per point, see pageDensity in imagemagick.ts), plus margins. */
+  /** The page in points; undefined = the image's own size (one pixel per point, see pageDensity), plus margins. */
   size?: { width: number; height: number } | undefined;
   fit: PageFit;
   /** Margin on every side, in points. */

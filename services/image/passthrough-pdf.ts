@@ -25,7 +25,7 @@
 import { promisify } from "node:util";
 import { constants, crc32, deflate, inflate, inflateSync } from "node:zlib";
 import { IMAGE_PAGE, placeImage } from "./page-layout.js";
-import { writeDocument } from "./pdf-document.js";
+import { writeDocument, type ImageObject } from "./pdf-document.js";
 
 // The thread pool's zlib, so that a large image's rows never hold up the event loop.
 const inflateAsync = promisify(inflate);
@@ -83,18 +83,6 @@ export interface PreparedPassthrough {
 
 export interface Declined {
   declined: DeclineReason;
-}
-
-/** An image XObject, ready for a PDF page (see pdf-document.ts). */
-export interface ImageObject {
-  width: number;
-  height: number;
-  /** The image XObject's dictionary entries other than Type, Subtype, Width, Height, Length and ColorSpace. */
-  entries: string;
-  colorSpace: string | { icc: Buffer; components: number; alternate: string };
-  /** The stream's bytes in pieces, joined only once, into the PDF (a large image's data is copied once). */
-  data: Buffer[];
-  smask?: { data: Buffer[]; entries: string };
 }
 
 /** The PDF, or undefined when the image cannot go in without re-encoding. */

@@ -10,7 +10,18 @@ import { createHash } from "node:crypto";
 import { crc32 } from "node:zlib";
 import sharp from "sharp";
 import type { Placement } from "./page-layout.js";
-import type { ImageObject } from "./passthrough-pdf.js";
+
+/** An image XObject, ready for a PDF page: what the passthrough code (passthrough-pdf.ts) builds from a JPEG or PNG. */
+export interface ImageObject {
+  width: number;
+  height: number;
+  /** The image XObject's dictionary entries other than Type, Subtype, Width, Height, Length and ColorSpace. */
+  entries: string;
+  colorSpace: string | { icc: Buffer; components: number; alternate: string };
+  /** The stream's bytes in pieces, joined only once, into the PDF (a large image's data is copied once). */
+  data: Buffer[];
+  smask?: { data: Buffer[]; entries: string };
+}
 
 export interface DocumentPage {
   image: ImageObject;

@@ -3,8 +3,7 @@
  * as properties (into fits the box and touches it on one axis, fill covers it, …) over images wide, tall, square, tiny
  * and past the largest page, plus a few placements worked out by hand; and the checks of a requested layout.
  */
-import { pageDensity } from "../../services/image/imagemagick.js";
-import { IMAGE_PAGE, PAGE_SIZES, placeImage, type PageFit, type PageLayout, type PageOrientation, type Placement } from "../../services/image/page-layout.js";
+import { IMAGE_PAGE, PAGE_SIZES, pageDensity, placeImage, type PageFit, type PageLayout, type PageOrientation, type Placement } from "../../services/image/page-layout.js";
 import { MAX_PAGE_POINTS } from "../../services/shared/document-options.js";
 
 const IMAGES: Array<[number, number]> = [

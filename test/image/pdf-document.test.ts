@@ -9,9 +9,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import sharp from "sharp";
-import { inspectPassthrough, preparePassthrough, type ImageObject } from "../../services/image/passthrough-pdf.js";
+import { inspectPassthrough, preparePassthrough } from "../../services/image/passthrough-pdf.js";
 import { PAGE_SIZES, placeImage, type PageLayout, type Placement } from "../../services/image/page-layout.js";
-import { pdfaAllows, srgbProfile, writeDocument, type DocumentMetadata, type DocumentPage } from "../../services/image/pdf-document.js";
+import { pdfaAllows, srgbProfile, writeDocument, type DocumentMetadata, type DocumentPage, type ImageObject } from "../../services/image/pdf-document.js";
 import { checkPdfA2b, readXmp } from "../support/pdfa.js";
 import { decode, extractImages, gradientPixels, listImages, qpdfCheck, splitAlpha, streamData } from "./support.js";
 
