@@ -9,14 +9,13 @@
  * libvips' decoding of the original).
  */
 import { spawn } from "node:child_process";
-import { crc32 } from "node:zlib";
 import { Quality } from "@mcsv/sdk";
 import sharp from "sharp";
 import { pdfArguments, runImageMagick } from "../services/image/imagemagick.js";
 import { passthroughPdf, type AlphaSplitStep } from "../services/image/passthrough-pdf.js";
 import { qualityPreset } from "../services/image/quality.js";
 import type { BenchOptions } from "./lib/context.js";
-import { photoLikePixels, SIZES, type TestImage } from "./lib/images.js";
+import { photoLikePixels, SIZES, withOneIdat, type TestImage } from "./lib/images.js";
 import { DEFAULT_LIMITS, POLICY_ENV } from "./lib/imagemagick.js";
 import { median, round } from "./lib/stats.js";
 import { extractImages, rawPixels } from "../test/support/pdf.js";
@@ -52,27 +51,6 @@ export interface B6Result {
 
 const SPEEDUP_TARGET = 20;
 
-/** The PNG with all its IDAT data in one chunk (what img2pdf needs to stay linear); other files as they are. */
-function withOneIdat(file: Buffer): Buffer {
-  if (file.readUInt32BE(0) !== 0x89504e47) return file;
-  const before: Buffer[] = [file.subarray(0, 8)];
-  const idat: Buffer[] = [];
-  const after: Buffer[] = [];
-  for (let offset = 8; offset < file.length; ) {
-    const length = file.readUInt32BE(offset);
-    const type = file.toString("latin1", offset + 4, offset + 8);
-    const whole = file.subarray(offset, offset + 12 + length);
-    if (type === "IDAT") idat.push(whole.subarray(8, 8 + length));
-    else (idat.length ? after : before).push(whole);
-    offset += 12 + length;
-  }
-  const data = Buffer.concat([Buffer.from("IDAT", "latin1"), ...idat]);
-  const chunk = Buffer.alloc(data.length + 8);
-  chunk.writeUInt32BE(data.length - 4, 0);
-  data.copy(chunk, 4);
-  chunk.writeUInt32BE(crc32(data), data.length + 4);
-  return Buffer.concat([...before, chunk, ...after]);
-}
 
 /**
  * Whether the PDF's image (and soft mask) hold exactly the original's samples: poppler's extraction against libvips'

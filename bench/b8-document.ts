@@ -19,13 +19,12 @@ import { spawn } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { crc32 } from "node:zlib";
 import sharp from "sharp";
 import { PAGE_SIZES, placeImage, type PageLayout } from "../services/image/page-layout.js";
 import { writeDocument, type DocumentPage } from "../services/image/pdf-document.js";
 import { inspectPassthrough, preparePassthrough } from "../services/image/passthrough-pdf.js";
 import type { BenchOptions } from "./lib/context.js";
-import { photoLikePixels } from "./lib/images.js";
+import { photoLikePixels, withOneIdat } from "./lib/images.js";
 import { median, round } from "./lib/stats.js";
 
 type Tool = "mcsv" | "img2pdf";
@@ -112,27 +111,6 @@ const PAGES: ReadonlyArray<{ kind: Kind; width: number; height: number }> = [
   { kind: "png-rgba", width: 1200, height: 1600 },
 ];
 
-/** The PNG with all its IDAT data in one chunk (what img2pdf needs to stay linear); other files as they are. */
-function withOneIdat(file: Buffer): Buffer {
-  if (file.readUInt32BE(0) !== 0x89504e47) return file;
-  const before: Buffer[] = [file.subarray(0, 8)];
-  const idat: Buffer[] = [];
-  const after: Buffer[] = [];
-  for (let offset = 8; offset < file.length; ) {
-    const length = file.readUInt32BE(offset);
-    const type = file.toString("latin1", offset + 4, offset + 8);
-    const whole = file.subarray(offset, offset + 12 + length);
-    if (type === "IDAT") idat.push(whole.subarray(8, 8 + length));
-    else (idat.length ? after : before).push(whole);
-    offset += 12 + length;
-  }
-  const data = Buffer.concat([Buffer.from("IDAT", "latin1"), ...idat]);
-  const chunk = Buffer.alloc(data.length + 8);
-  chunk.writeUInt32BE(data.length - 4, 0);
-  data.copy(chunk, 4);
-  chunk.writeUInt32BE(crc32(data), data.length + 4);
-  return Buffer.concat([...before, chunk, ...after]);
-}
 
 async function makePage(index: number, kind: Kind, width: number, height: number): Promise<Buffer> {
   const channels = kind === "png-rgba" ? 4 : 3;

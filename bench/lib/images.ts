@@ -7,6 +7,7 @@
  * with a 4:2:0 original the floor (ImageMagick reading the JPEG) would write a smaller, cheaper image than the
  * service (which hands ImageMagick decoded pixels, written 4:4:4 at quality 90). With 4:4:4 both write the same PDF.
  */
+import { crc32 } from "node:zlib";
 import sharp from "sharp";
 
 export interface ImageSize {
@@ -65,4 +66,26 @@ export async function makeTestImage(size: ImageSize, channels: Channels): Promis
   const raw = sharp(photoLikePixels(size.width, size.height, channels), { raw: { width: size.width, height: size.height, channels } });
   const bytes = channels === 3 ? await raw.jpeg({ quality: 92, chromaSubsampling: "4:4:4" }).toBuffer() : await raw.png({ compressionLevel: 6 }).toBuffer();
   return { name: `${size.label}-${channels === 3 ? "rgb" : "rgba"}`, size, channels, format: channels === 3 ? "jpeg" : "png", bytes };
+}
+
+/** The PNG with all its IDAT data in one chunk (what img2pdf needs to stay linear); other files as they are. */
+export function withOneIdat(file: Buffer): Buffer {
+  if (file.readUInt32BE(0) !== 0x89504e47) return file;
+  const before: Buffer[] = [file.subarray(0, 8)];
+  const idat: Buffer[] = [];
+  const after: Buffer[] = [];
+  for (let offset = 8; offset < file.length; ) {
+    const length = file.readUInt32BE(offset);
+    const type = file.toString("latin1", offset + 4, offset + 8);
+    const whole = file.subarray(offset, offset + 12 + length);
+    if (type === "IDAT") idat.push(whole.subarray(8, 8 + length));
+    else (idat.length ? after : before).push(whole);
+    offset += 12 + length;
+  }
+  const data = Buffer.concat([Buffer.from("IDAT", "latin1"), ...idat]);
+  const chunk = Buffer.alloc(data.length + 8);
+  chunk.writeUInt32BE(data.length - 4, 0);
+  data.copy(chunk, 4);
+  chunk.writeUInt32BE(crc32(data), data.length + 4);
+  return Buffer.concat([...before, chunk, ...after]);
 }
