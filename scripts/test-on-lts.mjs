@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Runs the end-to-end workflow tests again on the current Node.js LTS (Node 20, which the machines here ship, has
+ * Runs the end-to-end workflow and document tests again on the current Node.js LTS (Node 20, which the machines here ship, has
  * reached its end of life): the `node` package from the npm registry brings that version, and the test system starts
  * the five services with the same binary (the test checks it). Part of `npm test`.
  */
@@ -13,8 +13,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const node = execFileSync("npx", ["-y", "-p", `node@${LTS}`, "node", "-p", "process.execPath"], { cwd: root, encoding: "utf8" }).trim();
 const version = execFileSync(node, ["--version"], { encoding: "utf8" }).trim();
 if (!version.startsWith(`v${LTS}.`)) throw new Error(`expected Node ${LTS}, got ${version} from ${node}`);
-process.stderr.write(`[test] the workflow tests again, on Node ${version}\n`);
-const result = spawnSync(node, [join(root, "node_modules/.bin/jest"), "--runInBand", "test/e2e/workflows.test.ts"], {
+process.stderr.write(`[test] the workflow and document tests again, on Node ${version}\n`);
+const result = spawnSync(node, [join(root, "node_modules/.bin/jest"), "--runInBand", "test/e2e/workflows.test.ts", "test/e2e/documents.test.ts"], {
   cwd: root,
   stdio: "inherit",
   env: { ...process.env, NODE_OPTIONS: "--experimental-vm-modules --no-warnings=ExperimentalWarning" },
