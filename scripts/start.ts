@@ -62,6 +62,11 @@ Workflow 2, an image to PDF (a PNG made on the spot, sent inline as base64):
 
   ${curl} --data '{"conversionId":"<id from above>"}' ${user}/mcsv.v1.UserService/GetConversion   # then: curl -o out.pdf "<pdfUrl>"
 
+Documents, images as the pages of one A4 PDF/A with a title (add "ocrLanguages":["eng"] for searchable text):
+
+  ${curl} --data '{"userEmail":"ada@example.com","filename":"two-pages.pdf","images":[{"imageData":"${samplePng}"},{"imageData":"${samplePng}"}],"options":{"layout":{"size":"PAGE_SIZE_A4","margin":36},"metadata":{"title":"Two pages"},"pdfa":true}}' \\
+    ${user}/mcsv.v1.UserService/ConvertDocument
+
 Every port answers Connect, gRPC (add --protocol grpc) and gRPC-Web, and lists itself through reflection:
 
   npx buf curl --list-services ${user}

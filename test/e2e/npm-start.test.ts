@@ -90,6 +90,10 @@ test("npm start runs everything on the embedded defaults, stops cleanly on Ctrl-
   const printed = /npx buf curl (-H "[^"]*" --data '[^']*') \\\n\s*(\S+\/mcsv\.v1\.UserService\/CreateUser)/.exec(text)!;
   const created = execSync(`${join(ROOT, "node_modules", ".bin", "buf")} curl ${printed[1]} ${printed[2]}`, { cwd: tmpdir(), encoding: "utf8" });
   expect((JSON.parse(created) as { user: { email: string } }).user.email).toBe("ada@example.com");
+  // So does the document example.
+  const document = /npx buf curl (-H "[^"]*" --data '[^']*') \\\n\s*(\S+\/mcsv\.v1\.UserService\/ConvertDocument)/.exec(text)!;
+  const queued = execSync(`${join(ROOT, "node_modules", ".bin", "buf")} curl ${document[1]} ${document[2]}`, { cwd: tmpdir(), encoding: "utf8" });
+  expect((JSON.parse(queued) as { conversion: { pageCount: number } }).conversion.pageCount).toBe(2);
   expect(text).toContain("dev outbox");
 
   const users = createClient(UserService, createConnectTransport({ baseUrl: urls[0]!, httpVersion: "1.1", interceptors: [bearerInterceptor(credentials.apiKey)] }));
