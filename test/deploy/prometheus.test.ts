@@ -199,7 +199,7 @@ describe("promtool unit tests", () => {
         [
           "JobQueueBacklog: 110 convert_image jobs due or retrying; scheduled jobs and the replicas' repeated counts do not add up",
           "JobAttemptsFailing: every send_email attempt fails; a few convert_image retries among successes, and one notify_client job retrying alone, do not page",
-          "ProcessMemoryHigh: 95 % of the image service's 1 GiB limit for 10 minutes; 78 % of the email service's 256 MiB is fine",
+          "ProcessMemoryHigh: 95 % of the image service's 1.5 GiB limit for 10 minutes; 78 % of the email service's 256 MiB is fine",
         ].sort(),
       );
     } finally {
