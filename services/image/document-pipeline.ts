@@ -13,12 +13,12 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { fetchSource } from "./fetch-source.js";
 import type { OcrEngine } from "./ocr.js";
 import { conversionBytesTotal, pdfEnginesTotal } from "./metrics.js";
-import { normaliseOpened, openImage, type InputFormat, type NormalisedImage, type NormaliseOptions } from "./normalise.js";
+import { normaliseOpened, openImage, type InputFormat, type NormalisedImage } from "./normalise.js";
 import { inspectPassthrough, preparePassthrough, type PreparedPassthrough } from "./passthrough-pdf.js";
 import { placeImage, type PageLayout } from "./page-layout.js";
 import { pdfaAllows, srgbProfile, writeDocument, type DocumentMetadata, type DocumentPage, type ImageObject } from "./pdf-document.js";
 import { choosePassthrough, type FallbackReason, type PdfEngineName } from "./pdf-engine.js";
-import { storePdf, timed, type ConversionResult, type PdfEngineUsed, type PipelineDeps } from "./pipeline.js";
+import { normaliseOptionsOf, storePdf, timed, type ConversionResult, type PdfEngineUsed, type PipelineDeps } from "./pipeline.js";
 import type { QualityPreset } from "./quality.js";
 
 export interface DocumentDeps extends PipelineDeps {
@@ -61,7 +61,8 @@ export async function runDocument(deps: DocumentDeps, request: DocumentRequest, 
   if (request.pages.length > documentLimits.maxPages) {
     throw new ConnectError(`the document has ${request.pages.length} pages, more than the limit of ${documentLimits.maxPages}`, Code.InvalidArgument);
   }
-  if (request.ocrLanguages.length > 0) await checkOcrLanguages(deps.ocr, request.ocrLanguages);
+  // A language that is not installed is refused before any page is converted (failed_precondition).
+  if (request.ocrLanguages.length > 0) await deps.ocr.checkLanguages(request.ocrLanguages);
   const outputProfile = request.pdfa ? await srgbProfile() : undefined;
 
   const pages: DocumentPage[] = [];
@@ -121,16 +122,6 @@ function tooLarge(max: number): never {
   throw new ConnectError(`the PDF would be larger than the limit of ${max} bytes`, Code.ResourceExhausted);
 }
 
-/** Refuses at once, before any page is converted, a language that is not installed (failed_precondition). */
-async function checkOcrLanguages(ocr: OcrEngine, wanted: readonly string[]): Promise<void> {
-  const installed = await ocr.languages();
-  const missing = wanted.filter((language) => !installed.includes(language));
-  if (installed.length === 0) throw new ConnectError("OCR is not available on this image service (ocrmypdf and tesseract are not installed)", Code.FailedPrecondition);
-  if (missing.length > 0) {
-    throw new ConnectError(`OCR language ${missing.map((l) => `"${l}"`).join(", ")} is not installed here; installed: ${installed.join(", ")}`, Code.FailedPrecondition);
-  }
-}
-
 /**
  * One page's image XObject: the passthrough engine's copy of the original when it applies (and PDF/A can hold its
  * colours), else the normalised image as ImageMagick encodes it at the preset (JPEG, or a PNG for LOSSLESS).
@@ -143,15 +134,7 @@ async function convertPage(
   signal: AbortSignal | undefined,
 ): Promise<{ image: ImageObject; engine: PdfEngineUsed }> {
   const id = request.conversionId;
-  const options: NormaliseOptions = {
-    inputFormat,
-    maxPixels: deps.limits.maxPixels,
-    maxWidth: request.maxWidth,
-    maxHeight: request.maxHeight,
-    keepAlpha: request.preset.keepsAlpha,
-    stripMetadata: request.stripMetadata,
-    failOn: deps.limits.failOn,
-  };
+  const options = normaliseOptionsOf(deps.limits, request, inputFormat);
   type Prepared = { passthrough: PreparedPassthrough } | { normalised: NormalisedImage; fallback: FallbackReason | undefined };
   const prepared = await timed(deps, "normalise", id, async (): Promise<Prepared> => {
     const opened = await openImage(source, options);

@@ -6,7 +6,6 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ImageService, ImageServiceConvertImageResponseSchema, Quality, type ConversionOptions } from "@mcsv/sdk";
-import { needsDocumentWriter } from "../shared/document-options.js";
 import { busy, connectCodeName, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { runDocument, type DocumentDeps, type DocumentResult } from "./document-pipeline.js";
@@ -16,7 +15,7 @@ import { runConversion, type ConversionResult } from "./pipeline.js";
 import { ProgressChannel } from "./progress-channel.js";
 import { pdfEngineMessage } from "./pdf-engine.js";
 import { qualityPreset } from "./quality.js";
-import { singleImage, validate, validateDocument, type RequestPolicy } from "./requests.js";
+import { isPlainImage, singleImage, validate, validateDocument, type RequestPolicy } from "./requests.js";
 
 export interface ImageHandlerDeps extends DocumentDeps, RequestPolicy {
   logger: Logger;
@@ -92,7 +91,7 @@ export function createImageHandlers(deps: ImageHandlerDeps): ServiceImpl<typeof 
         () => {
           const request = validate(req, deps);
           // Layout, metadata, PDF/A and OCR need the document writer; a plain image keeps ImageMagick's own PDF.
-          return needsDocumentWriter(req.options) ? () => runDocument(deps, request, ctx.signal) : () => runConversion(deps, singleImage(request), ctx.signal);
+          return isPlainImage(request) ? () => runConversion(deps, singleImage(request), ctx.signal) : () => runDocument(deps, request, ctx.signal);
         },
         ctx.signal,
       );

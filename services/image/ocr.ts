@@ -27,6 +27,8 @@ export interface OcrEngine {
   languages(): Promise<string[]>;
   /** Resolves with a description like "ocrmypdf 14.0.1, languages eng" when OCR can run; rejects saying why not. */
   ready(): Promise<string>;
+  /** The requested languages, each once, if all are installed; else failed_precondition naming what is installed. */
+  checkLanguages(requested: readonly string[]): Promise<string[]>;
   /** Adds an invisible text layer to every page of `pdf`; images untouched. `timeoutMs` replaces the configured one. */
   addTextLayer(pdf: Uint8Array, languages: readonly string[], signal?: AbortSignal, timeoutMs?: number): Promise<TextLayer>;
 }
@@ -177,7 +179,7 @@ export class OcrMyPdf implements OcrEngine {
   }
 
   /** The requested languages, each once, all installed; else failed_precondition naming what is installed. */
-  private async checkLanguages(requested: readonly string[]): Promise<string[]> {
+  async checkLanguages(requested: readonly string[]): Promise<string[]> {
     const wanted = [...new Set(requested)];
     if (wanted.length === 0) throw new ConnectError("name at least one OCR language", Code.InvalidArgument);
     const installed = await this.installedLanguages();

@@ -143,6 +143,16 @@ export async function storePdf(store: PdfStore, conversionId: string, pdf: Uint8
   return { key, url };
 }
 
+/** How an image of `inputFormat` is checked and normalised for `request`, within the service's limits. */
+export function normaliseOptionsOf(
+  limits: ConversionLimits,
+  request: Pick<ConversionRequest, "preset" | "stripMetadata" | "maxWidth" | "maxHeight">,
+  inputFormat: InputFormat,
+): NormaliseOptions {
+  const { preset, stripMetadata, maxWidth, maxHeight } = request;
+  return { inputFormat, maxPixels: limits.maxPixels, maxWidth, maxHeight, keepAlpha: preset.keepsAlpha, stripMetadata, failOn: limits.failOn };
+}
+
 type Prepared = { plan: PreparedPassthrough } | { image: NormalisedImage; fallback: FallbackReason | undefined };
 
 export async function runConversion(deps: PipelineDeps, request: ConversionRequest, signal?: AbortSignal): Promise<ConversionResult> {
@@ -156,15 +166,7 @@ export async function runConversion(deps: PipelineDeps, request: ConversionReque
   const inputSize = source.byteLength;
   conversionBytesTotal.inc({ direction: "in" }, inputSize);
 
-  const normaliseOptions: NormaliseOptions = {
-    inputFormat: request.inputFormat,
-    maxPixels: limits.maxPixels,
-    maxWidth: request.maxWidth,
-    maxHeight: request.maxHeight,
-    keepAlpha: request.preset.keepsAlpha,
-    stripMetadata: request.stripMetadata,
-    failOn: limits.failOn,
-  };
+  const normaliseOptions = normaliseOptionsOf(limits, request, request.inputFormat);
   // Either the passthrough plan, or the image decoded and normalised for ImageMagick.
   const prepared = await timed(deps, "normalise", id, async (): Promise<Prepared> => {
     const opened = await openImage(source!, normaliseOptions);

@@ -89,6 +89,15 @@ export function validateDocument(req: ImageServiceConvertDocumentRequest, deps: 
   return { conversionId: req.conversionId.toLowerCase(), pages, ...options };
 }
 
+/**
+ * Whether a one-image request asks for nothing but its image: no layout, metadata, PDF/A or OCR. It then gets
+ * ImageMagick's own PDF (or the passthrough engine's) through pipeline.ts; anything else needs the document writer.
+ */
+export function isPlainImage(request: DocumentRequest): boolean {
+  const { layout, metadata, pdfa, ocrLanguages } = request;
+  return layout.size === undefined && layout.margin === 0 && Object.keys(metadata).length === 0 && !pdfa && ocrLanguages.length === 0;
+}
+
 /** A one-image request in the pipeline's terms (ImageMagick's own PDF, or the passthrough engine's). */
 export function singleImage(request: DocumentRequest): ConversionRequest {
   const { imageUrl, inputFormat } = request.pages[0]!;

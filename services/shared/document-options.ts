@@ -89,13 +89,3 @@ export function checkDocumentOptions(options: ConversionOptions, problems: Probl
   });
   if (new Set(options.ocrLanguages).size !== options.ocrLanguages.length) problems.add("options.ocrLanguages", "must not repeat a language");
 }
-
-/** Whether the options ask for more than one image on its own page: the document writer, not ImageMagick's own PDF. */
-export function needsDocumentWriter(options: ConversionOptions | undefined): boolean {
-  if (!options) return false;
-  const layout = options.layout;
-  const laidOut = layout !== undefined && (layout.size !== PageSize.UNSPECIFIED || layout.margin > 0);
-  const metadata = options.metadata;
-  const described = metadata !== undefined && (metadata.title || metadata.author || metadata.subject || metadata.keywords.length > 0 || metadata.createdAt);
-  return laidOut || Boolean(described) || options.pdfa || options.ocrLanguages.length > 0;
-}
